@@ -1,0 +1,43 @@
+# Developer entry points. Services run locally without Docker: see deploy/stack.sh.
+PY ?= .venv/bin/python
+PYTEST_ARGS ?=
+STACK := deploy/stack.sh
+
+.PHONY: install up down status test lint demo bench bench-quick clean-stack
+
+install: .venv/.installed
+
+.venv/bin/python:
+	python3 -m venv .venv
+
+# Re-install only when the dependency declarations change.
+.venv/.installed: pyproject.toml constraints.txt | .venv/bin/python
+	.venv/bin/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+up:
+	$(STACK) up
+
+down:
+	$(STACK) down
+
+status:
+	$(STACK) status
+
+test: install up
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
+
+demo: install up
+	.venv/bin/leaderboard demo
+
+bench: install up
+	$(PY) bench/run.py
+
+bench-quick: install up
+	$(PY) bench/run.py --quick
+
+clean-stack: down
+	rm -rf .stack

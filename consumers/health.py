@@ -1,0 +1,55 @@
+"""A small HTTP endpoint beside the consumer loop: /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class HealthServer:
+    """Serves in a daemon thread; ``ready()`` is asked on every /readyz."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], str | None]) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif self.path == "/healthz":
+                    self._send(200, b'{"status":"ok"}', "application/json")
+                elif self.path == "/readyz":
+                    problem = outer.ready()
+                    if problem is None:
+                        self._send(200, b'{"status":"ready"}', "application/json")
+                    else:
+                        body = ('{"status":"not ready","detail":"%s"}' % problem.replace('"', "'")).encode()
+                        self._send(503, body, "application/json")
+                else:
+                    self._send(404, b'{"detail":"try /metrics, /healthz or /readyz"}', "application/json")
+
+            def _send(self, status: int, body: bytes, ctype: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+                del format, args
+
+        self.ready = ready
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

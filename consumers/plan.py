@@ -1,0 +1,130 @@
+"""Pure batch planning: canonical events -> one Lua payload per board (no I/O here).
+
+Within a batch, a player's events on one board-period-partition fold into one update, so a hot player
+costs one ZADD per batch instead of one per win. Folding commutes (sum / min tie-break, or max), so the
+live boards and any rebuild agree whatever the order of arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from leaderboard import scoring
+from leaderboard.boards import Board
+from schemas.model import MatchWon
+
+_BUCKET_S = 900  # every timezone offset is a multiple of 15 minutes, so period keys are constant per bucket
+
+
+@dataclass(frozen=True, slots=True)
+class Canonical:
+    """A valid event that PostgreSQL decided is the one copy to count, with its Kafka coordinates."""
+
+    partition: int
+    offset: int
+    event: MatchWon
+
+
+@lru_cache(maxsize=65536)
+def _periods(board: Board, bucket: int) -> tuple[tuple[str, float, int], ...]:
+    instant = datetime.fromtimestamp(bucket * _BUCKET_S, tz=UTC)
+    out = []
+    for key in board.period_keys(instant):
+        origin, unit = board.origin(key)
+        out.append((key, origin.timestamp(), unit))
+    return tuple(out)
+
+
+def targets(board: Board, event: MatchWon) -> tuple[tuple[str, float, int], ...]:
+    """(period key, tie-break origin as epoch seconds, unit seconds) of every period the event feeds."""
+    if not board.accepts(event.game, event.mode, event.region):
+        return ()
+    return _periods(board, int(event.occurred_at.timestamp()) // _BUCKET_S)
+
+
+def tiebreak(ts: float, origin: float, unit: int) -> int:
+    units = int(ts - origin) // unit
+    return scoring.TIME_SPAN - 1 - min(max(units, 0), scoring.TIME_SPAN - 1)
+
+
+@dataclass(slots=True)
+class Slot:
+    """Folded updates of one period key and partition: offsets [lo, hi], player -> [points, tb, events]."""
+
+    lo: int
+    hi: int
+    players: dict[str, list[int]]
+
+
+Fold = dict[tuple[str, int], Slot]
+
+
+def fold(
+    board: Board,
+    records: Iterable[Canonical],
+    above: dict[tuple[str, int], int] | None = None,
+    *,
+    into: Fold | None = None,
+    split_partitions: bool = True,
+) -> Fold:
+    """Fold records per period and partition; ``above`` keeps only offsets past a watermark.
+
+    ``split_partitions=False`` folds every partition into one slot (partition -1) for snapshot loads;
+    ``into`` continues an earlier fold so a large source can be read in chunks.
+    """
+    best = board.aggregation == "best"
+    acc: Fold = {} if into is None else into
+    for rec in records:
+        event = rec.event
+        periods = targets(board, event)
+        if not periods:
+            continue
+        ts = event.occurred_at.timestamp()
+        for key, origin, unit in periods:
+            slot = (key, rec.partition if split_partitions else -1)
+            if above is not None and rec.offset <= above.get(slot, -1):
+                continue
+            tb = tiebreak(ts, origin, unit)
+            entry = acc.get(slot)
+            if entry is None:
+                entry = acc[slot] = Slot(rec.offset, rec.offset, {})
+            elif rec.offset < entry.lo:
+                entry.lo = rec.offset
+            elif rec.offset > entry.hi:
+                entry.hi = rec.offset
+            cur = entry.players.get(event.player_id)
+            if cur is None:
+                entry.players[event.player_id] = [event.points, tb, 1]
+            elif best:
+                if event.points > cur[0] or (event.points == cur[0] and tb > cur[1]):
+                    cur[0], cur[1] = event.points, tb
+                cur[2] += 1
+            else:
+                cur[0] += event.points
+                cur[1] = min(cur[1], tb)
+                cur[2] += 1
+    return acc
+
+
+def payload(board: Board, folded: Fold, gen: int | None = None) -> dict[str, object] | None:
+    """The apply.lua payload for a fold, or None when the batch does not touch the board."""
+    if not folded:
+        return None
+    periods: dict[str, list[dict[str, object]]] = {}
+    for (key, partition), slot in folded.items():
+        updates = [[p, v[0], v[1], v[2]] for p, v in slot.players.items()]
+        periods.setdefault(key, []).append({"pt": partition, "lo": slot.lo, "hi": slot.hi, "u": updates})
+    body: dict[str, object] = {
+        "agg": board.aggregation,
+        "periods": [{"p": key, "parts": parts} for key, parts in periods.items()],
+    }
+    if gen is not None:
+        body["gen"] = gen
+    return body
+
+
+def plan(board: Board, records: Sequence[Canonical], gen: int | None = None) -> dict[str, object] | None:
+    return payload(board, fold(board, records), gen)

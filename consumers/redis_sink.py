@@ -1,0 +1,103 @@
+"""Applies planned batches to Redis through ``apply.lua``: one script call per board per batch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import orjson
+import redis
+
+from consumers.plan import Canonical, fold, payload
+from leaderboard.boards import Board
+from leaderboard.keys import Keys
+from leaderboard.lua_scripts import source
+
+
+class RedisLost(RuntimeError):
+    """A board's meta key is gone: Redis restarted empty or was flushed. Recovery must rebuild it."""
+
+    def __init__(self, boards: list[str]) -> None:
+        super().__init__(f"Redis has no state for boards {boards}; rebuilding from PostgreSQL")
+        self.boards = boards
+
+
+class PartialLoop(RuntimeError):
+    """Watermarks kept moving under us: another consumer is racing on the same partitions."""
+
+
+_MAX_PARTIAL_ROUNDS = 8
+
+
+class RedisSink:
+    def __init__(self, client: redis.Redis, keys: Keys, boards: Sequence[Board]) -> None:
+        self._r = client
+        self._keys = keys
+        self._boards = tuple(boards)
+        self._apply = client.register_script(source("apply"))
+
+    def apply(self, records: Sequence[Canonical], gen: int | None = None) -> int:
+        """Apply canonical records to every board; returns the number of sorted-set updates made.
+
+        Idempotent: records at or below a board-period's watermark for their partition are skipped.
+        """
+        if not records:
+            return 0
+        now = str(int(time.time() * 1000))
+        calls: list[tuple[Board, bytes]] = []
+        for board in self._boards:
+            body = payload(board, fold(board, records), gen)
+            if body is not None:
+                calls.append((board, orjson.dumps(body)))
+        names = _latest_names(records)
+        if not calls and not names:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        if names:
+            pipe.hset(self._keys.names(), mapping=names)
+        for board, body in calls:
+            self._apply(keys=[self._keys.meta(board.id)], args=[self._keys.base(board.id), body, now], client=pipe)
+        results = pipe.execute()[1 if names else 0 :]
+        lost = [board.id for (board, _), res in zip(calls, results, strict=True) if res[0] == b"nometa"]
+        if lost:
+            raise RedisLost(lost)
+        applied = 0
+        for (board, _), res in zip(calls, results, strict=True):
+            applied += int(res[1])
+            if len(res) > 2:
+                applied += self._resolve_partials(board, records, [p.decode() for p in res[2:]], now)
+        return applied
+
+    def _resolve_partials(self, board: Board, records: Sequence[Canonical], partials: list[str], now: str) -> int:
+        """Resend only the records past each watermark a batch overlapped (zombie or rewind)."""
+        applied = 0
+        for _ in range(_MAX_PARTIAL_ROUNDS):
+            by_gen: dict[int, dict[tuple[str, int], int]] = {}
+            for item in partials:
+                gen, period, partition, wm = item.rsplit("|", 3)
+                by_gen.setdefault(int(gen), {})[(period, int(partition))] = int(wm)
+            partials = []
+            for gen, above in by_gen.items():
+                folded = {slot: v for slot, v in fold(board, records, above).items() if slot in above}
+                body = payload(board, folded, gen)
+                if body is None:
+                    continue
+                res = self._apply(
+                    keys=[self._keys.meta(board.id)], args=[self._keys.base(board.id), orjson.dumps(body), now]
+                )
+                applied += int(res[1])
+                partials.extend(p.decode() for p in res[2:])
+            if not partials:
+                return applied
+        raise PartialLoop(f"board {board.id}: watermarks moved during {_MAX_PARTIAL_ROUNDS} retries")
+
+
+def _latest_names(records: Sequence[Canonical]) -> dict[str, str]:
+    """Display names carried by the batch, the latest per player (by occurred_at)."""
+    latest: dict[str, Canonical] = {}
+    for rec in records:
+        if rec.event.display_name is not None:
+            cur = latest.get(rec.event.player_id)
+            if cur is None or rec.event.occurred_at >= cur.event.occurred_at:
+                latest[rec.event.player_id] = rec
+    return {p: rec.event.display_name for p, rec in latest.items() if rec.event.display_name is not None}

@@ -1,0 +1,78 @@
+-- Apply one batch of canonical events to every period key of one board, exactly once.
+-- KEYS[1]  meta hash of the board (fields: active, writing)
+-- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
+-- payload: {agg="sum"|"best", gen=<optional target generation>, periods=[{p=<period key>,
+--           parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, u=[[player, points, tb, n], ...]}]}]}
+-- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
+-- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
+-- Returns {"ok", applied_updates, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
+local SPAN = 16777216          -- 2^24, leaderboard.scoring.TIME_SPAN
+local MAXP = 536870911         -- leaderboard.scoring.MAX_SCORE
+local base = ARGV[1]
+local payload = cjson.decode(ARGV[2])
+local now = ARGV[3]
+local gens = {}
+if payload.gen then
+  gens[1] = tostring(payload.gen)
+else
+  local writing = redis.call('HGET', KEYS[1], 'writing')
+  if not writing then return {'nometa'} end
+  for g in string.gmatch(writing, '[^,]+') do gens[#gens + 1] = g end
+end
+local best = payload.agg == 'best'
+local applied = 0
+local out = {'ok', 0}
+for _, gen in ipairs(gens) do
+  local g = base .. ':g' .. gen
+  local floors = {}
+  for _, per in ipairs(payload.periods) do
+    local zkey = g .. ':' .. per.p
+    local wkey = g .. ':wm:' .. per.p
+    local events = 0
+    for _, part in ipairs(per.parts) do
+      local pt = tostring(part.pt)
+      local fl = floors[pt]
+      if fl == nil then
+        fl = tonumber(redis.call('HGET', g .. ':floor', pt) or '-1')
+        floors[pt] = fl
+      end
+      local wm = tonumber(redis.call('HGET', wkey, pt) or '-1')
+      if fl > wm then wm = fl end
+      if part.hi <= wm then
+        -- already applied: redelivery, replay or a zombie
+      elseif part.lo > wm then
+        for _, u in ipairs(part.u) do
+          local member, pts, tb = u[1], u[2], u[3]
+          local old = redis.call('ZSCORE', zkey, member)
+          if old then
+            old = tonumber(old)
+            local opts = math.floor(old / SPAN)
+            local otb = old - opts * SPAN
+            if best then
+              if opts > pts or (opts == pts and otb >= tb) then pts = opts; tb = otb end
+            else
+              pts = opts + pts
+              if otb < tb then tb = otb end
+            end
+          end
+          if pts > MAXP then pts = MAXP end
+          redis.call('ZADD', zkey, pts * SPAN + tb, member)
+          events = events + u[4]
+          applied = applied + 1
+        end
+        redis.call('HSET', wkey, pt, part.hi)
+        local hi = tonumber(redis.call('HGET', g .. ':hi', pt) or '-1')
+        if part.hi > hi then redis.call('HSET', g .. ':hi', pt, part.hi) end
+      else
+        out[#out + 1] = gen .. '|' .. per.p .. '|' .. pt .. '|' .. wm
+      end
+    end
+    if events > 0 then
+      redis.call('SADD', g .. ':periods', per.p)
+      redis.call('HINCRBY', g .. ':st:' .. per.p, 'events', events)
+      redis.call('HSET', g .. ':st:' .. per.p, 'updated_ms', now)
+    end
+  end
+end
+out[2] = applied
+return out

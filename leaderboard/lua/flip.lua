@@ -1,0 +1,17 @@
+-- Make a rebuilt generation the live one, atomically, once it has caught up with the live generation.
+-- KEYS[1] meta hash   ARGV[1] key base   ARGV[2] new generation
+-- Caught up: for every partition, the new generation's position >= the live one's. Otherwise returns
+-- {"behind", partition, live_position} and the rebuild applies more of the tail before trying again.
+-- With no live generation (first start, or Redis lost) the flip is immediate.
+local base = ARGV[1]
+local new = ARGV[2]
+local active = redis.call('HGET', KEYS[1], 'active')
+if active and active ~= new then
+  local live = redis.call('HGETALL', base .. ':g' .. active .. ':hi')
+  for i = 1, #live, 2 do
+    local mine = tonumber(redis.call('HGET', base .. ':g' .. new .. ':hi', live[i]) or '-1')
+    if tonumber(live[i + 1]) > mine then return {'behind', live[i], live[i + 1]} end
+  end
+end
+redis.call('HSET', KEYS[1], 'active', new, 'writing', new)
+return {'flipped', active or ''}

@@ -1,0 +1,123 @@
+"""Fixtures: the real Kafka, Redis and PostgreSQL, each test isolated by its own names.
+
+Services come from the LEADERBOARD_* variables (defaults: the local stack of ``make up``). Each test gets its
+own topics, consumer group, Redis key prefix and PostgreSQL schema, so tests run in any order and twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from urllib.parse import quote, urlsplit
+
+import psycopg
+import pytest
+import redis
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from leaderboard import settings as settings_mod
+from leaderboard.settings import Settings
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    """The services under test; stops the run with one line when they are not there."""
+    config = settings_mod.load()
+    host, _, port = config.kafka_bootstrap.split(",")[0].rpartition(":")
+    redis_url = urlsplit(config.redis_url)
+    pg_url = urlsplit(config.database_url)
+    missing = [
+        name
+        for name, h, p in (
+            ("Kafka", host, int(port)),
+            ("Redis", redis_url.hostname or "127.0.0.1", redis_url.port or 6379),
+            ("PostgreSQL", pg_url.hostname or "127.0.0.1", pg_url.port or 5432),
+        )
+        if not _reachable(h, p)
+    ]
+    if missing:
+        pytest.exit(f"{', '.join(missing)} not reachable: run `make up` first (or set LEADERBOARD_* variables)", 3)
+    return config
+
+
+@pytest.fixture(scope="session")
+def admin(base_settings: Settings) -> AdminClient:
+    return AdminClient(base_settings.kafka_common())
+
+
+def create_topics(admin: AdminClient, partitions: dict[str, int]) -> None:
+    futures = admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=1) for t, n in partitions.items()])
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def delete_topics(admin: AdminClient, topics: list[str]) -> None:
+    for future in admin.delete_topics(topics).values():
+        try:
+            future.result(timeout=30)
+        except Exception:  # noqa: BLE001 - best-effort cleanup of a test's own topics
+            pass
+
+
+@pytest.fixture
+def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
+    """Settings for one test: its own topics (12/3/3 partitions), group, Redis prefix and PG schema."""
+    tag = uuid.uuid4().hex[:10]
+    schema = f"t_{tag}"
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base_settings.database_url else "?"
+    db_url = f"{base_settings.database_url}{sep}options={quote(f'-csearch_path={schema}')}"
+    cfg = replace(
+        base_settings,
+        topic=f"match-won-{tag}",
+        dlq_topic=f"match-won-{tag}.dlq",
+        period_closed_topic=f"period-closed-{tag}",
+        consumer_group=f"lb-{tag}",
+        redis_prefix=f"t{tag}",
+        database_url=db_url,
+        consumer_metrics_port=0,
+    )
+    create_topics(admin, {cfg.topic: 12, cfg.dlq_topic: 3, cfg.period_closed_topic: 3})
+    yield cfg
+    delete_topics(admin, [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic])
+    r = redis.Redis.from_url(base_settings.redis_url)
+    keys = list(r.scan_iter(match=f"{cfg.redis_prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        r.unlink(*keys[i : i + 500])
+    r.close()
+    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def redis_client(config: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(config.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def pg(config: Settings) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(config.database_url, autocommit=True) as conn:
+        yield conn
+
+
+def env_of(config: Settings) -> dict[str, str]:
+    """The environment that makes a child process (`leaderboard ...`) use these settings."""
+    env = dict(os.environ)
+    for name, var in settings_mod.env_names().items():
+        value = getattr(config, name)
+        env[var] = "" if value is None else str(value)
+    return env
