@@ -17,7 +17,7 @@ _DETAIL_MAX = 1000
 class DeadLetter:
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]
 
 
 def dead_letter(

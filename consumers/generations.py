@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import redis
+from redis.typing import EncodableT, FieldT
 
 from consumers.plan import Canonical, Fold, fold
 from consumers.redis_sink import RedisSink
@@ -30,7 +31,9 @@ from schemas.model import MatchWon
 
 log = logging.getLogger(__name__)
 
-_EVENT_COLUMNS = "event_id, match_id, player_id, game, mode, region, points, occurred_at, kafka_partition, kafka_offset"
+_EVENT_COLUMNS = (
+    "event_id, match_id, player_id, game, mode, region, points, occurred_at, kafka_partition, kafka_offset"
+)
 _CHUNK = 20_000
 _LOCK_MS = 120_000
 
@@ -53,7 +56,9 @@ def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
     return out
 
 
-def stream_events(conn: psycopg.Connection, where: str = "", params: Sequence[object] = ()) -> Iterator[list[Canonical]]:
+def stream_events(
+    conn: psycopg.Connection, where: str = "", params: Sequence[object] = ()
+) -> Iterator[list[Canonical]]:
     """Every stored event (optionally filtered), in chunks, through a server-side cursor."""
     with conn.cursor(name=f"events_{uuid.uuid4().hex[:8]}") as cur:
         cur.itersize = _CHUNK
@@ -64,8 +69,12 @@ def stream_events(conn: psycopg.Connection, where: str = "", params: Sequence[ob
 
 def positions(conn: psycopg.Connection) -> dict[int, int]:
     """Highest stored offset per partition: every canonical event at or below it is stored (prefix)."""
-    return {int(p): int(o) for p, o in conn.execute(
-        "SELECT kafka_partition, max(kafka_offset) FROM events GROUP BY 1").fetchall()}
+    return {
+        int(p): int(o)
+        for p, o in conn.execute(
+            "SELECT kafka_partition, max(kafka_offset) FROM events GROUP BY 1"
+        ).fetchall()
+    }
 
 
 @dataclass
@@ -77,7 +86,9 @@ class Loaded:
     events: int
 
 
-def load_from_postgres(conn: psycopg.Connection, board: Board, progress: Callable[[int], None] | None = None) -> Loaded:
+def load_from_postgres(
+    conn: psycopg.Connection, board: Board, progress: Callable[[int], None] | None = None
+) -> Loaded:
     """Fold every stored event in one consistent snapshot."""
     folded: Fold = {}
     events = 0
@@ -150,7 +161,7 @@ class Generations:
         """Write a folded source into generation ``gen`` with its positions as watermarks."""
         keys = self._keys
         now = str(int(time.time() * 1000))
-        pos = {str(p): o for p, o in loaded.positions.items()}
+        pos: dict[FieldT, EncodableT] = {str(p): str(o) for p, o in loaded.positions.items()}
         pipe = self._r.pipeline(transaction=False)
         periods = sorted({period for period, _ in loaded.folded})
         for (period, _), slot in loaded.folded.items():
@@ -166,7 +177,7 @@ class Generations:
                     mapping = {}
             if mapping:
                 pipe.zadd(zkey, mapping)
-            pipe.hset(keys.stats(board.id, gen, period), mapping={"events": events, "updated_ms": now})
+            pipe.hset(keys.stats(board.id, gen, period), mapping={"events": str(events), "updated_ms": now})
             if pos:
                 pipe.hset(keys.watermark(board.id, gen, period), mapping=pos)
         if periods:
@@ -191,9 +202,13 @@ class Generations:
                 return int(res[1]) if res[1] else None
             mine = {int(p): int(o) for p, o in self._r.hgetall(keys.position(board.id, gen)).items()}
             live_active = self.active(board.id)
-            live = {} if live_active is None else {
-                int(p): int(o) for p, o in self._r.hgetall(keys.position(board.id, live_active)).items()
-            }
+            live = (
+                {}
+                if live_active is None
+                else {
+                    int(p): int(o) for p, o in self._r.hgetall(keys.position(board.id, live_active)).items()
+                }
+            )
             for part, live_hi in live.items():
                 if live_hi <= mine.get(part, -1):
                     continue
@@ -202,8 +217,9 @@ class Generations:
                     "ORDER BY kafka_offset LIMIT %s",
                     (part, mine.get(part, -1), _CHUNK),
                 ).fetchall()
-                conn.commit()
                 sink.apply(canonical_rows(rows), gen=gen)
+                if len(rows) < _CHUNK:  # every canonical event up to live_hi is stored, so gen has them all
+                    self._r.hset(keys.position(board.id, gen), str(part), str(live_hi))
         raise TimeoutError(f"board {board.id}: generation {gen} did not catch up within {deadline_s:.0f} s")
 
 
@@ -223,7 +239,12 @@ def rebuild_from_postgres(
         gens.drop(board.id, old)
     log.info(
         "board rebuilt from postgres",
-        extra={"board": board.id, "generation": gen, "replaced": old, "events": loaded.events,
-               "at": datetime.now(UTC).isoformat()},
+        extra={
+            "board": board.id,
+            "generation": gen,
+            "replaced": old,
+            "events": loaded.events,
+            "at": datetime.now(UTC).isoformat(),
+        },
     )
     return gen, loaded

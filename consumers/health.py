@@ -6,13 +6,16 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
 class HealthServer:
     """Serves in a daemon thread; ``ready()`` is asked on every /readyz."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], str | None]) -> None:
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, ready: Callable[[], str | None]
+    ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -26,7 +29,7 @@ class HealthServer:
                     if problem is None:
                         self._send(200, b'{"status":"ready"}', "application/json")
                     else:
-                        body = ('{"status":"not ready","detail":"%s"}' % problem.replace('"', "'")).encode()
+                        body = orjson.dumps({"status": "not ready", "detail": problem})
                         self._send(503, body, "application/json")
                 else:
                     self._send(404, b'{"detail":"try /metrics, /healthz or /readyz"}', "application/json")
@@ -38,7 +41,7 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: object) -> None:
                 del format, args
 
         self.ready = ready

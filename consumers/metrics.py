@@ -57,7 +57,10 @@ class ConsumerMetrics:
             registry=r,
         )
         self.sink_errors = Counter(
-            "leaderboard_consumer_sink_errors", "Failed attempts to write a batch, by sink.", ["sink"], registry=r
+            "leaderboard_consumer_sink_errors",
+            "Failed attempts to write a batch, by sink.",
+            ["sink"],
+            registry=r,
         )
         self.rebalances = Counter(
             "leaderboard_consumer_rebalances", "Partition assignment changes, by kind.", ["kind"], registry=r
@@ -66,14 +69,20 @@ class ConsumerMetrics:
             "leaderboard_consumer_assigned_partitions", "Partitions this process owns.", registry=r
         )
         self.ready = Gauge(
-            "leaderboard_consumer_ready", "1 when the last batch reached both sinks, 0 while retrying.", registry=r
+            "leaderboard_consumer_ready",
+            "1 when the last batch reached both sinks, 0 while retrying.",
+            registry=r,
         )
         self.recoveries = Counter(
             "leaderboard_consumer_redis_recoveries", "Rebuilds of boards after Redis lost them.", registry=r
         )
         self.recovering = Gauge(
-            "leaderboard_consumer_redis_recovery_in_progress", "1 while rebuilding boards Redis lost.", registry=r
+            "leaderboard_consumer_redis_recovery_in_progress",
+            "1 while rebuilding boards Redis lost.",
+            registry=r,
         )
         self.last_commit = Gauge(
-            "leaderboard_consumer_last_commit_timestamp_seconds", "When offsets were last committed.", registry=r
+            "leaderboard_consumer_last_commit_timestamp_seconds",
+            "When offsets were last committed.",
+            registry=r,
         )

@@ -44,9 +44,7 @@ class Outcome:
     """(partition, offset, "board/period") of events refused because a period they feed is closed."""
 
 
-def write_batch(
-    conn: psycopg.Connection, records: Sequence[Canonical], boards: Sequence[Board]
-) -> Outcome:
+def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: Sequence[Board]) -> Outcome:
     """Insert, then classify every record as canonical, duplicate or period_closed. Commits once."""
     out = Outcome()
     if not records:
@@ -66,16 +64,16 @@ def write_batch(
             boards_col, periods_col = zip(*sorted(pairs), strict=True)
             rows = conn.execute(_CLOSED, (list(boards_col), list(periods_col))).fetchall()
             closed = {f"{b}/{p}" for b, p in rows}
-        hits = {i: next(t for t in touched[i] if t in closed) for i in touched if closed.intersection(touched[i])}
+        hits = {
+            i: next(t for t in touched[i] if t in closed) for i in touched if closed.intersection(touched[i])
+        }
         fresh = [rec.event for i, rec in enumerate(records) if i not in hits]
         fresh_coords = [(rec.partition, rec.offset) for i, rec in enumerate(records) if i not in hits]
         if fresh:
             conn.execute(_INSERT, _columns(fresh, fresh_coords))
             _upsert_players(conn, fresh)
         ids = [uuid.UUID(rec.event.event_id) for rec in records]
-        stored = {
-            str(eid): (part, off) for eid, part, off in conn.execute(_CANONICAL, (ids,)).fetchall()
-        }
+        stored = {str(eid): (part, off) for eid, part, off in conn.execute(_CANONICAL, (ids,)).fetchall()}
     for i, rec in enumerate(records):
         coords = stored.get(rec.event.event_id)
         if coords is None:

@@ -7,7 +7,7 @@ live boards and any rebuild agree whatever the order of arrival.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -109,9 +109,20 @@ def fold(
     return acc
 
 
-def payload(board: Board, folded: Fold, gen: int | None = None) -> dict[str, object] | None:
-    """The apply.lua payload for a fold, or None when the batch does not touch the board."""
-    if not folded:
+def positions(records: Iterable[Canonical]) -> dict[int, int]:
+    """Last offset per partition of a batch."""
+    out: dict[int, int] = {}
+    for rec in records:
+        if rec.offset > out.get(rec.partition, -1):
+            out[rec.partition] = rec.offset
+    return out
+
+
+def payload(
+    board: Board, folded: Fold, gen: int | None = None, pos: dict[int, int] | None = None
+) -> dict[str, object] | None:
+    """The apply.lua payload for a fold, or None when it has nothing to apply and no position to record."""
+    if not folded and not pos:
         return None
     periods: dict[str, list[dict[str, object]]] = {}
     for (key, partition), slot in folded.items():
@@ -120,11 +131,8 @@ def payload(board: Board, folded: Fold, gen: int | None = None) -> dict[str, obj
     body: dict[str, object] = {
         "agg": board.aggregation,
         "periods": [{"p": key, "parts": parts} for key, parts in periods.items()],
+        "pos": [[p, o] for p, o in (pos or {}).items()],
     }
     if gen is not None:
         body["gen"] = gen
     return body
-
-
-def plan(board: Board, records: Sequence[Canonical], gen: int | None = None) -> dict[str, object] | None:
-    return payload(board, fold(board, records), gen)

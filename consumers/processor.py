@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import psycopg
@@ -103,6 +103,9 @@ class Processor:
         )
         self.producer = self._new_producer()
         self._next_idle_check = 0.0
+        self._redis_suspect = False
+        self._applied_hi: dict[int, int] = {}
+        """Last offset per partition this process saw Redis accept: Redis going below it lost writes."""
 
     # -- Kafka clients -------------------------------------------------------------------------------
 
@@ -131,7 +134,9 @@ class Processor:
         consumer.incremental_unassign(partitions)
         self._revoked.update(tp.partition for tp in partitions)
         for tp in partitions:
-            self.metrics.lag.remove(str(tp.partition)) if (str(tp.partition),) in self.metrics.lag._metrics else None
+            self.metrics.lag.remove(str(tp.partition)) if (
+                str(tp.partition),
+            ) in self.metrics.lag._metrics else None
         self.metrics.rebalances.labels(kind).inc()
         self.metrics.assigned.set(len(consumer.assignment()))
         log.info(f"partitions {kind}d", extra={"partitions": sorted(tp.partition for tp in partitions)})
@@ -147,7 +152,7 @@ class Processor:
         return self._pg
 
     def prepare(self) -> None:
-        """Schema migrations and the boards' live generations (rebuilt from PostgreSQL if Redis lacks them)."""
+        """Apply migrations; rebuild from PostgreSQL any board whose generation Redis lacks."""
         with psycopg.connect(self.config.database_url, connect_timeout=5) as conn:
             migrate(conn)
         self.recover_missing()
@@ -166,8 +171,11 @@ class Processor:
                 log.warning("board missing in Redis; rebuilding from PostgreSQL", extra={"board": board_id})
                 try:
                     rebuild_from_postgres(
-                        self.gens, self.sink, self._conn(), board,
-                        progress=lambda _n, b=board_id, t=token: self.gens.refresh_lock(b, t),
+                        self.gens,
+                        self.sink,
+                        self._conn(),
+                        board,
+                        progress=self._lock_refresher(board_id, token),
                     )
                     self._load_names()
                     self.metrics.recoveries.inc()
@@ -178,6 +186,42 @@ class Processor:
                 self._serve(0.5)
         if self.gens.missing():
             raise RuntimeError("boards still missing in Redis after 15 minutes of recovery")
+
+    def _lock_refresher(self, board_id: str, token: str) -> Callable[[int], None]:
+        def refresh(events: int) -> None:
+            del events
+            self.gens.refresh_lock(board_id, token)
+
+        return refresh
+
+    def check_regression(self) -> None:
+        """Rebuild boards whose Redis position fell below what this process saw applied.
+
+        That happens when Redis crashed and restarted from an AOF that lacked its last writes.
+        """
+        for board in self.boards:
+            gen = self.gens.active(board.id)
+            if gen is None:
+                continue
+            hi = {int(p): int(o) for p, o in self._redis.hgetall(self.keys.position(board.id, gen)).items()}
+            behind = [p for p, o in self._applied_hi.items() if hi.get(p, -1) < o]
+            if not behind:
+                continue
+            token = self.gens.lock(board.id)
+            if token is None:
+                continue
+            log.warning(
+                "Redis lost recent writes; rebuilding", extra={"board": board.id, "partitions": behind}
+            )
+            self.metrics.recovering.set(1)
+            try:
+                rebuild_from_postgres(
+                    self.gens, self.sink, self._conn(), board, progress=self._lock_refresher(board.id, token)
+                )
+                self.metrics.recoveries.inc()
+            finally:
+                self.gens.unlock(board.id, token)
+                self.metrics.recovering.set(0)
 
     def _load_names(self) -> None:
         conn = self._conn()
@@ -190,7 +234,9 @@ class Processor:
 
     def _attempt(self, records: list[Record]) -> None:
         m = self.metrics
-        valid = [Canonical(r.partition, r.offset, r.decoded) for r in records if isinstance(r.decoded, MatchWon)]
+        valid = [
+            Canonical(r.partition, r.offset, r.decoded) for r in records if isinstance(r.decoded, MatchWon)
+        ]
         t0 = time.perf_counter()
         try:
             outcome = pg_sink.write_batch(self._conn(), valid, self.boards)
@@ -198,10 +244,13 @@ class Processor:
             raise SinkError("postgres", exc) from exc
         t1 = time.perf_counter()
         m.stage.labels("postgres").observe(t1 - t0)
+        pos = self._positions(records)
         try:
-            self.sink.apply(outcome.canonical)
+            self.sink.apply(outcome.canonical, pos=pos)
         except redis.RedisError as exc:
             raise SinkError("redis", exc) from exc
+        for p, o in pos.items():
+            self._applied_hi[p] = max(self._applied_hi.get(p, -1), o)
         t2 = time.perf_counter()
         m.stage.labels("redis").observe(t2 - t1)
         now = time.time()
@@ -216,17 +265,23 @@ class Processor:
             elif (r.partition, r.offset) in closed:
                 where = closed[(r.partition, r.offset)]
                 letters.append((r, Reason.PERIOD_CLOSED.value, f"period {where} is closed"))
-        offsets: dict[int, int] = {}
-        for r in records:
-            offsets[r.partition] = max(offsets.get(r.partition, -1), r.offset + 1)
+        offsets = {p: o + 1 for p, o in self._positions(records).items()}
         try:
             self.producer.begin_transaction()
             for r, reason, detail in letters:
                 letter = dlq.dead_letter(
-                    key=r.key, value=r.value, reason=reason, detail=detail, topic=r.topic,
-                    partition=r.partition, offset=r.offset, timestamp_ms=r.timestamp_ms,
+                    key=r.key,
+                    value=r.value,
+                    reason=reason,
+                    detail=detail,
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    timestamp_ms=r.timestamp_ms,
                 )
-                self.producer.produce(self.config.dlq_topic, letter.value, letter.key, headers=letter.headers)
+                self.producer.produce(
+                    self.config.dlq_topic, letter.value, letter.key, headers=list(letter.headers)
+                )
             self.producer.send_offsets_to_transaction(
                 [TopicPartition(self.config.topic, p, o) for p, o in offsets.items()],
                 self.consumer.consumer_group_metadata(),
@@ -243,6 +298,14 @@ class Processor:
         m.duplicates.inc(outcome.duplicates)
         for _, reason, _ in letters:
             m.dead_lettered.labels(reason).inc()
+
+    @staticmethod
+    def _positions(records: Sequence[Record]) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for r in records:
+            if r.offset > out.get(r.partition, -1):
+                out[r.partition] = r.offset
+        return out
 
     def _abort(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args else None
@@ -270,6 +333,8 @@ class Processor:
                 self.recover_missing()
                 continue
             except SinkError as exc:
+                if exc.sink == "redis":
+                    self._redis_suspect = True
                 self.metrics.sink_errors.labels(exc.sink).inc()
                 self.metrics.ready.set(0)
                 self.problem = f"{exc.sink} unavailable: retrying"
@@ -282,6 +347,9 @@ class Processor:
                 continue
             if self._paused:
                 self._resume()
+            if self._redis_suspect:
+                self._redis_suspect = False
+                self.check_regression()
             self.metrics.ready.set(1)
             self.problem = None
             return True
@@ -302,8 +370,9 @@ class Processor:
             msg = self.consumer.poll(min(left, 0.2))
             if msg is not None and msg.error() is None:
                 # A partition assigned between pause and poll: rewind so nothing is skipped.
-                self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
-                self.consumer.pause([TopicPartition(msg.topic(), msg.partition())])
+                tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+                self.consumer.seek(tp)
+                self.consumer.pause([tp])
 
     def _idle_checks(self) -> None:
         now = time.monotonic()

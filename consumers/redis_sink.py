@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import orjson
 import redis
+from redis.typing import EncodableT, FieldT
 
-from consumers.plan import Canonical, fold, payload
+from consumers.plan import Canonical, fold, payload, positions
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import source
@@ -36,19 +37,23 @@ class RedisSink:
         self._boards = tuple(boards)
         self._apply = client.register_script(source("apply"))
 
-    def apply(self, records: Sequence[Canonical], gen: int | None = None) -> int:
+    def apply(
+        self, records: Sequence[Canonical], gen: int | None = None, pos: dict[int, int] | None = None
+    ) -> int:
         """Apply canonical records to every board; returns the number of sorted-set updates made.
 
         Idempotent: records at or below a board-period's watermark for their partition are skipped.
+        ``pos`` is the batch's last offset per partition (invalid and duplicate records included).
         """
-        if not records:
+        pos = positions(records) if pos is None else pos
+        if not records and not pos:
             return 0
         now = str(int(time.time() * 1000))
         calls: list[tuple[Board, bytes]] = []
         for board in self._boards:
-            body = payload(board, fold(board, records), gen)
-            if body is not None:
-                calls.append((board, orjson.dumps(body)))
+            planned = payload(board, fold(board, records), gen, pos)
+            if planned is not None:
+                calls.append((board, orjson.dumps(planned)))
         names = _latest_names(records)
         if not calls and not names:
             return 0
@@ -56,7 +61,9 @@ class RedisSink:
         if names:
             pipe.hset(self._keys.names(), mapping=names)
         for board, body in calls:
-            self._apply(keys=[self._keys.meta(board.id)], args=[self._keys.base(board.id), body, now], client=pipe)
+            self._apply(
+                keys=[self._keys.meta(board.id)], args=[self._keys.base(board.id), body, now], client=pipe
+            )
         results = pipe.execute()[1 if names else 0 :]
         lost = [board.id for (board, _), res in zip(calls, results, strict=True) if res[0] == b"nometa"]
         if lost:
@@ -68,22 +75,25 @@ class RedisSink:
                 applied += self._resolve_partials(board, records, [p.decode() for p in res[2:]], now)
         return applied
 
-    def _resolve_partials(self, board: Board, records: Sequence[Canonical], partials: list[str], now: str) -> int:
+    def _resolve_partials(
+        self, board: Board, records: Sequence[Canonical], partials: list[str], now: str
+    ) -> int:
         """Resend only the records past each watermark a batch overlapped (zombie or rewind)."""
         applied = 0
         for _ in range(_MAX_PARTIAL_ROUNDS):
             by_gen: dict[int, dict[tuple[str, int], int]] = {}
             for item in partials:
-                gen, period, partition, wm = item.rsplit("|", 3)
-                by_gen.setdefault(int(gen), {})[(period, int(partition))] = int(wm)
+                gen_text, period, partition, wm = item.rsplit("|", 3)
+                by_gen.setdefault(int(gen_text), {})[(period, int(partition))] = int(wm)
             partials = []
-            for gen, above in by_gen.items():
+            for target, above in by_gen.items():
                 folded = {slot: v for slot, v in fold(board, records, above).items() if slot in above}
-                body = payload(board, folded, gen)
+                body = payload(board, folded, target)
                 if body is None:
                     continue
                 res = self._apply(
-                    keys=[self._keys.meta(board.id)], args=[self._keys.base(board.id), orjson.dumps(body), now]
+                    keys=[self._keys.meta(board.id)],
+                    args=[self._keys.base(board.id), orjson.dumps(body), now],
                 )
                 applied += int(res[1])
                 partials.extend(p.decode() for p in res[2:])
@@ -92,7 +102,7 @@ class RedisSink:
         raise PartialLoop(f"board {board.id}: watermarks moved during {_MAX_PARTIAL_ROUNDS} retries")
 
 
-def _latest_names(records: Sequence[Canonical]) -> dict[str, str]:
+def _latest_names(records: Sequence[Canonical]) -> dict[FieldT, EncodableT]:
     """Display names carried by the batch, the latest per player (by occurred_at)."""
     latest: dict[str, Canonical] = {}
     for rec in records:

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--metrics-port", type=int, default=None, help="override LEADERBOARD_CONSUMER_METRICS_PORT")
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, help="override LEADERBOARD_CONSUMER_METRICS_PORT"
+    )
     parser.add_argument("--metrics-host", default="127.0.0.1")
 
 

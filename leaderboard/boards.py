@@ -68,7 +68,9 @@ def _names(raw: object, what: str, board_id: str) -> frozenset[str] | None:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list) or not all(isinstance(v, str) for v in raw) or not raw:
-        raise BoardsError(f"board {board_id!r}: filter.{what} must be a string or a non-empty list of strings")
+        raise BoardsError(
+            f"board {board_id!r}: filter.{what} must be a string or a non-empty list of strings"
+        )
     return frozenset(raw)
 
 

@@ -37,7 +37,7 @@ COMMANDS: dict[str, str] = {
 
 
 def _module(name: str) -> Command:
-    module: Command = importlib.import_module(COMMANDS[name])  # type: ignore[assignment]
+    module: Command = importlib.import_module(COMMANDS[name])
     return module
 
 

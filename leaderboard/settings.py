@@ -73,8 +73,10 @@ def _int(var: str, raw: str, low: int, high: int) -> int:
 
 def _url(var: str, raw: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(raw)
-    if parts.scheme not in schemes or not parts.hostname and not parts.path:
-        raise SettingsError(f"{var}={raw!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+    if parts.scheme not in schemes or (not parts.hostname and not parts.path):
+        raise SettingsError(
+            f"{var}={raw!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        )
     return raw
 
 

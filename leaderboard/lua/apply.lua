@@ -1,8 +1,11 @@
 -- Apply one batch of canonical events to every period key of one board, exactly once.
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
--- payload: {agg="sum"|"best", gen=<optional target generation>, periods=[{p=<period key>,
---           parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, u=[[player, points, tb, n], ...]}]}]}
+-- payload: {agg="sum"|"best", gen=<optional target generation>, pos=[[partition, last offset], ...],
+--           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>,
+--                                             u=[[player, points, tb, n], ...]}]}]}
+-- pos covers the whole batch (also records this board ignores) and feeds the generation's position ("hi"),
+-- which a rebuild must reach before it may flip.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
 -- Returns {"ok", applied_updates, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
@@ -61,8 +64,6 @@ for _, gen in ipairs(gens) do
           applied = applied + 1
         end
         redis.call('HSET', wkey, pt, part.hi)
-        local hi = tonumber(redis.call('HGET', g .. ':hi', pt) or '-1')
-        if part.hi > hi then redis.call('HSET', g .. ':hi', pt, part.hi) end
       else
         out[#out + 1] = gen .. '|' .. per.p .. '|' .. pt .. '|' .. wm
       end
@@ -72,6 +73,11 @@ for _, gen in ipairs(gens) do
       redis.call('HINCRBY', g .. ':st:' .. per.p, 'events', events)
       redis.call('HSET', g .. ':st:' .. per.p, 'updated_ms', now)
     end
+  end
+  for _, pos in ipairs(payload.pos) do
+    local pt = tostring(pos[1])
+    local hi = tonumber(redis.call('HGET', g .. ':hi', pt) or '-1')
+    if pos[2] > hi then redis.call('HSET', g .. ':hi', pt, pos[2]) end
   end
 end
 out[2] = applied

@@ -1,0 +1,15 @@
+-- Several players at once: ARGV[3] names hash key, ARGV[4..] player ids.
+-- Returns {'nometa'} | {'absent', gen, updated} | {'ok', gen, updated, total, scores, ranks, names};
+-- scores/names are false (nil) and ranks 0 for ids not on the board.
+local gen, g, z, updated = open()
+if not gen then return {'nometa'} end
+local total = redis.call('ZCARD', z)
+if total == 0 then return {'absent', gen, updated} end
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+local scores = redis.call('ZMSCORE', z, unpack(ids))
+local ranks = {}
+for i = 1, #ids do
+  if scores[i] then ranks[i] = rank_of(z, scores[i]) else ranks[i] = 0 end
+end
+return {'ok', gen, updated, total, scores, ranks, redis.call('HMGET', ARGV[3], unpack(ids))}
