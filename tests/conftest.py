@@ -47,7 +47,9 @@ def base_settings() -> Settings:
         if not _reachable(h, p)
     ]
     if missing:
-        pytest.exit(f"{', '.join(missing)} not reachable: run `make up` first (or set LEADERBOARD_* variables)", 3)
+        pytest.exit(
+            f"{', '.join(missing)} not reachable: run `make up` first (or set LEADERBOARD_* variables)", 3
+        )
     return config
 
 
@@ -57,7 +59,9 @@ def admin(base_settings: Settings) -> AdminClient:
 
 
 def create_topics(admin: AdminClient, partitions: dict[str, int]) -> None:
-    futures = admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=1) for t, n in partitions.items()])
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in partitions.items()]
+    )
     for future in futures.values():
         future.result(timeout=30)
 

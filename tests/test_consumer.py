@@ -1,0 +1,155 @@
+"""The real consumer process end to end: Kafka -> PostgreSQL + Redis, dead letters, metrics."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import psycopg
+import redis
+from confluent_kafka import Producer
+
+from leaderboard import scoring
+from leaderboard.keys import Keys
+from leaderboard.settings import Settings
+from tests.procs import ConsumerProcess, caught_up, dumps, read_topic, wait_until
+
+INVALID = [
+    (b"{not json", "undecodable"),
+    (
+        dumps(
+            {
+                "event_id": "nope",
+                "match_id": "m",
+                "player_id": "p",
+                "game": "chess",
+                "occurred_at": "2026-11-28T10:00:00Z",
+            }
+        ),
+        "schema_violation",
+    ),
+    (
+        dumps(
+            {
+                "schema_version": 2,
+                "event_id": str(uuid.uuid4()),
+                "match_id": "m",
+                "player_id": "p",
+                "game": "chess",
+                "occurred_at": "2026-11-28T10:00:00Z",
+            }
+        ),
+        "unknown_schema_version",
+    ),
+    (
+        dumps(
+            {
+                "event_id": str(uuid.uuid4()),
+                "match_id": "m",
+                "player_id": "p",
+                "game": "chess",
+                "occurred_at": "2019-12-31T10:00:00Z",
+            }
+        ),
+        "out_of_range",
+    ),
+]
+
+
+def produce_stream(config: Settings, n: int, seed: int) -> tuple[dict[str, int], int, Counter[str]]:
+    """Publish n valid wins (plus duplicates and invalid records) with a plain client; returns the truth."""
+    rnd = random.Random(seed)
+    producer = Producer({**config.kafka_common(), "enable.idempotence": True, "linger.ms": 5})
+    truth: dict[str, int] = defaultdict(int)
+    sent: list[tuple[bytes, bytes]] = []
+    reasons: Counter[str] = Counter()
+    for i in range(n):
+        player = f"player-{min(int(rnd.paretovariate(1.2)), 500)}"
+        points = rnd.randint(1, 5)
+        body = dumps(
+            {
+                "event_id": str(uuid.uuid4()),
+                "match_id": f"m{i}",
+                "player_id": player,
+                "game": "chess",
+                "points": points,
+                "occurred_at": f"2026-11-{rnd.randint(1, 28):02d}T10:{rnd.randint(0, 59):02d}:00Z",
+                "display_name": f"Name {player}",
+            }
+        )
+        truth[player] += points
+        sent.append((player.encode(), body))
+        producer.produce(config.topic, body, player.encode())
+        if rnd.random() < 0.05:  # the same event again, later in the stream
+            key, value = rnd.choice(sent)
+            producer.produce(config.topic, value, key)
+        if rnd.random() < 0.02:
+            value, reason = rnd.choice(INVALID)
+            producer.produce(config.topic, value, b"bad")
+            reasons[reason] += 1
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    return dict(truth), n, reasons
+
+
+def board(client: redis.Redis, config: Settings, period: str, name: str = "global") -> dict[str, int]:
+    keys = Keys(config.redis_prefix)
+    gen = int(client.hget(keys.meta(name), "active") or 0)
+    return {
+        m.decode(): scoring.points_of(s)
+        for m, s in client.zrange(keys.board(name, gen, period), 0, -1, withscores=True)
+    }
+
+
+def test_events_land_once_in_both_sinks_and_invalid_ones_in_the_dead_letter_topic(
+    config: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    truth, n, reasons = produce_stream(config, 3000, seed=11)
+    consumer = ConsumerProcess(config, tmp_path, LEADERBOARD_BATCH_SIZE="400")
+    try:
+        consumer.wait_ready()
+        wait_until(lambda: caught_up(config), 90, "consumer to commit every offset")
+        assert board(redis_client, config, "all_time") == truth
+        assert board(redis_client, config, "monthly:2026-11") == truth
+        assert consumer.metric("leaderboard_consumer_events_applied_total") == n
+        assert consumer.get("/readyz")[0] == 200
+    finally:
+        assert consumer.stop() == 0
+    with psycopg.connect(config.database_url) as conn:
+        total, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM events"
+        ).fetchone() or (0, 0)
+        names = conn.execute("SELECT count(*) FROM players WHERE display_name LIKE 'Name %'").fetchone()
+    assert total == distinct == n
+    assert names is not None and names[0] == len(truth)
+    letters = read_topic(config, config.dlq_topic)
+    assert Counter(h["reason"] for _, _, h in letters) == reasons
+    originals = {value for value, _ in INVALID}
+    assert all(
+        v in originals and h["source-topic"] == config.topic and int(h["source-offset"]) >= 0
+        for _, v, h in letters
+    )
+    assert sum(reasons.values()) > 0
+
+
+def test_a_restarted_consumer_continues_where_it_committed(
+    config: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    truth, _, _ = produce_stream(config, 500, seed=3)
+    first = ConsumerProcess(config, tmp_path, name="first")
+    first.wait_ready()
+    wait_until(lambda: caught_up(config), 60, "first consumer to catch up")
+    assert first.stop() == 0
+    more, _, _ = produce_stream(config, 500, seed=4)
+    second = ConsumerProcess(config, tmp_path, name="second")
+    try:
+        second.wait_ready()
+        wait_until(lambda: caught_up(config), 60, "second consumer to catch up")
+        expected = Counter(truth)
+        expected.update(more)
+        assert board(redis_client, config, "all_time") == dict(expected)
+        assert second.metric("leaderboard_consumer_events_consumed_total") < 600  # did not start over
+    finally:
+        second.stop()

@@ -1,0 +1,97 @@
+"""Folding a batch: checked against a plain recomputation, and for order independence."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumers.plan import Canonical, fold, payload
+from leaderboard import scoring
+from leaderboard.boards import Board
+from tests.factories import win
+
+BASE = datetime(2026, 11, 1, tzinfo=UTC)
+event_st = st.tuples(
+    st.sampled_from(["ann", "bob", "cy", "dee"]),
+    st.integers(min_value=0, max_value=40 * 86400),
+    st.integers(min_value=1, max_value=50),
+    st.sampled_from(["chess", "go"]),
+)
+
+
+def records(raw: list[tuple[str, int, int, str]]) -> list[Canonical]:
+    return [
+        Canonical(i % 3, i, win(p, BASE + timedelta(seconds=s), pts, game=g))
+        for i, (p, s, pts, g) in enumerate(raw)
+    ]
+
+
+def snapshot(board: Board, recs: list[Canonical]) -> dict[str, dict[str, int]]:
+    """period -> player -> packed score, folding each partition slot into one value."""
+    out: dict[str, dict[str, list[int]]] = defaultdict(dict)
+    for (period, _), slot in fold(board, recs, split_partitions=False).items():
+        for player, (pts, tb, _) in slot.players.items():
+            out[period][player] = [pts, tb]
+    return {k: {p: scoring.pack(v[0], v[1]) for p, v in d.items()} for k, d in out.items()}
+
+
+@settings(max_examples=60)
+@given(st.lists(event_st, max_size=40), st.randoms(use_true_random=False))
+def test_fold_is_independent_of_arrival_order(raw: list[tuple[str, int, int, str]], rnd) -> None:  # type: ignore[no-untyped-def]
+    for board in (Board(id="s"), Board(id="b", aggregation="best")):
+        recs = records(raw)
+        shuffled = list(recs)
+        rnd.shuffle(shuffled)
+        assert snapshot(board, recs) == snapshot(board, shuffled)
+
+
+@given(st.lists(event_st, min_size=1, max_size=40))
+def test_sum_board_all_time_equals_plain_sums(raw: list[tuple[str, int, int, str]]) -> None:
+    board = Board(id="s")
+    expected: dict[str, int] = defaultdict(int)
+    latest: dict[str, int] = {}
+    for p, s, pts, _ in raw:
+        expected[p] += pts
+        latest[p] = max(latest.get(p, 0), s)
+    got = snapshot(board, records(raw))["all_time"]
+    assert {p: scoring.unpack(v)[0] for p, v in got.items()} == expected
+    for p, v in got.items():  # tie-break = when the total was reached = the player's last win (to the minute)
+        reached = scoring.reached_at(scoring.unpack(v)[1], scoring.ALL_TIME_ORIGIN, scoring.ALL_TIME_UNIT_S)
+        assert reached == (BASE + timedelta(seconds=latest[p])).replace(second=0)
+
+
+@given(st.lists(event_st, min_size=1, max_size=40))
+def test_best_board_keeps_the_best_win_and_when_it_first_happened(
+    raw: list[tuple[str, int, int, str]],
+) -> None:
+    board = Board(id="b", aggregation="best")
+    best: dict[str, tuple[int, int]] = {}
+    for p, s, pts, _ in raw:
+        cur = best.get(p)
+        if cur is None or pts > cur[0] or (pts == cur[0] and s < cur[1]):
+            best[p] = (pts, s)
+    got = snapshot(board, records(raw))["all_time"]
+    assert {p: scoring.unpack(v)[0] for p, v in got.items()} == {p: v[0] for p, v in best.items()}
+
+
+def test_filters_and_periods() -> None:
+    board = Board(id="chess", games=frozenset({"chess"}))
+    recs = records([("ann", 0, 3, "chess"), ("bob", 10, 2, "go")])
+    got = snapshot(board, recs)
+    assert set(got) == {"all_time", "monthly:2026-11", "weekly:2026-W44", "daily:2026-11-01"}
+    assert all(set(v) == {"ann"} for v in got.values())
+
+
+def test_payload_carries_offsets_per_partition_and_counts() -> None:
+    board = Board(id="g", periods=(Board(id="x").periods[0],))
+    recs = [Canonical(4, 10, win("ann")), Canonical(4, 12, win("ann", points=2)), Canonical(5, 3, win("bob"))]
+    body = payload(board, fold(board, recs), pos={4: 13, 5: 3})
+    assert body is not None
+    (period,) = body["periods"]  # type: ignore[misc]
+    parts = {p["pt"]: p for p in period["parts"]}
+    assert parts[4]["lo"] == 10 and parts[4]["hi"] == 12
+    assert parts[4]["u"] == [["ann", 3, parts[4]["u"][0][2], 2]]
+    assert body["pos"] == [[4, 13], [5, 3]]
