@@ -92,13 +92,6 @@ def prepare(event: model.MatchWon | Mapping[str, Any]) -> model.MatchWon:
     return result
 
 
-def _resolve(future: Future[DeliveryReport], event_id: str, err: KafkaError | None, msg: Message) -> None:
-    if err is not None:
-        future.set_exception(KafkaException(err))
-    else:
-        future.set_result(DeliveryReport(event_id, msg.topic(), msg.partition(), msg.offset()))
-
-
 class Publisher:
     """Idempotent Kafka producer for one topic (default: ``config.topic``).
 
@@ -114,14 +107,26 @@ class Publisher:
         topic: str | None = None,
         extra: Mapping[str, str | int] | None = None,
         poll_thread: bool = True,
+        on_delivery: DeliveryCallback | None = None,
+        report_success: bool = True,
     ) -> None:
-        conf: dict[str, str | int] = {**PRODUCER_DEFAULTS, **config.kafka_common(), **(extra or {})}
+        """``on_delivery`` is the default callback of ``publish_raw`` records (one object, no
+        per-record cost); ``report_success=False`` makes librdkafka report failures only - the
+        counting fast path: ``acked()`` stays exact, ``publish()`` futures are then unavailable.
+        """
+        conf: dict[str, Any] = {**PRODUCER_DEFAULTS, **config.kafka_common(), **(extra or {})}
+        conf["on_delivery"] = self._on_report
+        conf["delivery.report.only.error"] = not report_success
         self.config = config
         self.topic = topic or config.topic
+        self.report_success = report_success
+        self.sent = 0
+        self.failed = 0
+        self._user_callback = on_delivery
         self._producer = Producer(conf)
         self._produce = self._producer.produce
         self._since_poll = 0
-        self._lost: list[str] = []  # failures of publish_raw records that had no callback
+        self._lost: list[str] = []  # failures nobody else was told about
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,10 +138,14 @@ class Publisher:
         while not self._closed.is_set():
             self._producer.poll(0.05)
 
-    def _on_lost(self, err: KafkaError | None, _msg: Message) -> None:
+    def _on_report(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             with self._lock:
-                self._lost.append(str(err))
+                self.failed += 1
+                if self._user_callback is None:
+                    self._lost.append(str(err))
+        if self._user_callback is not None:
+            self._user_callback(err, msg)
 
     def publish(self, event: model.MatchWon | Mapping[str, Any]) -> Future[DeliveryReport]:
         """Validate, then send with key = player_id; the Future resolves on Kafka's ack.
@@ -144,27 +153,54 @@ class Publisher:
         Raises InvalidEvent (nothing sent). The Future fails with KafkaException if delivery fails.
         Unknown extra fields of a mapping are dropped: the model's encoding is what is sent.
         """
+        if not self.report_success:
+            raise RuntimeError("publish() needs success reports: make the Publisher with report_success=True")
         valid = prepare(event)
         future: Future[DeliveryReport] = Future()
         future.set_running_or_notify_cancel()  # an awaiting task's cancel must not race the callback
-        self.publish_raw(
-            valid.player_id.encode(),
-            model.encode(valid),
-            on_delivery=functools.partial(_resolve, future, valid.event_id),
-        )
+        callback = functools.partial(self._resolve, future, valid.event_id)
+        self._send(valid.player_id.encode(), model.encode(valid), callback)
         return future
 
-    def publish_raw(
-        self, key: bytes | str | None, value: bytes | None, on_delivery: DeliveryCallback | None = None
+    def _resolve(
+        self, future: Future[DeliveryReport], event_id: str, err: KafkaError | None, msg: Message
     ) -> None:
-        """Send bytes as they are (no validation). Blocks only while librdkafka's queue is full."""
-        callback = on_delivery or self._on_lost
+        if err is not None:
+            with self._lock:
+                self.failed += 1
+            future.set_exception(KafkaException(err))
+        else:
+            future.set_result(DeliveryReport(event_id, msg.topic(), msg.partition(), msg.offset()))
+
+    def publish_raw(self, key: bytes | str | None, value: bytes | None) -> None:
+        """Send bytes as they are (no validation); reports go to the Publisher's ``on_delivery``.
+
+        Blocks only while librdkafka's local queue is full. (The body repeats ``_send`` without the
+        callback argument: this is the simulator's hot path.)
+        """
+        try:
+            self._produce(self.topic, value, key)
+        except BufferError:
+            self._send(key, value, None)
+            return
+        self.sent += 1
+        if self._thread is None:
+            self._since_poll += 1
+            if self._since_poll >= _POLL_EVERY:
+                self._since_poll = 0
+                self._producer.poll(0)
+
+    def _send(self, key: bytes | str | None, value: bytes | None, callback: DeliveryCallback | None) -> None:
         while True:
             try:
-                self._produce(self.topic, value, key, on_delivery=callback)
+                if callback is None:
+                    self._produce(self.topic, value, key)
+                else:
+                    self._produce(self.topic, value, key, on_delivery=callback)
                 break
             except BufferError:
                 self._producer.poll(0.05)  # queue full: let deliveries drain, then retry
+        self.sent += 1
         if self._thread is None:
             self._since_poll += 1
             if self._since_poll >= _POLL_EVERY:
@@ -179,6 +215,10 @@ class Publisher:
     def pending(self) -> int:
         """Records queued or in flight, not yet acknowledged or failed."""
         return len(self._producer)
+
+    def acked(self) -> int:
+        """Records Kafka acknowledged so far (exact in both reporting modes)."""
+        return self.sent - len(self._producer) - self.failed
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait up to ``timeout`` s for in-flight records; returns how many are still undelivered."""

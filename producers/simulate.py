@@ -19,7 +19,8 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -55,7 +56,7 @@ _INVALID_KINDS: Final = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--rate", type=float, default=1000.0, help="events per second; 0 = as fast as possible (default 1000)")
+    add("--rate", type=float, default=1000.0, help="events/s; 0 = as fast as possible (default 1000)")
     add("--count", type=int, help="stop after this many records (all kinds)")
     add("--duration", type=float, help="stop after this many seconds")
     add("--players", type=int, default=10_000, help="number of distinct players (default 10000)")
@@ -118,78 +119,86 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--spread and --skew must be >= 0")
 
 
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_MILLIS: Final = [f"{i:03d}" for i in range(1000)]
+
+
 class _Stream:
-    """Deterministic record generator: all randomness comes from one seeded Random."""
+    """Deterministic record generator: all randomness comes from one seeded Random.
+
+    The hot path builds each record with one f-string from pre-rendered fragments (player, game,
+    per-second timestamp, per-millisecond UUIDv7 prefix): JSON encoders cost more than the rest.
+    """
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.rng = random.Random(args.seed)
         self.games = _names(args.games, "games")
         if not self.games:
             raise UserError("--games: give at least one game")
-        modes = _names(args.modes, "modes")
-        regions = _names(args.regions, "regions")
+        self.modes = _names(args.modes, "modes")
+        self.regions = _names(args.regions, "regions")
         self.players = [f"p{k}" for k in range(1, args.players + 1)]
-        weights = [1.0 / k**args.skew for k in range(1, args.players + 1)]
-        self.cumulative = list(itertools.accumulate(weights))
+        self.max_points = args.max_points
+        self.clock_us = _start_us(args.start, args.spread)
+        self.step_us = 1_000_000 / args.rate if args.rate else 100.0  # simulated time, not wall time
+        self.spread_us = int(args.spread * 1_000_000)
+        self.run_tag = f"{self.rng.getrandbits(32):08x}"
+        self.cumulative = list(itertools.accumulate(1.0 / k**args.skew for k in range(1, args.players + 1)))
         self.keys = [p.encode() for p in self.players]
+        named = args.display_names
         self.player_part = [
-            f'"player_id":"{p}","display_name":"Player {p[1:]}"' if args.display_names else f'"player_id":"{p}"'
+            f'"player_id":"{p}","display_name":"Player {p[1:]}"' if named else f'"player_id":"{p}"'
             for p in self.players
         ]
         self.game_part = [f'"game":"{g}"' for g in self.games]
-        self.mode_part = [f',"mode":"{m}"' for m in modes] or [""]
-        self.region_part = [f',"region":"{r}"' for r in regions] or [""]
-        self.max_points = args.max_points
-        self.clock_us = _start_us(args.start, args.spread)
-        self.step_us = 1_000_000 / args.rate if args.rate else 100.0
-        self.spread_us = int(args.spread * 1_000_000)
-        self.run_tag = f"{self.rng.getrandbits(32):08x}"
-        self.n = 0
-        self._seconds: dict[int, str] = {}
+        self.extra_parts = [
+            f"{mode}{region}"
+            for mode in ([f',"mode":"{m}"' for m in self.modes] or [""])
+            for region in ([f',"region":"{r}"' for r in self.regions] or [""])
+        ]
+        self.next_valid = self._generate().__next__
+        """() -> (key, value, player index, game index, points) of the next valid event."""
 
-    def _timestamp(self, us: int) -> str:
-        sec, frac = divmod(us, 1_000_000)
-        prefix = self._seconds.get(sec)
-        if prefix is None:
-            if len(self._seconds) > 4096:
-                self._seconds.clear()
-            prefix = self._seconds[sec] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{prefix}.{frac:06d}Z"
-
-    def _event_id(self, ms: int) -> str:
-        rand = self.rng.getrandbits(74)  # UUIDv7: 48-bit ms, version 7, 12+62 random bits, variant 10
-        n = ms << 80 | 0x7 << 76 | (rand >> 62) << 64 | 0b10 << 62 | (rand & 0x3FFF_FFFF_FFFF_FFFF)
-        h = f"{n:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-    def valid(self) -> tuple[bytes, bytes, int, int, int]:
-        """(key, value, player index, game index, points) of the next valid event."""
-        rnd = self.rng.random
-        self.n += 1
-        self.clock_us += self.step_us
-        now = int(self.clock_us)
-        pi = bisect.bisect_left(self.cumulative, rnd() * self.cumulative[-1])
-        if pi >= len(self.players):
-            pi = len(self.players) - 1
-        gi = int(rnd() * len(self.games))
-        mode = self.mode_part[int(rnd() * len(self.mode_part))] if len(self.mode_part) > 1 else self.mode_part[0]
-        region = (
-            self.region_part[int(rnd() * len(self.region_part))]
-            if len(self.region_part) > 1
-            else self.region_part[0]
-        )
-        points = int(rnd() * self.max_points) + 1 if self.max_points > 1 else 1
-        occurred = now - int(rnd() * self.spread_us) if self.spread_us else now
-        value = (
-            f'{{"event_id":"{self._event_id(now // 1000)}","match_id":"m-{self.run_tag}-{self.n}",'
-            f'{self.player_part[pi]},{self.game_part[gi]}{mode}{region},'
-            f'"points":{points},"occurred_at":"{self._timestamp(occurred)}"}}'
-        ).encode()
-        return self.keys[pi], value, pi, gi, points
+    def _generate(self) -> Iterator[tuple[bytes, bytes, int, int, int]]:
+        rnd, randbytes, bisect_left = self.rng.random, self.rng.randbytes, bisect.bisect_left
+        cumulative, keys, player_part = self.cumulative, self.keys, self.player_part
+        game_part, extra_parts = self.game_part, self.extra_parts
+        total, last = cumulative[-1], len(self.players) - 1
+        n_games, n_extra = len(self.games), len(extra_parts)
+        max_points, spread_us = self.max_points, self.spread_us
+        variant, millis, tag = _VARIANT, _MILLIS, self.run_tag
+        seconds: dict[int, str] = {}
+        clock, step = float(self.clock_us), self.step_us
+        last_ms, prefix, n = -1, "", 0
+        while True:
+            n += 1
+            clock += step
+            now_ms = int(clock) // 1000
+            if now_ms != last_ms:  # UUIDv7: 48-bit unix ms, version 7, 74 seeded random bits
+                last_ms, prefix = now_ms, f"{now_ms >> 16:08x}-{now_ms & 0xFFFF:04x}-7"
+            pi = bisect_left(cumulative, rnd() * total)
+            pi = min(pi, last)
+            gi = int(rnd() * n_games)
+            extra = extra_parts[int(rnd() * n_extra)] if n_extra > 1 else extra_parts[0]
+            points = int(rnd() * max_points) + 1 if max_points > 1 else 1
+            occurred_ms = (int(clock) - int(rnd() * spread_us)) // 1000 if spread_us else now_ms
+            second = occurred_ms // 1000
+            stamp = seconds.get(second)
+            if stamp is None:
+                if len(seconds) > 4096:
+                    seconds.clear()
+                stamp = seconds[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            h = randbytes(10).hex()
+            value = (
+                f'{{"event_id":"{prefix}{h[:3]}-{variant[h[3]]}{h[4:7]}-{h[7:19]}","match_id":"m-{tag}-{n}",'
+                f'{player_part[pi]},{game_part[gi]}{extra},"points":{points},'
+                f'"occurred_at":"{stamp}{millis[occurred_ms % 1000]}Z"}}'
+            ).encode()
+            yield keys[pi], value, pi, gi, points
 
     def invalid(self) -> tuple[bytes, bytes]:
         """A record the consumer must dead-letter: a mix of the ways game servers get it wrong."""
-        key, value, *_ = self.valid()
+        key, value, *_ = self.next_valid()
         kind = _INVALID_KINDS[int(self.rng.random() * len(_INVALID_KINDS))]
         if kind == "malformed_json":
             return key, value[: len(value) // 2]
@@ -217,56 +226,31 @@ class _Stream:
         return key, orjson.dumps(event)
 
 
+def _event_id(value: bytes) -> bytes:
+    return value[_ID_START : _ID_START + 36]
+
+
 class _Run:
-    """Counters and delivery callbacks; the callbacks run inside publish_raw/poll/flush (one thread)."""
+    """Counters, failure bookkeeping and the acked-id log of one run (all on the main thread)."""
 
     def __init__(self, n_players: int, n_games: int, acked_log: IO[bytes] | None) -> None:
-        self.sent = self.acked = self.failed = self.duplicates = self.invalid = self.valid = 0
+        self.sent = self.duplicates = self.invalid = self.valid = 0
         self.totals = [[0] * n_players for _ in range(n_games)]
-        self.failed_valid: list[bytes] = []  # values of first sends that failed
-        self.dup_acked: set[bytes] = set()  # event_ids of duplicates Kafka acknowledged
+        self.failed_values: list[bytes] = []
+        self.duplicate_ids: list[bytes] = []  # event_ids re-sent, to tell a lost event from a lost copy
         self.errors: list[str] = []
         self.acked_ids: list[bytes] = []
         self.acked_log = acked_log
         self.stop_signal: int | None = None
-        log = acked_log is not None
-        self.on_valid: Callable[[KafkaError | None, Message], None] = self._valid_log if log else self._valid
-        self.on_duplicate: Callable[[KafkaError | None, Message], None] = self._duplicate
 
-    def _fail(self, err: KafkaError) -> None:
-        self.failed += 1
+    def on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        """Failures always; successes only with --acked-log (otherwise librdkafka skips them)."""
+        if err is None:
+            self.acked_ids.append(_event_id(msg.value() or b""))
+            return
+        self.failed_values.append(msg.value() or b"")
         if len(self.errors) < 5:
             self.errors.append(str(err))
-
-    def _valid(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self.acked += 1
-        else:
-            self._fail(err)
-            self.failed_valid.append(msg.value())
-
-    def _valid_log(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self.acked += 1
-            self.acked_ids.append(msg.value()[_ID_START : _ID_START + 36])
-        else:
-            self._fail(err)
-            self.failed_valid.append(msg.value())
-
-    def _duplicate(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            self.acked += 1
-            self.dup_acked.add(msg.value()[_ID_START : _ID_START + 36])
-            if self.acked_log is not None:
-                self.acked_ids.append(msg.value()[_ID_START : _ID_START + 36])
-        else:
-            self._fail(err)
-
-    def on_invalid(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.acked += 1
-        else:
-            self._fail(err)
 
     def write_acked(self) -> None:
         if self.acked_log is not None and self.acked_ids:
@@ -274,16 +258,27 @@ class _Run:
             self.acked_log.flush()
             self.acked_ids.clear()
 
-    def truth(self, stream: _Stream) -> dict[str, Any]:
-        """Expected totals over distinct acknowledged valid events."""
+    def truth(self, stream: _Stream, acked: int, failed: int) -> dict[str, Any]:
+        """Expected totals over distinct acknowledged valid events.
+
+        An event is lost only if its first send and every duplicate of it failed.
+        """
         by_game = {
             game: {stream.players[i]: pts for i, pts in enumerate(row) if pts}
             for game, row in zip(stream.games, self.totals, strict=True)
         }
-        events = self.valid
-        for value in self.failed_valid:
+        copies = Counter(self.duplicate_ids)
+        failures: Counter[bytes] = Counter()
+        lost: dict[bytes, model.MatchWon] = {}
+        for value in self.failed_values:
             event = model.decode(value)
-            if isinstance(event, model.MatchWon) and event.event_id.encode() not in self.dup_acked:
+            if isinstance(event, model.MatchWon):
+                key = event.event_id.encode()
+                failures[key] += 1
+                lost[key] = event
+        events = self.valid
+        for key, event in lost.items():
+            if failures[key] == 1 + copies[key]:
                 events -= 1
                 board = by_game[event.game]
                 board[event.player_id] -= event.points
@@ -300,8 +295,8 @@ class _Run:
             "duplicates": self.duplicates,
             "invalid": self.invalid,
             "sent": self.sent,
-            "acked": self.acked,
-            "failed": self.failed,
+            "acked": acked,
+            "failed": failed,
         }
 
 
@@ -310,7 +305,13 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     stream = _Stream(args)
     log_file = args.acked_log.open("ab") if args.acked_log else None
     state = _Run(len(stream.players), len(stream.games), log_file)
-    publisher = Publisher(config, topic=args.topic, poll_thread=False)
+    publisher = Publisher(
+        config,
+        topic=args.topic,
+        poll_thread=False,
+        on_delivery=state.on_delivery,
+        report_success=log_file is not None,
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         state.stop_signal = signum
@@ -321,23 +322,28 @@ def run(config: Settings, args: argparse.Namespace) -> int:
         _loop(args, stream, state, publisher, started)
         remaining = publisher.flush(60.0)
         elapsed = time.monotonic() - started
-        state.failed += remaining
         state.write_acked()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if log_file is not None:
             log_file.close()
+    failed = publisher.failed + remaining
     if args.truth:
-        args.truth.write_text(json.dumps(state.truth(stream), separators=(",", ":")) + "\n")
-    _summary(args, state, publisher.topic, elapsed)
-    return 1 if state.failed else 0
+        truth = state.truth(stream, publisher.acked(), failed)
+        args.truth.write_text(json.dumps(truth, separators=(",", ":")) + "\n")
+    _summary(args, state, publisher, failed, elapsed)
+    return 1 if failed else 0
 
 
-def _loop(args: argparse.Namespace, stream: _Stream, state: _Run, publisher: Publisher, started: float) -> None:
+def _loop(
+    args: argparse.Namespace, stream: _Stream, state: _Run, publisher: Publisher, started: float
+) -> None:
     rnd = stream.rng.random
+    next_valid = stream.next_valid
     publish = publisher.publish_raw
     totals = state.totals
+    duplicate_ids = state.duplicate_ids
     dup_ratio = args.duplicate_ratio
     odd_ratio = args.duplicate_ratio + args.invalid_ratio
     ring: list[tuple[bytes, bytes]] = []
@@ -347,30 +353,30 @@ def _loop(args: argparse.Namespace, stream: _Stream, state: _Run, publisher: Pub
     chunk = max(1, min(512, int(rate / 100))) if rate else 512
     deadline = started + args.duration if args.duration else float("inf")
     next_tick, last_sent, last_time = started + 1.0, 0, started
-    sent = 0
+    sent = valid = 0
     while sent < count and state.stop_signal is None:
         for _ in range(min(chunk, count - sent)):
             r = rnd() if odd_ratio else 1.0
             if r < dup_ratio and ring:
                 key, value = ring[int(rnd() * len(ring))]
-                publish(key, value, state.on_duplicate)
-                state.duplicates += 1
+                publish(key, value)
+                duplicate_ids.append(_event_id(value))
             elif r < odd_ratio:
                 key, value = stream.invalid()
-                publish(key, value, state.on_invalid)
+                publish(key, value)
                 state.invalid += 1
             else:
-                key, value, pi, gi, points = stream.valid()
-                publish(key, value, state.on_valid)
+                key, value, pi, gi, points = next_valid()
+                publish(key, value)
                 totals[gi][pi] += points
-                state.valid += 1
+                valid += 1
                 if dup_ratio:
                     if len(ring) < ring_size:
                         ring.append((key, value))
                     else:
                         ring[int(rnd() * ring_size)] = (key, value)
             sent += 1
-        state.sent = sent
+        state.sent, state.valid, state.duplicates = sent, valid, len(duplicate_ids)
         now = time.monotonic()
         if now >= deadline:
             break
@@ -380,24 +386,25 @@ def _loop(args: argparse.Namespace, stream: _Stream, state: _Run, publisher: Pub
                 publisher.poll(min(ahead, 0.1))  # wait usefully: serve delivery reports meanwhile
                 now = time.monotonic()
         if now >= next_tick:
+            publisher.poll(0)
             state.write_acked()
-            interval = now - last_time
             print(
-                f"simulate: sent={sent} acked={state.acked} failed={state.failed} "
-                f"rate={(sent - last_sent) / interval:,.0f}/s",
+                f"simulate: sent={sent} acked={publisher.acked()} failed={publisher.failed} "
+                f"rate={(sent - last_sent) / (now - last_time):,.0f}/s",
                 file=sys.stderr,
                 flush=True,
             )
             next_tick, last_sent, last_time = now + 1.0, sent, now
-    state.sent = sent
 
 
-def _summary(args: argparse.Namespace, state: _Run, topic: str, elapsed: float) -> None:
+def _summary(
+    args: argparse.Namespace, state: _Run, publisher: Publisher, failed: int, elapsed: float
+) -> None:
     summary: dict[str, Any] = {
-        "topic": topic,
+        "topic": publisher.topic,
         "sent": state.sent,
-        "acked": state.acked,
-        "failed": state.failed,
+        "acked": publisher.acked(),
+        "failed": failed,
         "valid": state.valid,
         "duplicates": state.duplicates,
         "invalid": state.invalid,

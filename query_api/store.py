@@ -1,0 +1,319 @@
+"""Reads of one board-period: Redis through the read_*.lua scripts, PostgreSQL snapshots as the fallback.
+
+Every live read is one EVALSHA that resolves the active generation and computes the answer (ranks included)
+atomically, so a read never mixes two generations. No active generation (Redis lost, rebuild under way)
+answers 503 with Retry-After rather than ranks from a half-built board. A period whose key is absent in
+Redis, and that has ended, is looked up in PostgreSQL's closed periods and served from there
+(``source: snapshot``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from leaderboard import periods, ranking, scoring
+from leaderboard.boards import Board
+from leaderboard.keys import Keys
+from leaderboard.lua_scripts import source
+from query_api.problems import Problem
+from query_api.snapshots import Snapshots
+
+SCRIPTS = ("top", "player", "around", "lookup", "range", "stats", "periods", "version")
+RETRY_AFTER_S = "5"
+
+
+def script_text(name: str) -> str:
+    """A read script with the shared prelude (generation lookup, rank helpers) in front."""
+    return source("read_common") + "\n" + source(f"read_{name}")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    doc: dict[str, Any]
+    snapshot: bool
+
+
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode()
+
+
+def _ms_iso(raw: bytes | str | None) -> str | None:
+    if not raw:
+        return None
+    return datetime.fromtimestamp(int(raw) / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def rebuilding(board: str) -> Problem:
+    return Problem(
+        503,
+        "board-rebuilding",
+        f"board {board!r} has no active generation: its Redis data is being rebuilt; retry shortly",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
+def not_ranked(board: str, period: str, player_id: str) -> Problem:
+    return Problem(404, "player-not-ranked", f"player {player_id!r} has no score on board {board!r} for {period}")
+
+
+def entries(rows: Sequence[bytes], names: Sequence[bytes | None], first_rank: int, start: int) -> list[dict[str, Any]]:
+    """Entry objects from a ZRANGE WITHSCORES reply and the matching display names."""
+    members = rows[0::2]
+    points = [int(float(s)) >> scoring.TIME_BITS for s in rows[1::2]]
+    ranks = ranking.page_ranks(points, first_rank, start)
+    return [
+        {"rank": r, "player_id": m.decode(), "score": p, "display_name": _text(n)}
+        for r, m, p, n in zip(ranks, members, points, names, strict=True)
+    ]
+
+
+def _snap_entry(row: Sequence[Any]) -> dict[str, Any]:
+    return {"rank": row[0], "player_id": row[1], "score": int(row[2]), "display_name": row[4]}
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, keys: Keys, snapshots: Snapshots) -> None:
+        self._r = client
+        self._keys = keys
+        self._names = keys.names()
+        self.snapshots = snapshots
+        self._scripts = {name: client.register_script(script_text(name)) for name in SCRIPTS}
+
+    async def _call(self, name: str, board: str, period: str, *args: str | int) -> list[Any]:
+        try:
+            res: list[Any] = await self._scripts[name](
+                keys=[self._keys.meta(board)], args=[self._keys.base(board), period, *args]
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise Problem(
+                503, "redis-unavailable", f"Redis unavailable ({exc})", headers={"Retry-After": RETRY_AFTER_S}
+            ) from exc
+        if res[0] == b"nometa":
+            raise rebuilding(board)
+        return res
+
+    async def _closed(self, board: Board, period: str) -> bool:
+        """Whether an absent period is a closed one with a snapshot (only periods that have ended can be)."""
+        span = periods.bounds(period, board.timezone)
+        if span is None or span[1] > datetime.now(UTC):
+            return False
+        return await self.snapshots.closed(board.id, period) is not None
+
+    def _head(self, board: Board, period: str, snapshot: bool) -> dict[str, Any]:
+        return {"board": board.id, "period": period, "source": "snapshot" if snapshot else "live"}
+
+    async def top(self, board: Board, period: str, offset: int, limit: int) -> Result:
+        res = await self._call("top", board.id, period, offset, limit, self._names)
+        if res[0] == b"ok":
+            total, first = int(res[3]), int(res[4])
+            rows = entries(res[5], res[6], first, offset)
+            return Result(self._page(board, period, False, total, offset, limit, rows), False)
+        if await self._closed(board, period):
+            closed = await self.snapshots.closed(board.id, period)
+            assert closed is not None
+            snap = [_snap_entry(r) for r in await self.snapshots.page(board.id, period, offset, limit)]
+            return Result(self._page(board, period, True, closed.players, offset, limit, snap), True)
+        return Result(self._page(board, period, False, 0, offset, limit, []), False)
+
+    def _page(
+        self, board: Board, period: str, snapshot: bool, total: int, offset: int, limit: int, rows: list[Any]
+    ) -> dict[str, Any]:
+        end = offset + len(rows)
+        doc = self._head(board, period, snapshot)
+        doc.update(
+            total=total, offset=offset, limit=limit, next_offset=end if end < total and rows else None, entries=rows
+        )
+        return doc
+
+    async def player(self, board: Board, period: str, player_id: str) -> Result:
+        res = await self._call("player", board.id, period, player_id, self._names)
+        if res[0] == b"ok":
+            total, packed = int(res[3]), int(float(res[4]))
+            points, tb = scoring.unpack(packed)
+            doc = self._head(board, period, False)
+            doc.update(
+                player_id=player_id,
+                display_name=_text(res[7]),
+                rank=int(res[5]),
+                score=points,
+                percentile=ranking.percentile(int(res[6]), total),
+                total=total,
+                reached_at=_iso(scoring.reached_at(tb, *board.origin(period))),
+            )
+            return Result(doc, False)
+        if res[0] == b"absent" and await self._closed(board, period):
+            row = await self.snapshots.player(board.id, period, player_id)
+            closed = await self.snapshots.closed(board.id, period)
+            if row is None or closed is None:
+                raise not_ranked(board.id, period, player_id)
+            doc = self._head(board, period, True)
+            doc.update(
+                player_id=player_id,
+                display_name=row[4],
+                rank=row[0],
+                score=int(row[2]),
+                percentile=ranking.percentile(int(row[5]), closed.players),
+                total=closed.players,
+                reached_at=_iso(row[3]),
+            )
+            return Result(doc, True)
+        raise not_ranked(board.id, period, player_id)
+
+    async def around(self, board: Board, period: str, player_id: str, radius: int) -> Result:
+        res = await self._call("around", board.id, period, player_id, radius, self._names)
+        if res[0] == b"ok":
+            total, first_rank, first, index = int(res[3]), int(res[4]), int(res[5]), int(res[6])
+            rows = entries(res[7], res[8], first_rank, first)
+            return Result(self._around(board, period, False, player_id, radius, total, index - first, rows), False)
+        if res[0] == b"absent" and await self._closed(board, period):
+            me = await self.snapshots.player(board.id, period, player_id)
+            closed = await self.snapshots.closed(board.id, period)
+            if me is None or closed is None:
+                raise not_ranked(board.id, period, player_id)
+            index = int(me[6])
+            lo, hi = ranking.window(index, closed.players, radius)
+            snap = [_snap_entry(r) for r in await self.snapshots.page(board.id, period, lo, hi - lo + 1)]
+            return Result(self._around(board, period, True, player_id, radius, closed.players, index - lo, snap), True)
+        raise not_ranked(board.id, period, player_id)
+
+    def _around(
+        self, board: Board, period: str, snapshot: bool, player_id: str, radius: int, total: int, at: int, rows: list[Any]
+    ) -> dict[str, Any]:
+        doc = self._head(board, period, snapshot)
+        doc.update(player_id=player_id, radius=radius, total=total, player_index=at, entries=rows)
+        return doc
+
+    async def lookup(self, board: Board, period: str, player_ids: list[str]) -> Result:
+        ids = list(dict.fromkeys(player_ids))
+        res = await self._call("lookup", board.id, period, self._names, *ids)
+        doc = self._head(board, period, False)
+        if res[0] == b"ok":
+            found: list[tuple[float, dict[str, Any]]] = []
+            absent: list[str] = []
+            for pid, score, rank, name in zip(ids, res[4], res[5], res[6], strict=True):
+                if score is None:
+                    absent.append(pid)
+                    continue
+                packed = int(float(score))
+                entry = {
+                    "rank": int(rank),
+                    "player_id": pid,
+                    "score": packed >> scoring.TIME_BITS,
+                    "display_name": _text(name),
+                }
+                found.append((-packed, entry))
+            found.sort(key=lambda item: (item[0], item[1]["player_id"]))
+            doc.update(total=int(res[3]), entries=[e for _, e in found], absent=absent)
+            return Result(doc, False)
+        if await self._closed(board, period):
+            closed = await self.snapshots.closed(board.id, period)
+            assert closed is not None
+            rows = await self.snapshots.lookup(board.id, period, ids)
+            present = {r[1] for r in rows}
+            doc = self._head(board, period, True)
+            doc.update(
+                total=closed.players,
+                entries=[_snap_entry(r) for r in rows],
+                absent=[pid for pid in ids if pid not in present],
+            )
+            return Result(doc, True)
+        doc.update(total=0, entries=[], absent=ids)
+        return Result(doc, False)
+
+    async def score_range(
+        self, board: Board, period: str, low: int, high: int, offset: int, limit: int
+    ) -> Result:
+        lo_packed = low * scoring.TIME_SPAN
+        hi_packed = (high + 1) * scoring.TIME_SPAN - 1
+        res = await self._call("range", board.id, period, lo_packed, hi_packed, offset, limit, self._names)
+        if res[0] == b"ok":
+            total, matching, first_rank, first_pos = int(res[3]), int(res[4]), int(res[5]), int(res[6])
+            rows = entries(res[7], res[8], first_rank, first_pos)
+            return Result(self._range(board, period, False, low, high, total, matching, offset, limit, rows), False)
+        if await self._closed(board, period):
+            closed = await self.snapshots.closed(board.id, period)
+            assert closed is not None
+            matching, snap_rows = await self.snapshots.score_range(board.id, period, low, high, offset, limit)
+            snap = [_snap_entry(r) for r in snap_rows]
+            return Result(self._range(board, period, True, low, high, closed.players, matching, offset, limit, snap), True)
+        return Result(self._range(board, period, False, low, high, 0, 0, offset, limit, []), False)
+
+    def _range(
+        self,
+        board: Board,
+        period: str,
+        snapshot: bool,
+        low: int,
+        high: int,
+        total: int,
+        matching: int,
+        offset: int,
+        limit: int,
+        rows: list[Any],
+    ) -> dict[str, Any]:
+        end = offset + len(rows)
+        doc = self._head(board, period, snapshot)
+        doc.update(
+            min_score=low,
+            max_score=high,
+            total=total,
+            matching=matching,
+            offset=offset,
+            limit=limit,
+            next_offset=end if end < matching and rows else None,
+            entries=rows,
+        )
+        return doc
+
+    async def stats(self, board: Board, period: str) -> Result:
+        res = await self._call("stats", board.id, period)
+        doc = self._head(board, period, False)
+        if res[0] == b"ok":
+            doc.update(
+                players=int(res[3]),
+                top_score=int(float(res[4])) >> scoring.TIME_BITS,
+                events=int(res[5]),
+                updated_at=_ms_iso(res[2]),
+            )
+            return Result(doc, False)
+        if await self._closed(board, period):
+            closed = await self.snapshots.closed(board.id, period)
+            assert closed is not None
+            doc = self._head(board, period, True)
+            doc.update(
+                players=closed.players,
+                top_score=await self.snapshots.top_score(board.id, period),
+                events=None,
+                updated_at=_iso(closed.closed_at),
+            )
+            return Result(doc, True)
+        doc.update(players=0, top_score=None, events=int(0), updated_at=_ms_iso(res[2]))
+        return Result(doc, False)
+
+    async def live_periods(self, board: Board) -> list[str]:
+        res = await self._call("periods", board.id, "")
+        return sorted(p.decode() for p in res[2])
+
+    async def version(self, board: Board, period: str) -> tuple[bytes, bytes]:
+        """(generation, updated_ms) of a board-period: changes whenever its standings may have changed."""
+        res = await self._call("version", board.id, period)
+        return res[1], res[2]
+
+    async def missing_active(self, boards: Sequence[Board]) -> list[str]:
+        """Boards whose meta hash has no active generation (raises on Redis errors)."""
+        pipe = self._r.pipeline(transaction=False)
+        for board in boards:
+            pipe.hget(self._keys.meta(board.id), "active")
+        values = await pipe.execute()
+        return [b.id for b, v in zip(boards, values, strict=True) if v is None]

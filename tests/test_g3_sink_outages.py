@@ -1,0 +1,62 @@
+"""G3: Redis, then PostgreSQL, stopped for 20 s mid-stream. The consumer reports not-ready, commits
+nothing, backs off, resumes by itself, and the boards still equal the truth."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from leaderboard.settings import Settings
+from tests.procs import ConsumerProcess, caught_up, committed, wait_until
+from tests.services import PostgresServer, RedisServer
+from tests.test_consumer import board, produce_stream
+
+OUTAGE_S = 20
+
+
+@pytest.fixture
+def own_sinks(config: Settings) -> Iterator[tuple[Settings, RedisServer, PostgresServer]]:
+    with RedisServer() as rs, PostgresServer() as pgs:
+        rs.start()
+        pgs.start()
+        yield replace(config, redis_url=rs.url, database_url=pgs.url), rs, pgs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sink", ["redis", "postgres"])
+def test_sink_outage_pauses_commits_and_recovers_without_loss(
+    own_sinks: tuple[Settings, RedisServer, PostgresServer], sink: str, tmp_path: Path
+) -> None:
+    config, rs, pgs = own_sinks
+    server = rs if sink == "redis" else pgs
+    truth, _, _ = produce_stream(config, 1500, seed=21)
+    consumer = ConsumerProcess(config, tmp_path, LEADERBOARD_BATCH_SIZE="300")
+    try:
+        consumer.wait_ready()
+        wait_until(lambda: caught_up(config), 60, "first part consumed")
+        server.stop()
+        more, _, _ = produce_stream(config, 1500, seed=22)
+        wait_until(lambda: consumer.get("/readyz")[0] == 503, 30, "consumer to report not-ready")
+        assert consumer.metric("leaderboard_consumer_sink_errors_total", f'{{sink="{sink}"}}') >= 1
+        assert consumer.metric("leaderboard_consumer_ready") == 0
+        frozen = committed(config)
+        time.sleep(OUTAGE_S)
+        assert committed(config) == frozen, "offsets moved while a sink was down"
+        assert consumer.alive()
+        server.start()
+        wait_until(lambda: caught_up(config), 90, "consumer to resume and catch up")
+        wait_until(lambda: consumer.get("/readyz")[0] == 200, 30, "consumer ready again")
+        expected = Counter(truth)
+        expected.update(more)
+        client = redis.Redis.from_url(config.redis_url)
+        assert board(client, config, "all_time") == dict(expected)
+        assert board(client, config, "monthly:2026-11") == dict(expected)
+        client.close()
+    finally:
+        consumer.stop()
