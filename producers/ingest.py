@@ -96,9 +96,12 @@ def make_router(
         valid: list[MatchWon] = []
         errors: list[dict[str, Any]] = []
         for index, item in enumerate(events):
+            if not isinstance(item, dict):
+                errors.append(
+                    {"index": index, "reason": str(Reason.SCHEMA_VIOLATION), "detail": "expected an object"}
+                )
+                continue
             try:
-                if not isinstance(item, dict):
-                    raise InvalidEvent(Reason.SCHEMA_VIOLATION, "expected a JSON object")
                 valid.append(prepare(item))
             except InvalidEvent as exc:
                 errors.append({"index": index, "reason": str(exc.reason), "detail": exc.detail})
@@ -117,7 +120,7 @@ def make_router(
         except TimeoutError:
             detail = f"Kafka did not acknowledge within {ack_timeout:g}s; retry with the same event_id"
             return problem(503, "Not acknowledged", detail, event_ids=event_ids)
-        except Exception as exc:  # noqa: BLE001 - a delivery failure becomes a 503 the client can retry
+        except Exception as exc:  # a delivery failure: 503, the client retries
             return problem(503, "Delivery failed", str(exc), event_ids=event_ids)
         return None
 
@@ -170,7 +173,7 @@ def make_router(
     return router
 
 
-class _Problem(Exception):  # noqa: N818 - control flow carrying a ready response, not an error type
+class _Problem(Exception):  # carries a ready response out of helpers
     def __init__(self, response: JSONResponse) -> None:
         super().__init__(response.status_code)
         self.response = response

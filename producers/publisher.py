@@ -170,7 +170,8 @@ class Publisher:
                 self.failed += 1
             future.set_exception(KafkaException(err))
         else:
-            future.set_result(DeliveryReport(event_id, msg.topic(), msg.partition(), msg.offset()))
+            topic, partition, offset = msg.topic() or self.topic, msg.partition() or 0, msg.offset() or 0
+            future.set_result(DeliveryReport(event_id, topic, partition, offset))
 
     def publish_raw(self, key: bytes | str | None, value: bytes | None) -> None:
         """Send bytes as they are (no validation); reports go to the Publisher's ``on_delivery``.

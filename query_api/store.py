@@ -298,7 +298,7 @@ class Store:
                 updated_at=_iso(closed.closed_at),
             )
             return Result(doc, True)
-        doc.update(players=0, top_score=None, events=int(0), updated_at=_ms_iso(res[2]))
+        doc.update(players=0, top_score=None, events=0, updated_at=_ms_iso(res[2]))
         return Result(doc, False)
 
     async def live_periods(self, board: Board) -> list[str]:

@@ -1,0 +1,134 @@
+"""Response and request shapes, for the OpenAPI document only.
+
+Handlers return pre-serialised orjson responses (no per-request pydantic work on the hot path); these
+models describe those bodies. ``tests/test_api_openapi.py`` checks real responses against them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+Source = Literal["live", "snapshot"]
+PlayerId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MAX_LOOKUP = 100
+
+
+class Entry(BaseModel):
+    rank: int = Field(description="Competition rank (1224): tied players share a rank.")
+    player_id: str
+    score: int = Field(description="Points on this board-period.")
+    display_name: str | None
+
+
+class BoardInfo(BaseModel):
+    id: str
+    periods: list[str] = Field(description="Period kinds the board keeps.")
+    timezone: str
+    aggregation: Literal["sum", "best"]
+    current: dict[str, str] = Field(description="Period kind -> key of the current period.")
+    default_period: str
+
+
+class BoardList(BaseModel):
+    boards: list[BoardInfo]
+
+
+class Page(BaseModel):
+    board: str
+    period: str = Field(description="The resolved period key.")
+    source: Source
+    total: int = Field(description="Players on the board-period.")
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last page.")
+    entries: list[Entry]
+
+
+class PlayerRank(BaseModel):
+    board: str
+    period: str
+    source: Source
+    player_id: str
+    display_name: str | None
+    rank: int
+    score: int
+    percentile: float = Field(description="Share of the board's players with strictly fewer points, in %.")
+    total: int = Field(description="Players on the board-period.")
+    reached_at: str = Field(description="When the player reached this score (RFC 3339, UTC).")
+
+
+class Around(BaseModel):
+    board: str
+    period: str
+    source: Source
+    player_id: str
+    radius: int
+    total: int
+    player_index: int = Field(description="Index of the player within entries.")
+    entries: list[Entry]
+
+
+class LookupRequest(BaseModel):
+    player_ids: list[PlayerId] = Field(min_length=1, max_length=MAX_LOOKUP, description="Up to 100 player ids.")
+
+
+class LookupResult(BaseModel):
+    board: str
+    period: str
+    source: Source
+    total: int
+    entries: list[Entry] = Field(description="Players on the board, by rank.")
+    absent: list[str] = Field(description="Requested ids with no score on the board-period.")
+
+
+class RangePage(BaseModel):
+    board: str
+    period: str
+    source: Source
+    min_score: int
+    max_score: int
+    total: int
+    matching: int = Field(description="Players whose score is within [min_score, max_score].")
+    offset: int
+    limit: int
+    next_offset: int | None
+    entries: list[Entry]
+
+
+class Stats(BaseModel):
+    board: str
+    period: str
+    source: Source
+    players: int
+    top_score: int | None
+    events: int | None = Field(description="Events applied (null for snapshots).")
+    updated_at: str | None = Field(description="Last write (live) or closing time (snapshot).")
+
+
+class ClosedPeriod(BaseModel):
+    period: str
+    closed_at: str
+    players: int
+
+
+class Periods(BaseModel):
+    board: str
+    current: dict[str, str]
+    live: list[str] = Field(description="Period keys present in Redis.")
+    closed: list[ClosedPeriod] = Field(description="Closed periods with snapshots in PostgreSQL.")
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (media type application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,177 @@
+"""The read routes under /v1. Handlers validate, call the store once and return pre-built JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from starlette.responses import Response
+
+from leaderboard import periods, scoring
+from query_api import http
+from query_api.context import ctx, current_keys, default_spec
+from query_api.models import (
+    Around,
+    BoardList,
+    LookupRequest,
+    LookupResult,
+    Page,
+    Periods,
+    PlayerRank,
+    ProblemDetails,
+    RangePage,
+    Stats,
+)
+from query_api.problems import MEDIA_TYPE, Problem
+
+PROBLEM = {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**PROBLEM, "description": "Invalid parameter (limit, period, ids ...)"},
+    404: {**PROBLEM, "description": "Unknown board, or player not on the board"},
+    503: {**PROBLEM, "description": "Board being rebuilt, or Redis / PostgreSQL unavailable"},
+}
+
+BoardId = Annotated[str, Path(description="Board id (see GET /v1/leaderboards).", max_length=32)]
+PlayerIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+PeriodSpec = Annotated[
+    str | None,
+    Query(
+        description=periods.GRAMMAR + ". Default: monthly:current (or the board's first period kind).",
+        max_length=40,
+        examples=["monthly:current", "all_time", "weekly:2026-W48", "daily:2026-11-28", "monthly:previous"],
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page, 1..1000.")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")]
+ScoreBound = Annotated[int, Query(ge=0, le=scoring.MAX_SCORE)]
+
+router = APIRouter(prefix="/v1", tags=["leaderboards"])
+
+
+@router.get("/leaderboards", response_model=BoardList, summary="Boards, their periods and current period keys")
+async def list_boards(request: Request) -> Response:
+    boards = ctx(request).boards.values()
+    doc = {
+        "boards": [
+            {
+                "id": b.id,
+                "periods": [str(k) for k in b.periods],
+                "timezone": b.timezone.key,
+                "aggregation": b.aggregation,
+                "current": current_keys(b),
+                "default_period": default_spec(b),
+            }
+            for b in boards
+        ]
+    }
+    return http.json(request, doc)
+
+
+@router.get("/leaderboards/{board}/entries", response_model=Page, responses=ERRORS, summary="Top of a board")
+async def top(
+    request: Request, board: BoardId, period: PeriodSpec = None, limit: Limit = 10, offset: Offset = 0
+) -> Response:
+    c = ctx(request)
+    b = c.board(board)
+    res = await c.store.top(b, c.period(b, period), offset, limit)
+    return http.json(request, res.doc, snapshot=res.snapshot)
+
+
+@router.get(
+    "/leaderboards/{board}/players/{player_id}",
+    response_model=PlayerRank,
+    responses=ERRORS,
+    summary="One player's rank, score, percentile",
+)
+async def player(request: Request, board: BoardId, player_id: PlayerIdPath, period: PeriodSpec = None) -> Response:
+    c = ctx(request)
+    b = c.board(board)
+    res = await c.store.player(b, c.period(b, period), player_id)
+    return http.json(request, res.doc, snapshot=res.snapshot)
+
+
+@router.get(
+    "/leaderboards/{board}/players/{player_id}/around",
+    response_model=Around,
+    responses=ERRORS,
+    summary="The players around one player",
+)
+async def around(
+    request: Request,
+    board: BoardId,
+    player_id: PlayerIdPath,
+    period: PeriodSpec = None,
+    radius: Annotated[int, Query(ge=0, le=50, description="Rows above and below, 0..50.")] = 4,
+) -> Response:
+    c = ctx(request)
+    b = c.board(board)
+    res = await c.store.around(b, c.period(b, period), player_id, radius)
+    return http.json(request, res.doc, snapshot=res.snapshot)
+
+
+@router.post(
+    "/leaderboards/{board}/players:lookup",
+    response_model=LookupResult,
+    responses=ERRORS,
+    summary="Ranks of a list of players (friends)",
+)
+async def lookup(
+    request: Request, board: BoardId, body: Annotated[LookupRequest, Body()], period: PeriodSpec = None
+) -> Response:
+    c = ctx(request)
+    b = c.board(board)
+    res = await c.store.lookup(b, c.period(b, period), body.player_ids)
+    return http.json(request, res.doc, snapshot=res.snapshot, cache="no-store")
+
+
+@router.get(
+    "/leaderboards/{board}/players",
+    response_model=RangePage,
+    responses=ERRORS,
+    summary="Players within a score range, descending",
+)
+async def score_range(
+    request: Request,
+    board: BoardId,
+    period: PeriodSpec = None,
+    min_score: ScoreBound = 0,
+    max_score: ScoreBound = scoring.MAX_SCORE,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Response:
+    if min_score > max_score:
+        raise Problem(400, "invalid-parameter", f"min_score ({min_score}) is above max_score ({max_score})")
+    c = ctx(request)
+    b = c.board(board)
+    res = await c.store.score_range(b, c.period(b, period), min_score, max_score, offset, limit)
+    return http.json(request, res.doc, snapshot=res.snapshot)
+
+
+@router.get("/leaderboards/{board}/stats", response_model=Stats, responses=ERRORS, summary="Board statistics")
+async def stats(request: Request, board: BoardId, period: PeriodSpec = None) -> Response:
+    c = ctx(request)
+    b = c.board(board)
+    res = await c.store.stats(b, c.period(b, period))
+    return http.json(request, res.doc, snapshot=res.snapshot)
+
+
+@router.get(
+    "/leaderboards/{board}/periods",
+    response_model=Periods,
+    responses=ERRORS,
+    summary="Period keys live in Redis and closed ones in PostgreSQL",
+)
+async def list_periods(request: Request, board: BoardId) -> Response:
+    c = ctx(request)
+    b = c.board(board)
+    live = await c.store.live_periods(b)
+    closed = await c.store.snapshots.all_closed(b.id)
+    doc = {
+        "board": b.id,
+        "current": current_keys(b),
+        "live": live,
+        "closed": [
+            {"period": x.period, "closed_at": x.closed_at.isoformat(), "players": x.players} for x in closed
+        ],
+    }
+    return http.json(request, doc)
