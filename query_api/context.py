@@ -66,7 +66,9 @@ class Context:
             raise Problem(400, "invalid-period", f"invalid period {text!r}: {message}") from exc
         if kind not in board.periods:
             kept = ", ".join(str(k) for k in board.periods)
-            raise Problem(400, "invalid-period", f"board {board.id!r} keeps no {kind} periods; it keeps: {kept}")
+            raise Problem(
+                400, "invalid-period", f"board {board.id!r} keeps no {kind} periods; it keeps: {kept}"
+            )
         if len(self._resolved) > 10_000:
             self._resolved.clear()
         self._resolved[(board.id, text)] = (now_mono + _RESOLVE_TTL_S, key)

@@ -29,7 +29,8 @@ fetch('/openapi.json').then(r => r.json()).then(spec => {
       const params = (op.parameters || []).map(p =>
         `<label>${esc(p.name)} <small>(${p.in}${p.required ? ', required' : ''})
          ${esc((p.description || p.schema?.description || '').slice(0, 160))}</small><br>
-         <input data-in="${p.in}" name="${esc(p.name)}" placeholder="${esc(p.schema?.default ?? '')}"></label>`
+         <input data-in="${p.in}" name="${esc(p.name)}"
+          placeholder="${esc(p.schema?.default ?? '')}"></label>`
       ).join('');
       const body = op.requestBody ? '<label>JSON body<br><textarea rows="3" name="__body">' +
         '{"player_ids": ["p1", "p2"]}</textarea></label>' : '';
@@ -46,12 +47,15 @@ fetch('/openapi.json').then(r => r.json()).then(spec => {
     for (const el of form.elements) {
       if (!el.name || el.value === '') continue;
       if (el.name === '__body') body = el.value;
-      else if (el.dataset.in === 'path') path = path.replace('{' + el.name + '}', encodeURIComponent(el.value));
+      else if (el.dataset.in === 'path')
+        path = path.replace('{' + el.name + '}', encodeURIComponent(el.value));
       else q.append(el.name, el.value);
     }
     const url = path + (q.toString() ? '?' + q : '');
     const pre = form.nextElementSibling; pre.hidden = false;
-    if (path.endsWith('/stream')) { pre.textContent = 'open ' + url + ' in a new tab (text/event-stream)'; return; }
+    if (path.endsWith('/stream')) {
+      pre.textContent = 'open ' + url + ' in a new tab (text/event-stream)'; return;
+    }
     const r = await fetch(url, {method: form.dataset.method.toUpperCase(), body,
       headers: body ? {'content-type': 'application/json'} : {}});
     const text = await r.text();

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -12,7 +14,9 @@ from query_api.context import ctx
 from query_api.models import Health, ProblemDetails
 
 router = APIRouter(tags=["operations"])
-_NOT_READY = {503: {"model": ProblemDetails, "content": {problems.MEDIA_TYPE: {}}, "description": "Not ready"}}
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ProblemDetails, "content": {problems.MEDIA_TYPE: {}}, "description": "Not ready"}
+}
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")

@@ -37,4 +37,6 @@ def json(request: Request, doc: Any, *, snapshot: bool = False, cache: str | Non
 
 
 def plain_json(doc: Any, status: int = 200, cache: str = "no-store") -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers={"Cache-Control": cache})
+    return Response(
+        orjson.dumps(doc), status_code=status, media_type="application/json", headers={"Cache-Control": cache}
+    )

@@ -29,7 +29,9 @@ from query_api import problems
 log = logging.getLogger(__name__)
 
 REQUESTS = Counter(
-    "leaderboard_api_requests_total", "HTTP requests answered, by route template.", ["route", "method", "status"]
+    "leaderboard_api_requests_total",
+    "HTTP requests answered, by route template.",
+    ["route", "method", "status"],
 )
 DURATION = Histogram(
     "leaderboard_api_request_duration_seconds",
@@ -42,7 +44,9 @@ SSE_CLIENTS = Gauge(
 )
 SSE_EVENTS = Counter("leaderboard_api_sse_events_total", "Server-sent events sent (updates, not heartbeats).")
 SSE_POLLERS = Gauge(
-    "leaderboard_api_sse_pollers", "Shared Redis pollers (one per board, period and limit).", multiprocess_mode="livesum"
+    "leaderboard_api_sse_pollers",
+    "Shared Redis pollers (one per board, period and limit).",
+    multiprocess_mode="livesum",
 )
 UNMATCHED = "unmatched"
 

@@ -71,7 +71,9 @@ class Around(BaseModel):
 
 
 class LookupRequest(BaseModel):
-    player_ids: list[PlayerId] = Field(min_length=1, max_length=MAX_LOOKUP, description="Up to 100 player ids.")
+    player_ids: list[PlayerId] = Field(
+        min_length=1, max_length=MAX_LOOKUP, description="Up to 100 player ids."
+    )
 
 
 class LookupResult(BaseModel):

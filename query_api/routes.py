@@ -48,7 +48,9 @@ ScoreBound = Annotated[int, Query(ge=0, le=scoring.MAX_SCORE)]
 router = APIRouter(prefix="/v1", tags=["leaderboards"])
 
 
-@router.get("/leaderboards", response_model=BoardList, summary="Boards, their periods and current period keys")
+@router.get(
+    "/leaderboards", response_model=BoardList, summary="Boards, their periods and current period keys"
+)
 async def list_boards(request: Request) -> Response:
     boards = ctx(request).boards.values()
     doc = {
@@ -83,7 +85,9 @@ async def top(
     responses=ERRORS,
     summary="One player's rank, score, percentile",
 )
-async def player(request: Request, board: BoardId, player_id: PlayerIdPath, period: PeriodSpec = None) -> Response:
+async def player(
+    request: Request, board: BoardId, player_id: PlayerIdPath, period: PeriodSpec = None
+) -> Response:
     c = ctx(request)
     b = c.board(board)
     res = await c.store.player(b, c.period(b, period), player_id)
@@ -133,6 +137,7 @@ async def lookup(
 async def score_range(
     request: Request,
     board: BoardId,
+    *,
     period: PeriodSpec = None,
     min_score: ScoreBound = 0,
     max_score: ScoreBound = scoring.MAX_SCORE,
@@ -143,7 +148,7 @@ async def score_range(
         raise Problem(400, "invalid-parameter", f"min_score ({min_score}) is above max_score ({max_score})")
     c = ctx(request)
     b = c.board(board)
-    res = await c.store.score_range(b, c.period(b, period), min_score, max_score, offset, limit)
+    res = await c.store.score_range(b, c.period(b, period), (min_score, max_score), offset, limit)
     return http.json(request, res.doc, snapshot=res.snapshot)
 
 

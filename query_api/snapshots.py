@@ -93,7 +93,8 @@ class Snapshots:
 
     async def all_closed(self, board: str) -> list[Closed]:
         rows = await self._fetch(
-            "SELECT period, closed_at, players FROM closed_periods WHERE board = %s ORDER BY closed_at DESC, period",
+            "SELECT period, closed_at, players FROM closed_periods WHERE board = %s"
+            " ORDER BY closed_at DESC, period",
             (board,),
         )
         return [Closed(board, r[0], r[1], r[2]) for r in rows]
@@ -105,7 +106,9 @@ class Snapshots:
 
     async def page(self, board: str, period: str, offset: int, limit: int) -> list[tuple[Any, ...]]:
         """Rows (rank, player_id, score, reached_at, display_name) in board order."""
-        return await self._fetch(self._ROW + " ORDER BY s.position OFFSET %s LIMIT %s", (board, period, offset, limit))
+        return await self._fetch(
+            self._ROW + " ORDER BY s.position OFFSET %s LIMIT %s", (board, period, offset, limit)
+        )
 
     async def player(self, board: str, period: str, player_id: str) -> tuple[Any, ...] | None:
         """(rank, player_id, score, reached_at, display_name, below, index) of one player, or None."""
@@ -122,17 +125,21 @@ class Snapshots:
         return rows[0] if rows else None
 
     async def lookup(self, board: str, period: str, player_ids: list[str]) -> list[tuple[Any, ...]]:
-        return await self._fetch(self._ROW + " AND s.player_id = ANY(%s) ORDER BY s.position", (board, period, player_ids))
+        return await self._fetch(
+            self._ROW + " AND s.player_id = ANY(%s) ORDER BY s.position", (board, period, player_ids)
+        )
 
     async def score_range(
-        self, board: str, period: str, low: int, high: int, offset: int, limit: int
+        self, board: str, period: str, bounds: tuple[int, int], offset: int, limit: int
     ) -> tuple[int, list[tuple[Any, ...]]]:
+        low, high = bounds
         rows = await self._fetch(
             self._ROW + " AND s.score BETWEEN %s AND %s ORDER BY s.position OFFSET %s LIMIT %s",
             (board, period, low, high, offset, limit),
         )
         count = await self._fetch(
-            "SELECT count(*) FROM period_standings WHERE board = %s AND period = %s AND score BETWEEN %s AND %s",
+            "SELECT count(*) FROM period_standings"
+            " WHERE board = %s AND period = %s AND score BETWEEN %s AND %s",
             (board, period, low, high),
         )
         return int(count[0][0]), rows

@@ -64,10 +64,14 @@ def rebuilding(board: str) -> Problem:
 
 
 def not_ranked(board: str, period: str, player_id: str) -> Problem:
-    return Problem(404, "player-not-ranked", f"player {player_id!r} has no score on board {board!r} for {period}")
+    return Problem(
+        404, "player-not-ranked", f"player {player_id!r} has no score on board {board!r} for {period}"
+    )
 
 
-def entries(rows: Sequence[bytes], names: Sequence[bytes | None], first_rank: int, start: int) -> list[dict[str, Any]]:
+def entries(
+    rows: Sequence[bytes], names: Sequence[bytes | None], first_rank: int, start: int
+) -> list[dict[str, Any]]:
     """Entry objects from a ZRANGE WITHSCORES reply and the matching display names."""
     members = rows[0::2]
     points = [int(float(s)) >> scoring.TIME_BITS for s in rows[1::2]]
@@ -80,6 +84,16 @@ def entries(rows: Sequence[bytes], names: Sequence[bytes | None], first_rank: in
 
 def _snap_entry(row: Sequence[Any]) -> dict[str, Any]:
     return {"rank": row[0], "player_id": row[1], "score": int(row[2]), "display_name": row[4]}
+
+
+def _paged(
+    doc: dict[str, Any], count: int, offset: int, limit: int, rows: list[Any], *, field: str = "total"
+) -> dict[str, Any]:
+    """Add paging fields; ``count`` is how many rows the query has in all (stored under ``field``)."""
+    end = offset + len(rows)
+    doc[field] = count
+    doc.update(offset=offset, limit=limit, next_offset=end if rows and end < count else None, entries=rows)
+    return doc
 
 
 class Store:
@@ -116,25 +130,15 @@ class Store:
     async def top(self, board: Board, period: str, offset: int, limit: int) -> Result:
         res = await self._call("top", board.id, period, offset, limit, self._names)
         if res[0] == b"ok":
-            total, first = int(res[3]), int(res[4])
-            rows = entries(res[5], res[6], first, offset)
-            return Result(self._page(board, period, False, total, offset, limit, rows), False)
+            doc = self._head(board, period, False)
+            rows = entries(res[5], res[6], int(res[4]), offset)
+            return Result(_paged(doc, int(res[3]), offset, limit, rows), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
             assert closed is not None
             snap = [_snap_entry(r) for r in await self.snapshots.page(board.id, period, offset, limit)]
-            return Result(self._page(board, period, True, closed.players, offset, limit, snap), True)
-        return Result(self._page(board, period, False, 0, offset, limit, []), False)
-
-    def _page(
-        self, board: Board, period: str, snapshot: bool, total: int, offset: int, limit: int, rows: list[Any]
-    ) -> dict[str, Any]:
-        end = offset + len(rows)
-        doc = self._head(board, period, snapshot)
-        doc.update(
-            total=total, offset=offset, limit=limit, next_offset=end if end < total and rows else None, entries=rows
-        )
-        return doc
+            return Result(_paged(self._head(board, period, True), closed.players, offset, limit, snap), True)
+        return Result(_paged(self._head(board, period, False), 0, offset, limit, []), False)
 
     async def player(self, board: Board, period: str, player_id: str) -> Result:
         res = await self._call("player", board.id, period, player_id, self._names)
@@ -174,8 +178,10 @@ class Store:
         res = await self._call("around", board.id, period, player_id, radius, self._names)
         if res[0] == b"ok":
             total, first_rank, first, index = int(res[3]), int(res[4]), int(res[5]), int(res[6])
-            rows = entries(res[7], res[8], first_rank, first)
-            return Result(self._around(board, period, False, player_id, radius, total, index - first, rows), False)
+            doc = self._head(board, period, False)
+            doc.update(player_id=player_id, radius=radius, total=total, player_index=index - first)
+            doc["entries"] = entries(res[7], res[8], first_rank, first)
+            return Result(doc, False)
         if res[0] == b"absent" and await self._closed(board, period):
             me = await self.snapshots.player(board.id, period, player_id)
             closed = await self.snapshots.closed(board.id, period)
@@ -183,16 +189,13 @@ class Store:
                 raise not_ranked(board.id, period, player_id)
             index = int(me[6])
             lo, hi = ranking.window(index, closed.players, radius)
-            snap = [_snap_entry(r) for r in await self.snapshots.page(board.id, period, lo, hi - lo + 1)]
-            return Result(self._around(board, period, True, player_id, radius, closed.players, index - lo, snap), True)
+            doc = self._head(board, period, True)
+            doc.update(player_id=player_id, radius=radius, total=closed.players, player_index=index - lo)
+            doc["entries"] = [
+                _snap_entry(r) for r in await self.snapshots.page(board.id, period, lo, hi - lo + 1)
+            ]
+            return Result(doc, True)
         raise not_ranked(board.id, period, player_id)
-
-    def _around(
-        self, board: Board, period: str, snapshot: bool, player_id: str, radius: int, total: int, at: int, rows: list[Any]
-    ) -> dict[str, Any]:
-        doc = self._head(board, period, snapshot)
-        doc.update(player_id=player_id, radius=radius, total=total, player_index=at, entries=rows)
-        return doc
 
     async def lookup(self, board: Board, period: str, player_ids: list[str]) -> Result:
         ids = list(dict.fromkeys(player_ids))
@@ -232,49 +235,29 @@ class Store:
         return Result(doc, False)
 
     async def score_range(
-        self, board: Board, period: str, low: int, high: int, offset: int, limit: int
+        self, board: Board, period: str, bounds: tuple[int, int], offset: int, limit: int
     ) -> Result:
+        """Players with ``bounds[0] <= points <= bounds[1]``, in board order."""
+        low, high = bounds
         lo_packed = low * scoring.TIME_SPAN
         hi_packed = (high + 1) * scoring.TIME_SPAN - 1
         res = await self._call("range", board.id, period, lo_packed, hi_packed, offset, limit, self._names)
         if res[0] == b"ok":
-            total, matching, first_rank, first_pos = int(res[3]), int(res[4]), int(res[5]), int(res[6])
-            rows = entries(res[7], res[8], first_rank, first_pos)
-            return Result(self._range(board, period, False, low, high, total, matching, offset, limit, rows), False)
+            doc = self._head(board, period, False)
+            doc.update(min_score=low, max_score=high, total=int(res[3]))
+            rows = entries(res[7], res[8], int(res[5]), int(res[6]))
+            return Result(_paged(doc, int(res[4]), offset, limit, rows, field="matching"), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
             assert closed is not None
-            matching, snap_rows = await self.snapshots.score_range(board.id, period, low, high, offset, limit)
+            matching, snap_rows = await self.snapshots.score_range(board.id, period, bounds, offset, limit)
+            doc = self._head(board, period, True)
+            doc.update(min_score=low, max_score=high, total=closed.players)
             snap = [_snap_entry(r) for r in snap_rows]
-            return Result(self._range(board, period, True, low, high, closed.players, matching, offset, limit, snap), True)
-        return Result(self._range(board, period, False, low, high, 0, 0, offset, limit, []), False)
-
-    def _range(
-        self,
-        board: Board,
-        period: str,
-        snapshot: bool,
-        low: int,
-        high: int,
-        total: int,
-        matching: int,
-        offset: int,
-        limit: int,
-        rows: list[Any],
-    ) -> dict[str, Any]:
-        end = offset + len(rows)
-        doc = self._head(board, period, snapshot)
-        doc.update(
-            min_score=low,
-            max_score=high,
-            total=total,
-            matching=matching,
-            offset=offset,
-            limit=limit,
-            next_offset=end if end < matching and rows else None,
-            entries=rows,
-        )
-        return doc
+            return Result(_paged(doc, matching, offset, limit, snap, field="matching"), True)
+        doc = self._head(board, period, False)
+        doc.update(min_score=low, max_score=high, total=0)
+        return Result(_paged(doc, 0, offset, limit, [], field="matching"), False)
 
     async def stats(self, board: Board, period: str) -> Result:
         res = await self._call("stats", board.id, period)

@@ -93,7 +93,11 @@ class Poller:
                 await self._tick()
             except Problem as problem:
                 self._last_version = None
-                doc = {"type": "/problems/" + problem.kind, "status": problem.status, "detail": problem.detail}
+                doc = {
+                    "type": "/problems/" + problem.kind,
+                    "status": problem.status,
+                    "detail": problem.detail,
+                }
                 self._publish("problem", orjson.dumps(doc))
             except Exception:
                 log.exception("SSE poller failed", extra={"board": self._board, "period": self._spec})
@@ -102,10 +106,10 @@ class Poller:
 
 
 class Hub:
-    def __init__(self, context: Context, interval: float = INTERVAL_S, heartbeat: float = HEARTBEAT_S) -> None:
+    def __init__(self, context: Context, interval: float | None = None, heartbeat: float | None = None) -> None:
         self._ctx = context
-        self.interval = interval
-        self.heartbeat = heartbeat
+        self.interval = INTERVAL_S if interval is None else interval
+        self.heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat
         self._pollers: dict[tuple[str, str | None, int], Poller] = {}
 
     def subscribe(self, board: str, spec: str | None, limit: int) -> tuple[Poller, Subscriber]:
@@ -201,4 +205,3 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
-

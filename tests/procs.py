@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from leaderboard.settings import Settings
@@ -114,8 +114,12 @@ def committed(config: Settings) -> dict[int, int]:
 
 
 def caught_up(config: Settings) -> bool:
-    ends = end_offsets(config, config.topic)
-    done = committed(config)
+    """Every record of the main topic is committed by the group (False while the group is rebalancing)."""
+    try:
+        ends = end_offsets(config, config.topic)
+        done = committed(config)
+    except KafkaException:
+        return False
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
 

@@ -42,7 +42,7 @@ def _rfc3339(value: object) -> bool:
 
 
 def _format_checker() -> FormatChecker:
-    checker = Draft202012Validator.FORMAT_CHECKER
+    checker: FormatChecker = Draft202012Validator.FORMAT_CHECKER
     if "date-time" in checker.checkers:
         return checker
     checker = FormatChecker()  # rfc3339-validator is not installed: register an equivalent

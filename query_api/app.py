@@ -1,0 +1,139 @@
+"""The read API: ``create_app(config)`` builds it; clients are made in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from leaderboard import boards as boards_mod
+from leaderboard.boards import Board
+from leaderboard.keys import Keys
+from leaderboard.settings import Settings
+from producers.ingest import IngestRouter, make_router
+from producers.publisher import Publisher
+from query_api import docs_page, health, http, problems, routes, stream
+from query_api.context import Context
+from query_api.metrics import Observe
+from query_api.snapshots import Snapshots
+from query_api.store import Store
+
+STATIC = Path(__file__).parent / "static"
+REDIS_POOL_SIZE = 64
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Read API of the real-time leaderboard.
+
+Ranks are competition ranks ("1224"); within a tie, whoever reached the score first is listed first.
+Every error is an RFC 9457 `application/problem+json` document. Closed periods that Redis no longer holds
+are served from PostgreSQL snapshots (`source: "snapshot"`). See docs/api.md.
+"""
+
+
+def _ingest_router(config: Settings) -> IngestRouter:
+    """POST /v1/scores; its Publisher is made on the first accepted request, closed at shutdown."""
+    return make_router(lambda: Publisher(config), token=config.ingest_token)
+
+
+def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """OpenAPI with error bodies under application/problem+json and 400 (not FastAPI's 422) for bad input."""
+    ref = {"$ref": "#/components/schemas/ProblemDetails"}
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for item in schema.get("paths", {}).values():
+            for op in item.values():
+                responses = op.setdefault("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {"description": "Invalid parameter"}
+                for code, resp in responses.items():
+                    if code[0] in "45":
+                        content = resp.setdefault("content", {})
+                        content.pop(problems.MEDIA_TYPE, None)
+                        content[problems.MEDIA_TYPE] = content.pop("application/json", None) or {
+                            "schema": ref
+                        }
+        comps = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            comps.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    return build
+
+
+def create_app(config: Settings, boards: Sequence[Board] | None = None) -> FastAPI:
+    """The app; ``boards`` overrides the boards file (tests)."""
+    board_list = tuple(boards) if boards is not None else boards_mod.load(config.boards_file)
+    ingest = _ingest_router(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis_url,
+            max_connections=REDIS_POOL_SIZE,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+        client = aioredis.Redis(connection_pool=pool)
+        snapshots = Snapshots(config.database_url)
+        context = Context.build(board_list, Store(client, Keys(config.redis_prefix), snapshots))
+        app.state.ctx = context
+        app.state.hub = stream.Hub(context)
+        try:
+            yield
+        finally:
+            await app.state.hub.close()
+            await asyncio.to_thread(ingest.close)
+            await snapshots.close()
+            await client.aclose()
+            await pool.aclose()
+
+    app = FastAPI(
+        title="Leaderboard API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    problems.install(app)
+    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(Observe)
+    app.include_router(routes.router)
+    app.include_router(stream.router)
+    app.include_router(health.router)
+    app.include_router(ingest)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page.HTML)
+
+    @app.get("/docs/swagger", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Leaderboard API")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        page = STATIC / "index.html"
+        if page.is_file():
+            return FileResponse(page)
+        return http.plain_json({"docs": "/docs", "openapi": "/openapi.json", "boards": "/v1/leaderboards"})
+
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    return app

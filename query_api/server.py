@@ -1,0 +1,60 @@
+"""``leaderboard api``: serve the read API with uvicorn (uvloop + httptools, no access log)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+
+import uvicorn
+
+from leaderboard.settings import Settings
+
+HELP = "serve the read API (HTTP, OpenAPI at /docs)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--host", help="bind address (default LEADERBOARD_API_HOST)")
+    parser.add_argument("--port", type=int, help="port (default LEADERBOARD_API_PORT)")
+
+
+def _factory() -> object:
+    """App factory for uvicorn workers: each worker process reads the settings itself."""
+    from leaderboard import logs, settings  # noqa: PLC0415 - runs in the worker process
+    from query_api.app import create_app  # noqa: PLC0415
+
+    config = settings.load()
+    logs.setup(config.log_level)
+    return create_app(config)
+
+
+def run(config: Settings, args: argparse.Namespace) -> int:
+    workers = max(1, int(args.workers))
+    host = args.host or config.api_host
+    port = args.port or config.api_port
+    multiproc_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker counts in its own files; /metrics sums them (prometheus_client multiprocess mode).
+        multiproc_dir = tempfile.mkdtemp(prefix="leaderboard-api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    try:
+        uvicorn.run(
+            "query_api.server:_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=None,
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+    finally:
+        if multiproc_dir is not None:
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+    return 0
