@@ -7,6 +7,7 @@ to commit wins, and every replay asks the same question and gets the same answer
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,12 +17,17 @@ from consumers.plan import Canonical, targets
 from leaderboard.boards import Board
 from schemas.model import MatchWon
 
-_INSERT = """
-INSERT INTO events (event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,
-                    kafka_partition, kafka_offset)
-SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[],
-                     %s::timestamptz[], %s::text[], %s::int[], %s::bigint[])
+_COLUMNS = (
+    "event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,"
+    " kafka_partition, kafka_offset"
+)
+# COPY into a per-session staging table is ~3x faster than a multi-row INSERT of parameters.
+_STAGING = "CREATE TEMP TABLE IF NOT EXISTS events_in (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+_COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN"
+_INSERT = f"""
+INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM events_in
 ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id, kafka_partition, kafka_offset
 """
 _CANONICAL = "SELECT event_id, kafka_partition, kafka_offset FROM events WHERE event_id = ANY(%s::uuid[])"
 _CLOSED = """
@@ -50,30 +56,15 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
     if not records:
         return out
     touched: dict[int, list[str]] = {}
-    pairs: set[tuple[str, str]] = set()
     for i, rec in enumerate(records):
         for board in boards:
             for key, _, _ in targets(board, rec.event):
-                pairs.add((board.id, key))
                 touched.setdefault(i, []).append(f"{board.id}/{key}")
-    with conn.transaction():
-        # SHARE: many batches at once, but none while close-period inserts its row (it takes ROW EXCLUSIVE).
-        conn.execute("LOCK TABLE closed_periods IN SHARE MODE")
-        closed: set[str] = set()
-        if pairs:
-            boards_col, periods_col = zip(*sorted(pairs), strict=True)
-            rows = conn.execute(_CLOSED, (list(boards_col), list(periods_col))).fetchall()
-            closed = {f"{b}/{p}" for b, p in rows}
-        hits = {
-            i: next(t for t in touched[i] if t in closed) for i in touched if closed.intersection(touched[i])
-        }
-        fresh = [rec.event for i, rec in enumerate(records) if i not in hits]
-        fresh_coords = [(rec.partition, rec.offset) for i, rec in enumerate(records) if i not in hits]
-        if fresh:
-            conn.execute(_INSERT, _columns(fresh, fresh_coords))
-            _upsert_players(conn, fresh)
-        ids = [uuid.UUID(rec.event.event_id) for rec in records]
-        stored = {str(eid): (part, off) for eid, part, off in conn.execute(_CANONICAL, (ids,)).fetchall()}
+    try:
+        stored, hits = _write(conn, records, touched)
+    except BaseException:
+        _staged.discard(conn)  # a rolled-back transaction also dropped the staging table it created
+        raise
     for i, rec in enumerate(records):
         coords = stored.get(rec.event.event_id)
         if coords is None:
@@ -85,20 +76,58 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
     return out
 
 
-def _columns(events: Sequence[MatchWon], coords: Sequence[tuple[int, int]]) -> tuple[list[object], ...]:
-    return (
-        [uuid.UUID(e.event_id) for e in events],
-        [e.match_id for e in events],
-        [e.player_id for e in events],
-        [e.game for e in events],
-        [e.mode for e in events],
-        [e.region for e in events],
-        [e.points for e in events],
-        [e.occurred_at for e in events],
-        [e.display_name for e in events],
-        [c[0] for c in coords],
-        [c[1] for c in coords],
-    )
+def _write(
+    conn: psycopg.Connection, records: Sequence[Canonical], touched: dict[int, list[str]]
+) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
+    """The one transaction: (event_id -> stored coordinates, record index -> closed board/period it hit)."""
+    pairs = sorted({tuple(t.split("/", 1)) for targets_ in touched.values() for t in targets_})
+    with conn.transaction():
+        # SHARE: many batches at once, but none while close-period inserts its row (ROW EXCLUSIVE).
+        conn.execute("LOCK TABLE closed_periods IN SHARE MODE")
+        closed: set[str] = set()
+        if pairs:
+            rows = conn.execute(_CLOSED, ([b for b, _ in pairs], [p for _, p in pairs])).fetchall()
+            closed = {f"{b}/{p}" for b, p in rows}
+        hits = {i: next(t for t in ts if t in closed) for i, ts in touched.items() if closed.intersection(ts)}
+        fresh = [rec for i, rec in enumerate(records) if i not in hits]
+        stored: dict[str, tuple[int, int]] = {}
+        if fresh:
+            _stage(conn, fresh)
+            stored = {str(eid): (part, off) for eid, part, off in conn.execute(_INSERT).fetchall()}
+            _upsert_players(conn, [rec.event for rec in fresh])
+        # Copies not inserted just now: duplicates of stored events, or events for closed periods.
+        rest = list({rec.event.event_id for rec in records if rec.event.event_id not in stored})
+        if rest:
+            rows = conn.execute(_CANONICAL, ([uuid.UUID(e) for e in rest],)).fetchall()
+            stored.update((str(eid), (part, off)) for eid, part, off in rows)
+    return stored, hits
+
+
+_staged: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+def _stage(conn: psycopg.Connection, records: Sequence[Canonical]) -> None:
+    if conn not in _staged:
+        conn.execute(_STAGING)
+        _staged.add(conn)
+    with conn.cursor().copy(_COPY) as copy:
+        for rec in records:
+            e = rec.event
+            copy.write_row(
+                (
+                    e.event_id,
+                    e.match_id,
+                    e.player_id,
+                    e.game,
+                    e.mode,
+                    e.region,
+                    e.points,
+                    e.occurred_at,
+                    e.display_name,
+                    rec.partition,
+                    rec.offset,
+                )
+            )
 
 
 def _upsert_players(conn: psycopg.Connection, events: Sequence[MatchWon]) -> None:

@@ -108,7 +108,12 @@ def make_router(
         if errors:
             detail = "; ".join(f"[{e['index']}] {e['reason']}: {e['detail']}" for e in errors[:10])
             raise _Problem(problem(422, "Invalid event", detail, errors=errors))
-        pub = publisher()
+        try:
+            pub = publisher()
+        except Exception as exc:  # a bad producer config must read as "unavailable", not a 500
+            raise _Problem(
+                problem(503, "Ingest unavailable", f"cannot create the Kafka producer: {exc}")
+            ) from exc
         return [pub.publish(event) for event in valid], [event.event_id for event in valid]
 
     async def acknowledged(

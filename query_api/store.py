@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -40,11 +41,12 @@ class Result:
     snapshot: bool
 
 
-def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode()
+def _name(raw: object) -> str | None:
+    """A display name from a script reply (false/absent when unknown)."""
+    return raw if isinstance(raw, str) else None
 
 
-def _ms_iso(raw: bytes | str | None) -> str | None:
+def _ms_iso(raw: str | None) -> str | None:
     if not raw:
         return None
     return datetime.fromtimestamp(int(raw) / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
@@ -69,16 +71,15 @@ def not_ranked(board: str, period: str, player_id: str) -> Problem:
     )
 
 
-def entries(
-    rows: Sequence[bytes], names: Sequence[bytes | None], first_rank: int, start: int
-) -> list[dict[str, Any]]:
-    """Entry objects from a ZRANGE WITHSCORES reply and the matching display names."""
-    members = rows[0::2]
+def entries(res: dict[str, Any], start: int) -> list[dict[str, Any]]:
+    """Entry objects from a script reply's ``rows`` (member, score, ...), ``names`` and ``first_rank``."""
+    rows: list[str] = res["rows"] or []  # cjson encodes an empty array as {}
+    names: list[object] = res["names"] or []
     points = [int(float(s)) >> scoring.TIME_BITS for s in rows[1::2]]
-    ranks = ranking.page_ranks(points, first_rank, start)
+    ranks = ranking.page_ranks(points, int(res["first_rank"]), start)
     return [
-        {"rank": r, "player_id": m.decode(), "score": p, "display_name": _text(n)}
-        for r, m, p, n in zip(ranks, members, points, names, strict=True)
+        {"rank": r, "player_id": m, "score": p, "display_name": _name(n)}
+        for r, m, p, n in zip(ranks, rows[0::2], points, names, strict=True)
     ]
 
 
@@ -104,16 +105,17 @@ class Store:
         self.snapshots = snapshots
         self._scripts = {name: client.register_script(script_text(name)) for name in SCRIPTS}
 
-    async def _call(self, name: str, board: str, period: str, *args: str | int) -> list[Any]:
+    async def _call(self, name: str, board: str, period: str, *args: str | int) -> dict[str, Any]:
         try:
-            res: list[Any] = await self._scripts[name](
+            raw = await self._scripts[name](
                 keys=[self._keys.meta(board)], args=[self._keys.base(board), period, *args]
             )
         except (RedisConnectionError, RedisTimeoutError) as exc:
             raise Problem(
                 503, "redis-unavailable", f"Redis unavailable ({exc})", headers={"Retry-After": RETRY_AFTER_S}
             ) from exc
-        if res[0] == b"nometa":
+        res: dict[str, Any] = orjson.loads(raw)
+        if res["s"] == "nometa":
             raise rebuilding(board)
         return res
 
@@ -129,10 +131,9 @@ class Store:
 
     async def top(self, board: Board, period: str, offset: int, limit: int) -> Result:
         res = await self._call("top", board.id, period, offset, limit, self._names)
-        if res[0] == b"ok":
+        if res["s"] == "ok":
             doc = self._head(board, period, False)
-            rows = entries(res[5], res[6], int(res[4]), offset)
-            return Result(_paged(doc, int(res[3]), offset, limit, rows), False)
+            return Result(_paged(doc, res["total"], offset, limit, entries(res, offset)), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
             assert closed is not None
@@ -142,21 +143,21 @@ class Store:
 
     async def player(self, board: Board, period: str, player_id: str) -> Result:
         res = await self._call("player", board.id, period, player_id, self._names)
-        if res[0] == b"ok":
-            total, packed = int(res[3]), int(float(res[4]))
+        if res["s"] == "ok":
+            total, packed = int(res["total"]), int(float(res["score"]))
             points, tb = scoring.unpack(packed)
             doc = self._head(board, period, False)
             doc.update(
                 player_id=player_id,
-                display_name=_text(res[7]),
-                rank=int(res[5]),
+                display_name=_name(res["name"]),
+                rank=int(res["rank"]),
                 score=points,
-                percentile=ranking.percentile(int(res[6]), total),
+                percentile=ranking.percentile(int(res["below"]), total),
                 total=total,
                 reached_at=_iso(scoring.reached_at(tb, *board.origin(period))),
             )
             return Result(doc, False)
-        if res[0] == b"absent" and await self._closed(board, period):
+        if res["s"] == "absent" and await self._closed(board, period):
             row = await self.snapshots.player(board.id, period, player_id)
             closed = await self.snapshots.closed(board.id, period)
             if row is None or closed is None:
@@ -176,13 +177,13 @@ class Store:
 
     async def around(self, board: Board, period: str, player_id: str, radius: int) -> Result:
         res = await self._call("around", board.id, period, player_id, radius, self._names)
-        if res[0] == b"ok":
-            total, first_rank, first, index = int(res[3]), int(res[4]), int(res[5]), int(res[6])
+        if res["s"] == "ok":
+            total, first, index = int(res["total"]), int(res["first"]), int(res["index"])
             doc = self._head(board, period, False)
             doc.update(player_id=player_id, radius=radius, total=total, player_index=index - first)
-            doc["entries"] = entries(res[7], res[8], first_rank, first)
+            doc["entries"] = entries(res, first)
             return Result(doc, False)
-        if res[0] == b"absent" and await self._closed(board, period):
+        if res["s"] == "absent" and await self._closed(board, period):
             me = await self.snapshots.player(board.id, period, player_id)
             closed = await self.snapshots.closed(board.id, period)
             if me is None or closed is None:
@@ -201,11 +202,11 @@ class Store:
         ids = list(dict.fromkeys(player_ids))
         res = await self._call("lookup", board.id, period, self._names, *ids)
         doc = self._head(board, period, False)
-        if res[0] == b"ok":
+        if res["s"] == "ok":
             found: list[tuple[float, dict[str, Any]]] = []
             absent: list[str] = []
-            for pid, score, rank, name in zip(ids, res[4], res[5], res[6], strict=True):
-                if score is None:
+            for pid, score, rank, name in zip(ids, res["scores"], res["ranks"], res["names"], strict=True):
+                if not isinstance(score, str):
                     absent.append(pid)
                     continue
                 packed = int(float(score))
@@ -213,11 +214,11 @@ class Store:
                     "rank": int(rank),
                     "player_id": pid,
                     "score": packed >> scoring.TIME_BITS,
-                    "display_name": _text(name),
+                    "display_name": _name(name),
                 }
                 found.append((-packed, entry))
             found.sort(key=lambda item: (item[0], item[1]["player_id"]))
-            doc.update(total=int(res[3]), entries=[e for _, e in found], absent=absent)
+            doc.update(total=int(res["total"]), entries=[e for _, e in found], absent=absent)
             return Result(doc, False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
@@ -242,11 +243,11 @@ class Store:
         lo_packed = low * scoring.TIME_SPAN
         hi_packed = (high + 1) * scoring.TIME_SPAN - 1
         res = await self._call("range", board.id, period, lo_packed, hi_packed, offset, limit, self._names)
-        if res[0] == b"ok":
+        if res["s"] == "ok":
             doc = self._head(board, period, False)
-            doc.update(min_score=low, max_score=high, total=int(res[3]))
-            rows = entries(res[7], res[8], int(res[5]), int(res[6]))
-            return Result(_paged(doc, int(res[4]), offset, limit, rows, field="matching"), False)
+            doc.update(min_score=low, max_score=high, total=int(res["total"]))
+            rows = entries(res, int(res["first"]))
+            return Result(_paged(doc, int(res["matching"]), offset, limit, rows, field="matching"), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
             assert closed is not None
@@ -262,12 +263,12 @@ class Store:
     async def stats(self, board: Board, period: str) -> Result:
         res = await self._call("stats", board.id, period)
         doc = self._head(board, period, False)
-        if res[0] == b"ok":
+        if res["s"] == "ok":
             doc.update(
-                players=int(res[3]),
-                top_score=int(float(res[4])) >> scoring.TIME_BITS,
-                events=int(res[5]),
-                updated_at=_ms_iso(res[2]),
+                players=int(res["total"]),
+                top_score=int(float(res["top"])) >> scoring.TIME_BITS,
+                events=int(res["events"]),
+                updated_at=_ms_iso(res["updated"]),
             )
             return Result(doc, False)
         if await self._closed(board, period):
@@ -281,17 +282,17 @@ class Store:
                 updated_at=_iso(closed.closed_at),
             )
             return Result(doc, True)
-        doc.update(players=0, top_score=None, events=0, updated_at=_ms_iso(res[2]))
+        doc.update(players=0, top_score=None, events=0, updated_at=_ms_iso(res["updated"]))
         return Result(doc, False)
 
     async def live_periods(self, board: Board) -> list[str]:
         res = await self._call("periods", board.id, "")
-        return sorted(p.decode() for p in res[2])
+        return sorted(res["keys"] or [])
 
-    async def version(self, board: Board, period: str) -> tuple[bytes, bytes]:
+    async def version(self, board: Board, period: str) -> tuple[str, str]:
         """(generation, updated_ms) of a board-period: changes whenever its standings may have changed."""
         res = await self._call("version", board.id, period)
-        return res[1], res[2]
+        return str(res["gen"]), str(res["updated"])
 
     async def missing_active(self, boards: Sequence[Board]) -> list[str]:
         """Boards whose meta hash has no active generation (raises on Redis errors)."""

@@ -106,7 +106,9 @@ class Poller:
 
 
 class Hub:
-    def __init__(self, context: Context, interval: float | None = None, heartbeat: float | None = None) -> None:
+    def __init__(
+        self, context: Context, interval: float | None = None, heartbeat: float | None = None
+    ) -> None:
         self._ctx = context
         self.interval = INTERVAL_S if interval is None else interval
         self.heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat

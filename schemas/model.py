@@ -84,10 +84,9 @@ def decode(raw: bytes | None) -> MatchWon | Invalid:
             Reason.OUT_OF_RANGE,
             f"occurred_at {event.occurred_at.isoformat()} is outside [2020-01-01, 2050-01-01) UTC",
         )
-    utc = event.occurred_at.astimezone(UTC)
-    eid = event.event_id.lower()
-    if utc is not event.occurred_at or eid != event.event_id:
-        event = msgspec.structs.replace(event, occurred_at=utc, event_id=eid)
+    occurred, eid = event.occurred_at, event.event_id
+    if occurred.tzinfo is not UTC or (not eid.islower() and eid.lower() != eid):
+        event = msgspec.structs.replace(event, occurred_at=occurred.astimezone(UTC), event_id=eid.lower())
     return event
 
 

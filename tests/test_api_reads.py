@@ -54,7 +54,8 @@ class World:
         self.offsets[partition] = start + len(events)
 
     def names(self, **names: str) -> None:
-        self.redis.hset(self.keys.names(), mapping=names)
+        mapping: dict[Any, Any] = dict(names)
+        self.redis.hset(self.keys.names(), mapping=mapping)
 
     def activate(self, *boards: str) -> None:
         for board in boards or [b.id for b in BOARDS]:

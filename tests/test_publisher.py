@@ -41,13 +41,26 @@ def read_topic(
     return out
 
 
+def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    """Retries while a fresh topic's partition leaders are still being elected."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=10)
+            return low, high
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def record_count(config: Settings, topic: str) -> int:
     consumer = Consumer({**config.kafka_common(), "group.id": f"count-{uuid.uuid4().hex}"})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         total = 0
         for partition in metadata.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low, high = watermarks(consumer, TopicPartition(topic, partition))
             total += high - low
         return total
     finally:

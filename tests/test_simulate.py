@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from leaderboard.settings import Settings, env_names
@@ -32,6 +32,19 @@ def env_of(config: Settings) -> dict[str, str]:
     return env
 
 
+def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    """Retries while a fresh topic's partition leaders are still being elected."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=10)
+            return low, high
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_all(config: Settings, topic: str) -> list[tuple[int, bytes, bytes]]:
     """Every record up to the current end of each partition: (partition, key, value), in partition order."""
     consumer = Consumer(
@@ -39,7 +52,7 @@ def read_all(config: Settings, topic: str) -> list[tuple[int, bytes, bytes]]:
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        ends = {p: watermarks(consumer, TopicPartition(topic, p)) for p in partitions}
         todo = {p for p, (low, high) in ends.items() if high > low}
         consumer.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
         out: list[tuple[int, bytes, bytes]] = []

@@ -1,10 +1,10 @@
 -- Several players at once: ARGV[3] names hash key, ARGV[4..] player ids.
--- Returns {'nometa'} | {'absent', gen, updated} | {'ok', gen, updated, total, scores, ranks, names};
--- scores/names are false (nil) and ranks 0 for ids not on the board.
+-- JSON: {s: nometa} | {s: absent, ...} | {s: ok, gen, updated, total, scores, ranks, names};
+-- per requested id: score false, rank 0 and name false when not on the board.
 local gen, g, z, updated = open()
-if not gen then return {'nometa'} end
+if not gen then return NOMETA end
 local total = redis.call('ZCARD', z)
-if total == 0 then return {'absent', gen, updated} end
+if total == 0 then return absent(gen, updated) end
 local ids = {}
 for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
 local scores = redis.call('ZMSCORE', z, unpack(ids))
@@ -12,4 +12,5 @@ local ranks = {}
 for i = 1, #ids do
   if scores[i] then ranks[i] = rank_of(z, scores[i]) else ranks[i] = 0 end
 end
-return {'ok', gen, updated, total, scores, ranks, redis.call('HMGET', ARGV[3], unpack(ids))}
+return cjson.encode({s = 'ok', gen = gen, updated = updated, total = total, scores = scores, ranks = ranks,
+                     names = redis.call('HMGET', ARGV[3], unpack(ids))})

@@ -1,4 +1,4 @@
--- Period keys present in the active generation (ARGV[2] unused). Returns {'nometa'} | {'ok', gen, keys}.
+-- Period keys present in the active generation (ARGV[2] unused). JSON: {s: nometa} | {s: ok, gen, keys}.
 local gen, g = open()
-if not gen then return {'nometa'} end
-return {'ok', gen, redis.call('SMEMBERS', g .. ':periods')}
+if not gen then return NOMETA end
+return cjson.encode({s = 'ok', gen = gen, keys = redis.call('SMEMBERS', g .. ':periods')})

@@ -1,9 +1,8 @@
--- Board-period stats. Returns {'nometa'} | {'absent', gen, updated}
---       | {'ok', gen, updated, total, top_packed, events}.
+-- Board-period stats. JSON: {s: nometa} | {s: absent, ...} | {s: ok, gen, updated, total, top, events}.
 local gen, g, z, updated = open()
-if not gen then return {'nometa'} end
+if not gen then return NOMETA end
 local total = redis.call('ZCARD', z)
-if total == 0 then return {'absent', gen, updated} end
+if total == 0 then return absent(gen, updated) end
 local top = redis.call('ZRANGE', z, 0, 0, 'REV', 'WITHSCORES')
 local events = redis.call('HGET', g .. ':st:' .. ARGV[2], 'events') or '0'
-return {'ok', gen, updated, total, top[2], events}
+return cjson.encode({s = 'ok', gen = gen, updated = updated, total = total, top = top[2], events = events})

@@ -1,5 +1,5 @@
--- What the SSE pollers watch: cheap, changes whenever the board-period is written or the generation flips.
--- Returns {'nometa'} | {'ok', gen, updated}.
+-- What the SSE pollers watch: changes whenever the board-period is written or the generation flips.
+-- JSON: {s: nometa} | {s: ok, gen, updated}.
 local gen, g, z, updated = open()
-if not gen then return {'nometa'} end
-return {'ok', gen, updated}
+if not gen then return NOMETA end
+return cjson.encode({s = 'ok', gen = gen, updated = updated})
