@@ -24,6 +24,7 @@ from producers.ingest import IngestRouter, make_router
 from producers.publisher import Publisher
 from query_api import docs_page, health, http, problems, routes, stream
 from query_api.context import Context
+from query_api.fastpath import FastReads
 from query_api.metrics import Observe
 from query_api.snapshots import Snapshots
 from query_api.store import Store
@@ -76,8 +77,8 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def create_app(config: Settings, boards: Sequence[Board] | None = None) -> FastAPI:
-    """The app; ``boards`` overrides the boards file (tests)."""
+def create_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_path: bool = True) -> FastAPI:
+    """The app. ``boards`` overrides the boards file (tests); ``fast_path=False``: every read via FastAPI."""
     board_list = tuple(boards) if boards is not None else boards_mod.load(config.boards_file)
     ingest = _ingest_router(config)
 
@@ -114,6 +115,8 @@ def create_app(config: Settings, boards: Sequence[Board] | None = None) -> FastA
     )
     problems.install(app)
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
+    if fast_path:
+        app.add_middleware(FastReads)
     app.add_middleware(Observe)
     app.include_router(routes.router)
     app.include_router(stream.router)

@@ -18,7 +18,7 @@ def etag_of(payload: bytes) -> str:
     return 'W/"' + blake2b(payload, digest_size=12).hexdigest() + '"'
 
 
-def _matches(header: str, etag: str) -> bool:
+def matches(header: str, etag: str) -> bool:
     if header.strip() == "*":
         return True
     opaque = etag[2:]
@@ -31,7 +31,7 @@ def json(request: Request, doc: Any, *, snapshot: bool = False, cache: str | Non
     etag = etag_of(payload)
     headers = {"ETag": etag, "Cache-Control": cache or (SNAPSHOT_CACHE if snapshot else LIVE_CACHE)}
     inm = request.headers.get("if-none-match")
-    if inm is not None and _matches(inm, etag):
+    if inm is not None and matches(inm, etag):
         return Response(status_code=304, headers=headers)
     return Response(payload, media_type="application/json", headers=headers)
 

