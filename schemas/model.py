@@ -19,29 +19,50 @@ EARLIEST: Final = datetime(2020, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2050, 1, 1, tzinfo=UTC)
 """occurred_at must lie in [EARLIEST, LATEST): the score encoding's time field covers this span."""
 
-_ID = r"^[a-z0-9][a-z0-9_-]{0,31}$"
-_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]+$"
-_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_ID = r"^[a-z0-9][a-z0-9_-]{0,31}\Z"
+_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]+\Z"
+_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+# The schema's RFC 3339 subset; msgspec's own datetime parser is more lenient, so the text is checked first.
+_RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:[0-5]\d(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
 
 EventId = Annotated[str, msgspec.Meta(pattern=_UUID)]
 PlayerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_CONTROL)]
 Ident = Annotated[str, msgspec.Meta(pattern=_ID)]
 Points = Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)]
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+WirePoints = Annotated[float, msgspec.Meta(ge=1, le=MAX_POINTS)]
+"""JSON Schema counts 5.0 as an integer, so the wire accepts integral floats too (checked below)."""
+Rfc3339 = Annotated[str, msgspec.Meta(pattern=_RFC3339)]
+MatchId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
 class MatchWon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One win. Field names are the wire names."""
+    """One win. Field names are the wire names; occurred_at is an aware UTC datetime."""
 
     event_id: EventId
-    match_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    match_id: MatchId
     player_id: PlayerId
     game: Ident
-    occurred_at: AwareDatetime
+    occurred_at: datetime
     points: Points = 1
     mode: Ident | None = None
     region: Ident | None = None
-    display_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    display_name: DisplayName | None = None
+    schema_version: Literal[1] = 1
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True):
+    """What the decoder validates: occurred_at still as text, checked against the schema's grammar."""
+
+    event_id: EventId
+    match_id: MatchId
+    player_id: PlayerId
+    game: Ident
+    occurred_at: Rfc3339
+    points: WirePoints = 1
+    mode: Ident | None = None
+    region: Ident | None = None
+    display_name: DisplayName | None = None
     schema_version: Literal[1] = 1
 
 
@@ -62,7 +83,7 @@ class Invalid(msgspec.Struct, frozen=True):
     detail: str
 
 
-_decoder: Final = msgspec.json.Decoder(MatchWon)
+_decoder: Final = msgspec.json.Decoder(_Wire)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -71,7 +92,7 @@ def decode(raw: bytes | None) -> MatchWon | Invalid:
     if raw is None:
         return Invalid(Reason.UNDECODABLE, "empty record value (tombstone)")
     try:
-        event = _decoder.decode(raw)
+        wire = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         detail = str(exc)
         if "$.schema_version" in detail:
@@ -79,15 +100,27 @@ def decode(raw: bytes | None) -> MatchWon | Invalid:
         return Invalid(Reason.SCHEMA_VIOLATION, detail)
     except msgspec.DecodeError as exc:
         return Invalid(Reason.UNDECODABLE, str(exc))
-    if not EARLIEST <= event.occurred_at < LATEST:
+    if not float(wire.points).is_integer():
+        return Invalid(Reason.SCHEMA_VIOLATION, f"Expected an integer, got {wire.points} - at `$.points`")
+    try:
+        occurred = datetime.fromisoformat(wire.occurred_at.upper()).astimezone(UTC)
+    except ValueError as exc:
+        return Invalid(Reason.SCHEMA_VIOLATION, f"occurred_at: {exc} - at `$.occurred_at`")
+    if not EARLIEST <= occurred < LATEST:
         return Invalid(
-            Reason.OUT_OF_RANGE,
-            f"occurred_at {event.occurred_at.isoformat()} is outside [2020-01-01, 2050-01-01) UTC",
+            Reason.OUT_OF_RANGE, f"occurred_at {wire.occurred_at} is outside [2020-01-01, 2050-01-01) UTC"
         )
-    occurred, eid = event.occurred_at, event.event_id
-    if occurred.tzinfo is not UTC or (not eid.islower() and eid.lower() != eid):
-        event = msgspec.structs.replace(event, occurred_at=occurred.astimezone(UTC), event_id=eid.lower())
-    return event
+    return MatchWon(
+        event_id=wire.event_id.lower(),
+        match_id=wire.match_id,
+        player_id=wire.player_id,
+        game=wire.game,
+        occurred_at=occurred,
+        points=int(wire.points),
+        mode=wire.mode,
+        region=wire.region,
+        display_name=wire.display_name,
+    )
 
 
 def encode(event: MatchWon) -> bytes:
