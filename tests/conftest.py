@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, suppress
 from dataclasses import replace
 from urllib.parse import quote, urlsplit
 
@@ -30,9 +31,42 @@ def _reachable(host: str, port: int) -> bool:
         return False
 
 
+def _docker_answers() -> bool:
+    try:
+        import docker  # noqa: PLC0415 - only where testcontainers may be used
+
+        return bool(docker.from_env(timeout=3).ping())
+    except Exception:
+        return False
+
+
+def _containers(stack: ExitStack) -> dict[str, str]:
+    """Kafka, Redis and PostgreSQL from testcontainers, as LEADERBOARD_* settings."""
+    from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
+    from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
+    from testcontainers.redis import RedisContainer  # noqa: PLC0415
+
+    kafka = stack.enter_context(KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft())
+    redis_c = stack.enter_context(RedisContainer("redis:7"))
+    pg = stack.enter_context(
+        PostgresContainer("postgres:15", username="leaderboard", password="leaderboard", dbname="leaderboard")
+    )
+    return {
+        "LEADERBOARD_KAFKA_BOOTSTRAP": kafka.get_bootstrap_server(),
+        "LEADERBOARD_REDIS_URL": f"redis://{redis_c.get_container_host_ip()}:{redis_c.get_exposed_port(6379)}/0",
+        "LEADERBOARD_DATABASE_URL": pg.get_connection_url(driver=None),
+    }
+
+
 @pytest.fixture(scope="session")
-def base_settings() -> Settings:
-    """The services under test; stops the run with one line when they are not there."""
+def base_settings() -> Iterator[Settings]:
+    """The services under test: LEADERBOARD_* variables, else the local stack (`make up`), else containers
+    where a Docker engine answers; otherwise the run stops with one line saying what to do."""
+    with ExitStack() as stack:
+        yield _services(stack)
+
+
+def _services(stack: ExitStack) -> Settings:
     config = settings_mod.load()
     host, _, port = config.kafka_bootstrap.split(",")[0].rpartition(":")
     redis_url = urlsplit(config.redis_url)
@@ -70,7 +104,7 @@ def delete_topics(admin: AdminClient, topics: list[str]) -> None:
     for future in admin.delete_topics(topics).values():
         try:
             future.result(timeout=30)
-        except Exception:  # noqa: BLE001 - best-effort cleanup of a test's own topics
+        except Exception:
             pass
 
 

@@ -1,5 +1,5 @@
 """dlq show / redrive against the real consumer: letters listed by reason; a redriven valid event counts
-exactly once however often it is redriven; a still-invalid record simply comes back to the dead-letter topic."""
+exactly once however often it is redriven; a still-invalid record simply comes back to the DLQ."""
 
 from __future__ import annotations
 
