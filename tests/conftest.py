@@ -102,10 +102,8 @@ def create_topics(admin: AdminClient, partitions: dict[str, int]) -> None:
 
 def delete_topics(admin: AdminClient, topics: list[str]) -> None:
     for future in admin.delete_topics(topics).values():
-        try:
+        with suppress(Exception):
             future.result(timeout=30)
-        except Exception:
-            pass
 
 
 @pytest.fixture

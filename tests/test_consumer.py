@@ -123,7 +123,8 @@ def test_events_land_once_in_both_sinks_and_invalid_ones_in_the_dead_letter_topi
         ).fetchone() or (0, 0)
         names = conn.execute("SELECT count(*) FROM players WHERE display_name LIKE 'Name %'").fetchone()
     assert total == distinct == n
-    assert names is not None and names[0] == len(truth)
+    assert names is not None
+    assert names[0] == len(truth)
     letters = read_topic(config, config.dlq_topic)
     assert Counter(h["reason"] for _, _, h in letters) == reasons
     originals = {value for value, _ in INVALID}

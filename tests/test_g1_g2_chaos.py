@@ -93,7 +93,8 @@ def test_exactly_once_and_nothing_lost_through_kills_and_rebalances(config: Sett
             elif b is not None:
                 assert b.stop() == 0
         summary = json.loads(sim.communicate(timeout=120)[0])
-        assert sim.returncode == 0 and summary["failed"] == 0
+        assert sim.returncode == 0
+        assert summary["failed"] == 0
         wait_until(lambda: caught_up(config), 240, "the group to commit every offset")
     finally:
         for proc in (a, b):

@@ -83,7 +83,7 @@ def test_any_batching_with_redelivery_and_rewinds_equals_the_truth(
     for r in records:
         by_part[r.partition].append(r)
     rnd = random.Random(seed)
-    for part, recs in by_part.items():
+    for _part, recs in by_part.items():
         pos = 0
         i = 0
         while pos < len(recs):
