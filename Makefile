@@ -3,7 +3,7 @@ PY ?= .venv/bin/python
 PYTEST_ARGS ?=
 STACK := deploy/stack.sh
 
-.PHONY: install up down status test lint demo bench bench-quick clean-stack
+.PHONY: install up down status tools test lint demo bench bench-quick clean-stack
 
 install: .venv/.installed
 
@@ -24,7 +24,11 @@ down:
 status:
 	$(STACK) status
 
-test: install up
+# promtool + prometheus and chromium, for the observability and live-page tests.
+tools:
+	$(STACK) tools
+
+test: install up tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install

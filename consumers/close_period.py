@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 import redis
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from consumers.generations import stream_events
 from consumers.plan import Fold, fold
@@ -281,12 +281,15 @@ def announce(
             if err is not None:
                 errors.append(err)
 
-        producer.produce(
-            config.period_closed_topic,
-            orjson.dumps(doc),
-            f"{board.id}/{period}".encode(),
-            on_delivery=delivered,
-        )
+        try:
+            producer.produce(
+                config.period_closed_topic,
+                orjson.dumps(doc),
+                f"{board.id}/{period}".encode(),
+                on_delivery=delivered,
+            )
+        except (KafkaException, BufferError) as exc:
+            raise RuntimeError(f"period-closed event for {board.id}/{period} not sent: {exc}") from exc
         left = producer.flush(_FLUSH_S)
         if left or errors:
             raise RuntimeError(
@@ -482,7 +485,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
                 return _dry_run(conn, client, keys, boards, now, only_period=only_period)
             return _close(conn, client, config, boards, now, only_period=only_period)
     except (psycopg.OperationalError, redis.ConnectionError) as exc:
-        raise UserError(f"cannot reach a sink: {exc}") from exc
+        raise UserError(f"PostgreSQL or Redis failed: {exc}") from exc
     finally:
         client.close()
 

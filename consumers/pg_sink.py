@@ -6,14 +6,13 @@ to commit wins, and every replay asks the same question and gets the same answer
 
 from __future__ import annotations
 
-import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
 
-from consumers.plan import Canonical, targets
+from consumers.plan import BUCKET_S, Canonical, periods_of, targets
 from leaderboard.boards import Board
 from schemas.model import MatchWon
 
@@ -27,9 +26,11 @@ _COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN"
 _INSERT = f"""
 INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM events_in
 ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id, kafka_partition, kafka_offset
+RETURNING event_id::text, kafka_partition, kafka_offset
 """
-_CANONICAL = "SELECT event_id, kafka_partition, kafka_offset FROM events WHERE event_id = ANY(%s::uuid[])"
+_CANONICAL = (
+    "SELECT event_id::text, kafka_partition, kafka_offset FROM events WHERE event_id = ANY(%s::uuid[])"
+)
 _CLOSED = """
 SELECT board, period FROM closed_periods
 WHERE (board, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
@@ -55,13 +56,12 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
     out = Outcome()
     if not records:
         return out
-    touched: dict[int, list[str]] = {}
-    for i, rec in enumerate(records):
+    pairs: set[tuple[str, str]] = set()  # period keys only change per 15-minute bucket: look per bucket
+    for bucket in {int(rec.event.occurred_at.timestamp()) // BUCKET_S for rec in records}:
         for board in boards:
-            for key, _, _ in targets(board, rec.event):
-                touched.setdefault(i, []).append(f"{board.id}/{key}")
+            pairs.update((board.id, key) for key, _, _ in periods_of(board, bucket))
     try:
-        stored, hits = _write(conn, records, touched)
+        stored, hits = _write(conn, records, boards, pairs)
     except BaseException:
         _staged.discard(conn)  # a rolled-back transaction also dropped the staging table it created
         raise
@@ -76,30 +76,47 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
     return out
 
 
+def _closed_hits(
+    records: Sequence[Canonical], boards: Sequence[Board], closed: set[tuple[str, str]]
+) -> dict[int, str]:
+    """Record index -> the first closed "board/period" it feeds."""
+    hits: dict[int, str] = {}
+    for i, rec in enumerate(records):
+        for board in boards:
+            key = next((k for k, _, _ in targets(board, rec.event) if (board.id, k) in closed), None)
+            if key is not None:
+                hits[i] = f"{board.id}/{key}"
+                break
+    return hits
+
+
 def _write(
-    conn: psycopg.Connection, records: Sequence[Canonical], touched: dict[int, list[str]]
+    conn: psycopg.Connection,
+    records: Sequence[Canonical],
+    boards: Sequence[Board],
+    pairs: set[tuple[str, str]],
 ) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
-    """The one transaction: (event_id -> stored coordinates, record index -> closed board/period it hit)."""
-    pairs = sorted({tuple(t.split("/", 1)) for targets_ in touched.values() for t in targets_})
+    """The one transaction: (event_id -> stored coordinates, record index -> closed period it feeds)."""
     with conn.transaction():
         # SHARE: many batches at once, but none while close-period inserts its row (ROW EXCLUSIVE).
         conn.execute("LOCK TABLE closed_periods IN SHARE MODE")
-        closed: set[str] = set()
+        hits: dict[int, str] = {}
         if pairs:
-            rows = conn.execute(_CLOSED, ([b for b, _ in pairs], [p for _, p in pairs])).fetchall()
-            closed = {f"{b}/{p}" for b, p in rows}
-        hits = {i: next(t for t in ts if t in closed) for i, ts in touched.items() if closed.intersection(ts)}
-        fresh = [rec for i, rec in enumerate(records) if i not in hits]
+            ordered = sorted(pairs)
+            rows = conn.execute(_CLOSED, ([b for b, _ in ordered], [p for _, p in ordered])).fetchall()
+            if rows:
+                hits = _closed_hits(records, boards, {(str(b), str(p)) for b, p in rows})
+        fresh = [r for i, r in enumerate(records) if i not in hits] if hits else records
         stored: dict[str, tuple[int, int]] = {}
         if fresh:
             _stage(conn, fresh)
-            stored = {str(eid): (part, off) for eid, part, off in conn.execute(_INSERT).fetchall()}
+            stored = {eid: (part, off) for eid, part, off in conn.execute(_INSERT).fetchall()}
             _upsert_players(conn, [rec.event for rec in fresh])
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
         rest = list({rec.event.event_id for rec in records if rec.event.event_id not in stored})
         if rest:
-            rows = conn.execute(_CANONICAL, ([uuid.UUID(e) for e in rest],)).fetchall()
-            stored.update((str(eid), (part, off)) for eid, part, off in rows)
+            rows = conn.execute(_CANONICAL, (rest,)).fetchall()
+            stored.update((eid, (part, off)) for eid, part, off in rows)
     return stored, hits
 
 

@@ -16,7 +16,7 @@ from leaderboard import scoring
 from leaderboard.boards import Board
 from schemas.model import MatchWon
 
-_BUCKET_S = 900  # every timezone offset is a multiple of 15 minutes, so period keys are constant per bucket
+BUCKET_S = 900  # every timezone offset is a multiple of 15 minutes, so period keys are constant per bucket
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,8 @@ class Canonical:
 
 
 @lru_cache(maxsize=65536)
-def _periods(board: Board, bucket: int) -> tuple[tuple[str, float, int], ...]:
-    instant = datetime.fromtimestamp(bucket * _BUCKET_S, tz=UTC)
+def periods_of(board: Board, bucket: int) -> tuple[tuple[str, float, int], ...]:
+    instant = datetime.fromtimestamp(bucket * BUCKET_S, tz=UTC)
     out = []
     for key in board.period_keys(instant):
         origin, unit = board.origin(key)
@@ -42,7 +42,7 @@ def targets(board: Board, event: MatchWon) -> tuple[tuple[str, float, int], ...]
     """(period key, tie-break origin as epoch seconds, unit seconds) of every period the event feeds."""
     if not board.accepts(event.game, event.mode, event.region):
         return ()
-    return _periods(board, int(event.occurred_at.timestamp()) // _BUCKET_S)
+    return periods_of(board, int(event.occurred_at.timestamp()) // BUCKET_S)
 
 
 def tiebreak(ts: float, origin: float, unit: int) -> int:
@@ -77,33 +77,36 @@ def fold(
     """
     best = board.aggregation == "best"
     acc: Fold = {} if into is None else into
+    accepts, span_1 = board.accepts, scoring.TIME_SPAN - 1
     for rec in records:
         event = rec.event
-        periods = targets(board, event)
-        if not periods:
+        if not accepts(event.game, event.mode, event.region):
             continue
         ts = event.occurred_at.timestamp()
-        for key, origin, unit in periods:
-            slot = (key, rec.partition if split_partitions else -1)
-            if above is not None and rec.offset <= above.get(slot, -1):
+        part = rec.partition if split_partitions else -1
+        offset, player, points = rec.offset, event.player_id, event.points
+        for key, origin, unit in periods_of(board, int(ts) // BUCKET_S):
+            slot = (key, part)
+            if above is not None and offset <= above.get(slot, -1):
                 continue
-            tb = tiebreak(ts, origin, unit)
+            units = int(ts - origin) // unit  # tiebreak(), inlined: this loop runs per event and period
+            tb = span_1 - (0 if units < 0 else span_1 if units > span_1 else units)
             entry = acc.get(slot)
             if entry is None:
-                entry = acc[slot] = Slot(rec.offset, rec.offset, {})
-            elif rec.offset < entry.lo:
-                entry.lo = rec.offset
-            elif rec.offset > entry.hi:
-                entry.hi = rec.offset
-            cur = entry.players.get(event.player_id)
+                entry = acc[slot] = Slot(offset, offset, {})
+            elif offset < entry.lo:
+                entry.lo = offset
+            elif offset > entry.hi:
+                entry.hi = offset
+            cur = entry.players.get(player)
             if cur is None:
-                entry.players[event.player_id] = [event.points, tb, 1]
+                entry.players[player] = [points, tb, 1]
             elif best:
-                if event.points > cur[0] or (event.points == cur[0] and tb > cur[1]):
-                    cur[0], cur[1] = event.points, tb
+                if points > cur[0] or (points == cur[0] and tb > cur[1]):
+                    cur[0], cur[1] = points, tb
                 cur[2] += 1
             else:
-                cur[0] += event.points
+                cur[0] += points
                 cur[1] = min(cur[1], tb)
                 cur[2] += 1
     return acc

@@ -2,6 +2,7 @@
 # shellcheck disable=SC2094 # services write their own log files; the script only appends to them
 # Local service stack without Docker: Kafka 4.x KRaft (assembled from Maven Central), Redis, PostgreSQL 15.
 # Usage: deploy/stack.sh up|down|status|wait [kafka|redis|postgres ...]   (default: all three)
+#        deploy/stack.sh tools   (promtool/prometheus and chromium for the observability and page tests)
 # Everything lives in $LEADERBOARD_STACK_DIR (default <repo>/.stack); `down` keeps the data.
 set -Eeuo pipefail
 
@@ -65,7 +66,7 @@ ready() {
 
 # ---------------------------------------------------------------- packages
 ensure_deps() {
-  local pkgs=() svc sudo=
+  local pkgs=() svc
   for svc; do
     case $svc in
       kafka)
@@ -80,10 +81,16 @@ ensure_deps() {
         [[ -x $PG_BIN/pg_isready ]] && command -v psql >/dev/null || pkgs+=(postgresql-client-15) ;;
     esac
   done
+  apt_install "${pkgs[@]}"
+}
+
+# apt-get install with no service started by the packages (a temporary policy-rc.d).
+apt_install() {
+  local pkgs=("$@") sudo=
   ((${#pkgs[@]})) || return 0
   ((EUID == 0)) || sudo=sudo
   echo "stack: installing ${pkgs[*]} with apt-get (log: $LOGS/apt.log)" >&2
-  # Keep the distro packages from starting their own redis/postgres on our ports.
+  # Keep the distro packages from starting their own redis/postgres/prometheus on our ports.
   local policy=
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     policy=1
@@ -103,6 +110,28 @@ ensure_deps() {
     die "apt-get install ${pkgs[*]} failed; see $LOGS/apt.log"
   }
   [[ -z $policy ]] || $sudo rm -f /usr/sbin/policy-rc.d
+}
+
+# Test tools: promtool + the prometheus server (tests/test_observability.py), chromium (tests/test_page.py).
+cmd_tools() {
+  local pkgs=() unit sudo=
+  mkdir -p "$LOGS"
+  command -v promtool >/dev/null && [[ -x /usr/bin/prometheus ]] || pkgs+=(prometheus)
+  [[ -x /usr/bin/chromium ]] || pkgs+=(chromium)
+  ((EUID == 0)) || sudo=sudo
+  apt_install "${pkgs[@]}"
+  if [[ " ${pkgs[*]} " == *" prometheus "* ]]; then
+    # The tests start their own short-lived servers; the distro's daemons must stay off.
+    for unit in prometheus prometheus-node-exporter; do
+      if [[ -d /run/systemd/system ]]; then
+        $sudo systemctl disable --now "$unit" >>"$LOGS/apt.log" 2>&1 || true
+      elif [[ -x /etc/init.d/$unit ]]; then
+        $sudo update-rc.d "$unit" disable >>"$LOGS/apt.log" 2>&1 || true
+        $sudo "/etc/init.d/$unit" stop >>"$LOGS/apt.log" 2>&1 || true
+      fi
+    done
+  fi
+  printf 'tools     promtool=%s chromium=%s\n' "$(command -v promtool)" "$(command -v chromium)"
 }
 
 # ---------------------------------------------------------------- kafka
@@ -286,12 +315,16 @@ cmd_wait() {
 main() {
   local cmd=${1:-} svc
   shift || true
+  if [[ $cmd == tools ]]; then
+    cmd_tools
+    return
+  fi
   (($#)) || set -- kafka redis postgres
   for svc; do [[ $svc =~ ^(kafka|redis|postgres)$ ]] || die "unknown service '$svc' (kafka|redis|postgres)"; done
   case $cmd in
     up | down | wait) "cmd_$cmd" "$@" ;;
     status) cmd_status "$@" || exit 1 ;;
-    *) die "usage: deploy/stack.sh up|down|status|wait [kafka|redis|postgres ...]" ;;
+    *) die "usage: deploy/stack.sh up|down|status|wait [kafka|redis|postgres ...] | tools" ;;
   esac
 }
 

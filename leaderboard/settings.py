@@ -39,6 +39,8 @@ class Settings:
     batch_size: int = 5000
     batch_timeout_ms: int = 100
     log_level: str = "INFO"
+    auto_close_periods: bool = True
+    """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
 
     def kafka_common(self) -> dict[str, str]:
         """librdkafka settings shared by producers, consumers and admin clients."""
@@ -112,6 +114,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             if text.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                 raise SettingsError(f"{var}={text!r}: expected DEBUG, INFO, WARNING or ERROR")
             values[name] = text.upper()
+        elif name == "auto_close_periods":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise SettingsError(f"{var}={text!r}: expected true or false")
+            values[name] = text.lower() in ("true", "1", "yes")
         elif name == "kafka_config":
             parse_kv(text, var)
             values[name] = text

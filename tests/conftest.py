@@ -124,6 +124,7 @@ def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
         redis_prefix=f"t{tag}",
         database_url=db_url,
         consumer_metrics_port=0,
+        auto_close_periods=False,  # tests replay historic timestamps; test_close_period turns it on
     )
     create_topics(admin, {cfg.topic: 12, cfg.dlq_topic: 3, cfg.period_closed_topic: 3})
     yield cfg

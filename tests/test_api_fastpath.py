@@ -23,6 +23,8 @@ REQUESTS = [
     # errors the fast path answers itself ...
     "/v1/leaderboards/nope/entries",
     "/v1/leaderboards/global/entries?period=yearly:2026",
+    "/v1/leaderboards/global/entries?period=",
+    "/v1/leaderboards/global/players/a%20b?period=all_time",
     "/v1/leaderboards/global/players/ghost?period=all_time",
     "/v1/leaderboards/chess_daily/players/p1?period=monthly:current",
     # ... and the ones it leaves to FastAPI's validation

@@ -90,8 +90,11 @@ def consumer(cfg: Settings, tmp_path: Path) -> Iterator[ConsumerProcess]:
     publish(cfg, october_and_november(seed=7))
     proc = ConsumerProcess(cfg, tmp_path)
     try:
-        proc.wait_ready()
-        wait_until(lambda: caught_up(cfg), 90, "consumer to commit every offset")
+        try:
+            proc.wait_ready(90)
+            wait_until(lambda: caught_up(cfg), 120, "consumer to commit every offset")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nconsumer log:\n{proc.log_path.read_text()[-3000:]}") from None
         yield proc
     finally:
         assert proc.stop() == 0
@@ -196,7 +199,7 @@ def test_closing_october_snapshots_the_live_board_announces_once_and_refuses_lat
     # A late October win is dead-lettered as period_closed; the boards do not move.
     late_key, late_value = event(before[0][0], "2026-10-31T23:59:00Z", 5)
     publish(cfg, [(late_key, late_value)])
-    wait_until(lambda: caught_up(cfg), 60, "consumer to handle the late event")
+    wait_until(lambda: caught_up(cfg), 90, "consumer to handle the late event")
     letters = [(v, h) for _, v, h in read_topic(cfg, cfg.dlq_topic) if v == late_value]
     assert len(letters) == 1
     assert letters[0][1]["reason"] == "period_closed"

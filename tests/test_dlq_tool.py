@@ -52,14 +52,14 @@ def win(player: str, points: int) -> bytes:
 def consumer(config: Settings, tmp_path: Path) -> Iterator[ConsumerProcess]:
     proc = ConsumerProcess(config, tmp_path)
     try:
-        proc.wait_ready()
+        proc.wait_ready(90)
         yield proc
     finally:
         assert proc.stop() == 0
 
 
 def settle(config: Settings) -> None:
-    wait_until(lambda: caught_up(config), 60, "consumer to commit every offset")
+    wait_until(lambda: caught_up(config), 90, "consumer to commit every offset")
 
 
 def test_show_lists_dead_letters_and_redrive_counts_a_valid_event_exactly_once(

@@ -1,0 +1,1106 @@
+"""One-shot benchmark of the local stack: ceilings, the synchronous baseline, and the product, side by side.
+
+    .venv/bin/python bench/run.py            # make bench        (full: medians of 3 runs)
+    .venv/bin/python bench/run.py --quick    # make bench-quick  (< 3 minutes: 1 run each, smaller sizes)
+
+Everything it creates is named after a fresh run id and removed at the end (topics ``bench-<run>*``, consumer
+groups ``bench-<run>*``, Redis keys ``bench<run>*``, PostgreSQL schema ``bench_<run>``); it never touches the
+default topic, Redis prefix or the public schema. Every process it starts is stopped in ``finally`` (also on
+Ctrl-C). Results are printed as markdown and prepended to docs/benchmarks.md (older runs move under
+"Previous runs").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psycopg
+import redis
+from benchlib import (
+    ROOT,
+    VENV_BIN,
+    BenchError,
+    Procs,
+    Samples,
+    WrkResult,
+    add_samples,
+    cpu_by_command,
+    fmt_ms,
+    fmt_num,
+    fmt_runs,
+    free_port,
+    histogram_quantile,
+    http_get,
+    median,
+    parse_wrk,
+    proc_cpu,
+    ratio,
+    run_cmd,
+    scrape,
+    sub_samples,
+    system_cpu,
+    value,
+    wait_for,
+)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+sys.path.insert(0, str(ROOT))
+from consumers.migrate import migrate
+from leaderboard import scoring
+from producers.publisher import PRODUCER_DEFAULTS
+
+KAFKA = "127.0.0.1:9092"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_URL = "postgresql://leaderboard:leaderboard@127.0.0.1:5432/leaderboard"
+PARTITIONS = 12
+BOARD = "global"
+STAGES = ("decode", "postgres", "redis", "commit")
+M_CONSUMED = "leaderboard_consumer_events_consumed_total"
+M_APPLIED = "leaderboard_consumer_events_applied_total"
+M_STAGE = "leaderboard_consumer_stage_duration_seconds"
+M_LATENCY = "leaderboard_consumer_visible_latency_seconds"
+M_ASSIGNED = "leaderboard_consumer_assigned_partitions"
+
+TARGETS = {
+    "e2e": 50_000.0,
+    "vs_baseline": 20.0,
+    "api_top": 5_000.0,
+    "p99": 0.250,
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    reps: int
+    events: int
+    """Events pre-published for the end-to-end runs."""
+    latency_s: int
+    wrk_s: int
+    api_players: int
+    copy_rows: int
+    kafka_msgs: int
+    rb_pipelined: int
+    rb_plain: int
+    baseline_s: int
+
+
+FULL = Sizes(3, 300_000, 20, 10, 1_000_000, 200_000, 300_000, 1_000_000, 100_000, 10)
+QUICK = Sizes(1, 100_000, 10, 5, 200_000, 50_000, 100_000, 500_000, 50_000, 5)
+
+
+@dataclass
+class Bench:
+    quick: bool
+    sizes: Sizes
+    run: str
+    procs: Procs
+    tmp: Path
+    schema: str = ""
+    db_url: str = ""
+    topics: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    r: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=30))
+    admin: AdminClient = field(default_factory=lambda: AdminClient({"bootstrap.servers": KAFKA}))
+    res: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.schema = f"bench_{self.run}"
+        self.db_url = f"{PG_URL}?options=-csearch_path%3D{self.schema}"
+
+    @property
+    def topic(self) -> str:
+        return f"bench-{self.run}"
+
+    def env(self, prefix: str, group: str, topic: str | None = None) -> dict[str, str]:
+        """Environment for `leaderboard ...` processes: only our own names; default boards."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
+        t = topic or self.topic
+        env.update(
+            LEADERBOARD_KAFKA_BOOTSTRAP=KAFKA,
+            LEADERBOARD_REDIS_URL=REDIS_URL,
+            LEADERBOARD_TOPIC=t,
+            LEADERBOARD_DLQ_TOPIC=f"{t}.dlq",
+            LEADERBOARD_PERIOD_CLOSED_TOPIC=f"{t}.closed",
+            LEADERBOARD_REDIS_PREFIX=prefix,
+            LEADERBOARD_CONSUMER_GROUP=group,
+            LEADERBOARD_DATABASE_URL=self.db_url,
+            LEADERBOARD_LOG_LEVEL="WARNING",
+        )
+        if group not in self.groups:
+            self.groups.append(group)
+        return env
+
+    def log(self, text: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+    def pg(self, url: str | None = None) -> psycopg.Connection:
+        return psycopg.connect(url or self.db_url, autocommit=True, connect_timeout=5)
+
+
+# -- set-up and clean-up ---------------------------------------------------------------------------------
+
+
+def machine_info(b: Bench) -> dict[str, str]:
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+    commit = run_cmd(["git", "rev-parse", "--short=12", "HEAD"], 10).strip()
+    dirty = run_cmd(["git", "status", "--porcelain", "--untracked-files=no"], 10).strip()
+    kafka = run_cmd([str(ROOT / "deploy/kafka/bin/kafka-topics"), "--version"], 60).split()[0]
+    with b.pg(PG_URL) as conn:
+        pg = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    info = b.r.info("server")
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit + (" (+ uncommitted changes in tracked files)" if dirty else ""),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "ram": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "kafka": kafka,
+        "redis": str(info["redis_version"]),
+        "postgres": pg,
+    }
+
+
+def setup(b: Bench) -> None:
+    with b.pg(PG_URL) as conn:
+        conn.execute(f"CREATE SCHEMA {b.schema}")
+    with psycopg.connect(b.db_url, connect_timeout=5) as conn:
+        migrate(conn)
+    names = [
+        (b.topic, PARTITIONS),
+        (f"{b.topic}.dlq", 3),
+        (f"{b.topic}.closed", 3),
+        (f"{b.topic}-raw", PARTITIONS),
+        (f"{b.topic}-lat", PARTITIONS),
+        (f"{b.topic}-lat.dlq", 3),
+        (f"{b.topic}-lat.closed", 3),
+    ]
+    futures = b.admin.create_topics([NewTopic(n, p, 1) for n, p in names], operation_timeout=30)
+    for name, fut in futures.items():
+        b.topics.append(name)
+        fut.result(60)
+
+
+def cleanup(b: Bench) -> None:
+    b.log("cleaning up")
+    with contextlib.suppress(Exception):
+        if b.groups:
+            for fut in b.admin.delete_consumer_groups(b.groups, request_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    fut.result(30)
+    with contextlib.suppress(Exception):
+        if b.topics:
+            for fut in b.admin.delete_topics(b.topics, operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    fut.result(60)
+    with contextlib.suppress(Exception):
+        deadline = time.monotonic() + 120
+        batch: list[bytes] = []
+        for key in b.r.scan_iter(match=f"bench{b.run}*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                b.r.unlink(*batch)
+                batch = []
+            if time.monotonic() > deadline:
+                break
+        if batch:
+            b.r.unlink(*batch)
+    with contextlib.suppress(Exception), b.pg(PG_URL) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {b.schema} CASCADE")
+
+
+# -- 1. ceilings ---------------------------------------------------------------------------------------
+
+
+def redis_ceilings(b: Bench) -> None:
+    key = f"bench{b.run}rb"
+    sha = str(b.r.script_load("return 1"))
+    commands = [
+        ("ZADD", ["ZADD", key, "__rand_int__", "p__rand_int__"]),
+        ("ZSCORE", ["ZSCORE", key, "p__rand_int__"]),
+        ("ZREVRANGE 0 9 WITHSCORES", ["ZREVRANGE", key, "0", "9", "WITHSCORES"]),
+        (
+            "ZRANGE BYSCORE REV LIMIT 9 (around)",
+            ["ZRANGE", key, "+inf", "__rand_int__", "BYSCORE", "REV", "LIMIT", "0", "9"],
+        ),
+        ("ZCOUNT (score, +inf]", ["ZCOUNT", key, "(__rand_int__", "+inf"]),
+        ("EVALSHA trivial script", ["EVALSHA", sha, "0"]),
+    ]
+    out: dict[str, dict[str, list[float]]] = {}
+    for rep in range(b.sizes.reps):
+        for name, cmd in commands:
+            for mode, n, extra in (
+                ("P64", b.sizes.rb_pipelined, ["-P", "64"]),
+                ("P1", b.sizes.rb_plain, []),
+            ):
+                argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", "6379", "-c", "50", "-n", str(n)]
+                argv += ["-r", "1000000", "--csv", *extra, *cmd]
+                text = run_cmd(argv, 180)
+                row = text.strip().splitlines()[-1].split('","')
+                out.setdefault(name, {}).setdefault(mode, []).append(float(row[1]))
+                out[name].setdefault(f"{mode}_p50", []).append(float(row[4]))
+        b.log(f"redis-benchmark rep {rep + 1} done (zset has {b.r.zcard(key):,} members)")
+    b.res["redis"] = out
+    b.r.unlink(key)
+
+
+def _uuid7(ms: int) -> str:
+    h = os.urandom(9).hex()
+    return f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{h[:3]}-{'89ab'[int(h[3], 16) & 3]}{h[4:7]}-{h[7:18]}0"
+
+
+def _event_value(n: int, ms: int, rng: random.Random) -> tuple[bytes, bytes]:
+    """A record shaped like the simulator's (same fields, same size)."""
+    player = f"p{int(rng.paretovariate(1.1)) % 100_000 + 1}"
+    stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    body = (
+        f'{{"event_id":"{_uuid7(ms)}","match_id":"m-{n & 0xFFFFFFFF:08x}-{n}","player_id":"{player}",'
+        f'"game":"chess","points":{rng.randint(1, 10)},"occurred_at":"{stamp}Z"}}'
+    )
+    return player.encode(), body.encode()
+
+
+def pg_copy_ceiling(b: Bench) -> None:
+    """COPY straight into a table shaped like ``events`` (same indexes), 5,000 rows per committed batch."""
+    rng = random.Random(7)
+    base_ms = int(time.time() * 1000)
+    lines = []
+    for i in range(b.sizes.copy_rows):
+        ms = base_ms + i // 10
+        player = f"p{int(rng.paretovariate(1.1)) % 100_000 + 1}"
+        stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
+        fields = [_uuid7(ms), f"m-{i}", player, "chess", r"\N", r"\N", str(rng.randint(1, 10)), stamp]
+        lines.append("\t".join([*fields, r"\N", str(i % 12), str(i)]) + "\n")
+    chunks = ["".join(lines[i : i + 5000]).encode() for i in range(0, len(lines), 5000)]
+    cols = (
+        "event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,"
+        " kafka_partition, kafka_offset"
+    )
+    rates: list[float] = []
+    with b.pg() as conn:
+        conn.execute("CREATE TABLE copy_ceiling (LIKE events INCLUDING ALL)")
+        for _ in range(b.sizes.reps):
+            conn.execute("TRUNCATE copy_ceiling")
+            t0 = time.perf_counter()
+            for chunk in chunks:
+                with conn.transaction(), conn.cursor().copy(f"COPY copy_ceiling ({cols}) FROM STDIN") as cp:
+                    cp.write(chunk)
+            rates.append(len(lines) / (time.perf_counter() - t0))
+        conn.execute("DROP TABLE copy_ceiling")
+    b.res["pg_copy"] = rates
+    b.log(f"PostgreSQL COPY ceiling: {fmt_runs(rates)} rows/s")
+
+
+def kafka_ceilings(b: Bench) -> None:
+    topic = f"{b.topic}-raw"
+    rng = random.Random(11)
+    base_ms = int(time.time() * 1000)
+    msgs = [_event_value(i, base_ms + i // 10, rng) for i in range(b.sizes.kafka_msgs)]
+    b.res["msg_bytes"] = sum(len(v) for _, v in msgs) / len(msgs)
+    produce: list[float] = []
+    consume: list[float] = []
+    for rep in range(b.sizes.reps):
+        p = Producer({"bootstrap.servers": KAFKA, **PRODUCER_DEFAULTS})
+        deadline = time.monotonic() + 180
+        t0 = time.perf_counter()
+        for i, (k, v) in enumerate(msgs):
+            while True:
+                try:
+                    p.produce(topic, v, k)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+                    if time.monotonic() > deadline:
+                        raise BenchError("Kafka produce ceiling: queue never drained") from None
+            if i % 1000 == 0:
+                p.poll(0)
+        left = p.flush(120)
+        if left:
+            raise BenchError(f"Kafka produce ceiling: {left} messages not delivered")
+        produce.append(len(msgs) / (time.perf_counter() - t0))
+        group = f"bench-{b.run}-raw{rep}"
+        b.groups.append(group)
+        c = Consumer(
+            {
+                "bootstrap.servers": KAFKA,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        try:
+            c.assign([TopicPartition(topic, part, OFFSET_BEGINNING) for part in range(PARTITIONS)])
+            got, t_first, first = 0, 0.0, 0
+            deadline = time.monotonic() + 120
+            while got < len(msgs) and time.monotonic() < deadline:
+                batch = c.consume(5000, 1.0)
+                if batch and not t_first:
+                    t_first, first = time.perf_counter(), len(batch)
+                got += sum(1 for m in batch if m.error() is None)
+            if got < len(msgs):
+                raise BenchError(f"Kafka consume ceiling: only {got} of {len(msgs)} messages in 120 s")
+            consume.append((got - first) / (time.perf_counter() - t_first))
+        finally:
+            c.close()
+    b.res["kafka_produce"], b.res["kafka_consume"] = produce, consume
+    b.log(f"Kafka raw produce {fmt_runs(produce)} msg/s, consume {fmt_runs(consume)} msg/s")
+
+
+# -- 2. baseline -----------------------------------------------------------------------------------------
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> WrkResult:
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    return parse_wrk(run_cmd([*argv, url], seconds + 60))
+
+
+def baseline(b: Bench) -> None:
+    with b.pg() as conn:
+        conn.execute("CREATE TABLE baseline_events (LIKE events INCLUDING ALL)")
+    port = free_port()
+    argv = [str(VENV_BIN / "python"), str(ROOT / "bench/baseline_sync.py"), "--port", str(port)]
+    argv += ["--processes", "2", "--prefix", f"bench{b.run}b", "--database-url", b.db_url]
+    proc = b.procs.start("baseline", argv)
+    out: list[WrkResult] = []
+    try:
+        wait_for("baseline server", lambda: http_get(f"http://127.0.0.1:{port}/")[0] == 501, 30)
+        for _ in range(b.sizes.reps):
+            res = wrk(f"http://127.0.0.1:{port}", b.sizes.baseline_s, 16, ROOT / "bench/baseline_post.lua")
+            out.append(res)
+            b.log(
+                f"baseline: {res.rps:,.0f} wins/s p50 {fmt_ms(res.p50_s)} "
+                f"p99 {fmt_ms(res.p99_s)} bad {res.bad}"
+            )
+    finally:
+        b.procs.stop(proc)
+    with b.pg() as conn:
+        rows = conn.execute("SELECT count(*) FROM baseline_events").fetchone()[0]  # type: ignore[index]
+        conn.execute("DROP TABLE baseline_events")
+    b.res["baseline"] = out
+    b.res["baseline_rows"] = int(rows)
+
+
+# -- 3. the product --------------------------------------------------------------------------------------
+
+
+def publish(b: Bench, topic: str, count: int) -> dict[str, Any]:
+    argv = [str(VENV_BIN / "leaderboard"), "simulate", "--count", str(count), "--rate", "0"]
+    argv += ["--players", "100000", "--seed", "1", "--json", "--topic", topic]
+    out = run_cmd(argv, 600, env=b.env(f"bench{b.run}p", f"bench-{b.run}-p"))
+    summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    if summary.get("acked") != count:
+        raise BenchError(f"simulate acknowledged {summary.get('acked')} of {count}")
+    return summary
+
+
+def start_consumers(
+    b: Bench, n: int, env: dict[str, str], tag: str
+) -> list[tuple[subprocess.Popen[bytes], int]]:
+    out = []
+    for i in range(n):
+        port = free_port()
+        argv = [str(VENV_BIN / "leaderboard"), "consume", "--metrics-port", str(port)]
+        out.append((b.procs.start(f"consumer-{tag}-{i}", argv, env), port))
+    for proc, port in out:
+        wait_for(f"consumer metrics on {port}", functools.partial(_metrics_up, proc, port), 60)
+    return out
+
+
+def _metrics_up(proc: subprocess.Popen[bytes], port: int) -> bool:
+    if proc.poll() is not None:
+        raise BenchError(f"consumer (metrics port {port}) exited with {proc.returncode}; see its log")
+    return http_get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+
+
+def scrape_all(cons: list[tuple[subprocess.Popen[bytes], int]]) -> list[Samples]:
+    for proc, port in cons:
+        if proc.poll() is not None:
+            raise BenchError(f"consumer on port {port} exited with {proc.returncode}; see its log")
+    return [scrape(port) for _, port in cons]
+
+
+def e2e_run(b: Bench, n: int, idx: int) -> dict[str, Any]:
+    """Fresh prefix, group and empty event table; consume the pre-published topic; time it by metrics."""
+    count = b.sizes.events
+    with b.pg() as conn:
+        conn.execute("TRUNCATE events, players")
+    env = b.env(f"bench{b.run}e{idx}", f"bench-{b.run}-e{idx}")
+    cons = start_consumers(b, n, env, f"e{idx}")
+    pids = [p.pid for p, _ in cons]
+    try:
+        t0 = c0 = 0.0
+        cpu0: tuple[tuple[float, float], list[float], dict[str, float]] | None = None
+        deadline = time.monotonic() + 60 + count / 1000
+        consumed = 0.0
+        while time.monotonic() < deadline:
+            samples = scrape_all(cons)
+            consumed = sum(value(s, M_CONSUMED) for s in samples)
+            now = time.perf_counter()
+            if consumed > 0 and not t0:
+                t0, c0 = now, consumed
+                cpu0 = (system_cpu(), [proc_cpu(p) for p in pids], cpu_by_command(SERVICES))
+            if consumed >= count:
+                break
+            time.sleep(0.05)
+        t1 = time.perf_counter()
+        if consumed < count or cpu0 is None:
+            raise BenchError(
+                f"e2e with {n} consumer(s): {consumed:.0f} of {count} consumed before the deadline"
+            )
+        busy1, cons1, svc1 = system_cpu(), [proc_cpu(p) for p in pids], cpu_by_command(SERVICES)
+        total = add_samples(samples)
+    finally:
+        for proc, _ in cons:
+            b.procs.stop(proc)
+    wall = t1 - t0
+    sys_busy = (busy1[0] - cpu0[0][0]) / (busy1[1] - cpu0[0][1])
+    stage_s = {st: value(total, f"{M_STAGE}_sum", stage=st) for st in STAGES}
+    return {
+        "n": n,
+        "rate": (count - c0) / wall,
+        "wall": wall,
+        "applied": value(total, M_APPLIED),
+        "consumed": value(total, M_CONSUMED),
+        "assigned": [value(s, M_ASSIGNED) for s in samples],
+        "stage_us": {st: v / count * 1e6 for st, v in stage_s.items()},
+        "batch_mean": value(total, "leaderboard_consumer_batch_size_events_sum")
+        / max(1.0, value(total, "leaderboard_consumer_batch_size_events_count")),
+        "cons_wall_us": n * wall / (count - c0) * 1e6,
+        "cons_cpu": [(c1 - c0_) / wall for c1, c0_ in zip(cons1, cpu0[1], strict=True)],
+        "cons_cpu_us": sum(c1 - c0_ for c1, c0_ in zip(cons1, cpu0[1], strict=True)) / (count - c0) * 1e6,
+        "sys_busy": sys_busy,
+        "svc_cpu": {k: (svc1[k] - cpu0[2][k]) / wall for k in SERVICES},
+    }
+
+
+SERVICES = ("postgres", "redis-server", "java")
+
+
+def e2e(b: Bench) -> None:
+    b.log(f"publishing {b.sizes.events:,} events with the simulator")
+    b.res["publish"] = publish(b, b.topic, b.sizes.events)
+    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    idx = 0
+    for _ in range(b.sizes.reps):
+        for n in (1, 2):
+            idx += 1
+            res = e2e_run(b, n, idx)
+            runs[n].append(res)
+            b.log(f"e2e {n} consumer(s): {res['rate']:,.0f} events/s, applied {res['applied']:,.0f}")
+    b.res["e2e"] = runs
+    with b.pg() as conn:
+        size, rows, heap = conn.execute(
+            "SELECT pg_total_relation_size('events'), (SELECT count(*) FROM events),"
+            " pg_relation_size('events')"
+        ).fetchone()  # type: ignore[misc]
+    b.res["pg_bytes"] = {"total": size / rows, "heap": heap / rows, "rows": rows}
+
+
+def latency(b: Bench) -> None:
+    """2 caught-up consumers; the simulator at 5,000 events/s; histogram deltas and direct probes."""
+    topic = f"{b.topic}-lat"
+    prefix = f"bench{b.run}l"
+    with b.pg() as conn:
+        conn.execute("TRUNCATE events, players")
+    env = b.env(prefix, f"bench-{b.run}-lat", topic)
+    cons = start_consumers(b, 2, env, "lat")
+    producer = Producer({"bootstrap.servers": KAFKA, **PRODUCER_DEFAULTS})
+    hist: list[tuple[float | None, float | None]] = []
+    probes: list[list[float]] = []
+    rates: list[float] = []
+    expected = 0.0
+    try:
+        wait_for(
+            "both latency consumers assigned",
+            lambda: (
+                [value(s, M_ASSIGNED) > 0 for s in scrape_all(cons)] == [True, True]
+                and b.r.hget(f"{prefix}:{{{BOARD}}}:meta", "active") is not None
+            ),
+            90,
+            0.25,
+        )
+        for rep in range(b.sizes.reps):
+            before = add_samples(scrape_all(cons))
+            argv = [str(VENV_BIN / "python"), str(ROOT / "bench/paced_publish.py"), "--rate", "5000"]
+            argv += ["--duration", str(b.sizes.latency_s), "--topic", topic]
+            log_name = f"simulate-lat{rep}"
+            sim = b.procs.start(log_name, argv, env)
+            samples_ms: list[float] = []
+            try:
+                samples_ms = probe_loop(
+                    b,
+                    producer=producer,
+                    topic=topic,
+                    prefix=prefix,
+                    sim=sim,
+                    rep=rep,
+                    limit_s=b.sizes.latency_s + 30,
+                )
+            finally:
+                try:
+                    sim.wait(b.sizes.latency_s + 60)
+                finally:
+                    b.procs.stop(sim)
+            lines = [
+                ln
+                for ln in (b.procs.logdir / f"{log_name}.log").read_text().splitlines()
+                if ln.startswith("{")
+            ]
+            summary = json.loads(lines[-1])
+            rates.append(float(summary["rate"]))
+            expected += float(summary["acked"]) + len(samples_ms)
+            wait_for(
+                "latency consumers to drain",
+                functools.partial(_consumed_at_least, cons, expected),
+                60,
+                0.2,
+            )
+            delta = sub_samples(add_samples(scrape_all(cons)), before)
+            hist.append(
+                (histogram_quantile(delta, M_LATENCY, 0.5), histogram_quantile(delta, M_LATENCY, 0.99))
+            )
+            probes.append(samples_ms)
+            b.log(
+                f"latency rep {rep + 1}: load {summary['rate']}/s, histogram p50 {fmt_ms(hist[-1][0])} "
+                f"p99 {fmt_ms(hist[-1][1])}; probes n={len(samples_ms)} p50 {_pct(samples_ms, 50):.1f} ms "
+                f"p99 {_pct(samples_ms, 99):.1f} ms"
+            )
+    finally:
+        producer.flush(10)
+        for proc, _ in cons:
+            b.procs.stop(proc)
+    b.res["latency"] = {"hist": hist, "probes": probes, "rates": rates}
+
+
+def _consumed_at_least(cons: list[tuple[subprocess.Popen[bytes], int]], want: float) -> bool:
+    return sum(value(s, M_CONSUMED) for s in scrape_all(cons)) >= want
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def probe_loop(
+    b: Bench,
+    *,
+    producer: Producer,
+    topic: str,
+    prefix: str,
+    sim: subprocess.Popen[bytes],
+    rep: int,
+    limit_s: float,
+) -> list[float]:
+    """Every 50 ms publish one probe win (through the same producer settings as the SDK) and poll Redis
+    (ZSCORE of the all_time board of the active generation, every 1 ms) until it shows: produce-to-visible."""
+    out: list[float] = []
+    deadline = time.monotonic() + limit_s
+    meta = f"{prefix}:{{{BOARD}}}:meta"
+    k = 0
+    time.sleep(1.0)  # let the simulator reach its rate first
+    while sim.poll() is None and time.monotonic() < deadline:
+        k += 1
+        player = f"probe-{rep}-{k}"
+        ms = int(time.time() * 1000)
+        stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        body = (
+            f'{{"event_id":"{_uuid7(ms)}","match_id":"probe-{b.run}-{rep}-{k}","player_id":"{player}",'
+            f'"game":"chess","points":1,"occurred_at":"{stamp}Z"}}'
+        )
+        gen = b.r.hget(meta, "active")
+        zkey = f"{prefix}:{{{BOARD}}}:g{int(gen or 0)}:all_time"
+        t0 = time.perf_counter()
+        producer.produce(topic, body.encode(), player.encode())
+        producer.poll(0)
+        seen = False
+        stop = time.monotonic() + 5
+        while time.monotonic() < stop:
+            if b.r.zscore(zkey, player) is not None:
+                seen = True
+                break
+            producer.poll(0)
+            time.sleep(0.001)
+        if seen:
+            out.append((time.perf_counter() - t0) * 1000)
+        rest = 0.05 - (time.perf_counter() - t0)
+        if rest > 0:
+            time.sleep(rest)
+    return out
+
+
+def load_board(b: Bench, prefix: str, players: int) -> str:
+    """Write a board-period straight into Redis: packed scores (leaderboard.scoring), meta active=1."""
+    rng = random.Random(5)
+    zkey = f"{prefix}:{{{BOARD}}}:g1:all_time"
+    pipe = b.r.pipeline(transaction=False)
+    chunk: dict[str, float] = {}
+    for i in range(1, players + 1):
+        points = min(int(rng.paretovariate(1.16)), scoring.MAX_SCORE)
+        chunk[f"p{i}"] = scoring.pack(points, rng.randrange(scoring.TIME_SPAN))
+        if len(chunk) >= 5000:
+            pipe.zadd(zkey, chunk)
+            chunk = {}
+            if len(pipe) >= 20:
+                pipe.execute()
+    if chunk:
+        pipe.zadd(zkey, chunk)
+    pipe.execute()
+    b.r.hset(f"{prefix}:{{{BOARD}}}:meta", mapping={"active": "1", "writing": "1"})
+    b.r.sadd(f"{prefix}:{{{BOARD}}}:g1:periods", "all_time")
+    return zkey
+
+
+def api(b: Bench) -> None:
+    prefix = f"bench{b.run}a"
+    n = b.sizes.api_players
+    used0 = int(b.r.info("memory")["used_memory"])
+    zkey = load_board(b, prefix, n)
+    used1 = int(b.r.info("memory")["used_memory"])
+    usage = int(b.r.memory_usage(zkey, samples=0) or 0)
+    scale = 1_000_000 / n
+    b.res["memory"] = {"zset": usage * scale, "delta": (used1 - used0) * scale, "players": n}
+    b.log(
+        f"loaded {n:,} players: MEMORY USAGE {usage / 2**20:.1f} MiB, "
+        f"used_memory delta {(used1 - used0) / 2**20:.1f} MiB"
+    )
+    port = free_port()
+    argv = [str(VENV_BIN / "leaderboard"), "api", "--workers", "2", "--port", str(port)]
+    proc = b.procs.start("api", argv, b.env(prefix, f"bench-{b.run}-api"))
+    base = f"http://127.0.0.1:{port}/v1/leaderboards/{BOARD}"
+    scripts: dict[str, Path] = {}
+    for name, path in (("player", "/players/p{id}"), ("around", "/players/p{id}/around")):
+        script = b.tmp / f"wrk_{name}.lua"
+        query = "?period=all_time" + ("&radius=4" if name == "around" else "")
+        url_path = f"/v1/leaderboards/{BOARD}" + path.replace("{id}", '" .. math.random(1, N) .. "') + query
+        script.write_text(
+            f"local N = {n}\n"
+            "function init(args) math.randomseed(os.time() + math.random(1, 100000)) end\n"
+            f'function request() return wrk.format("GET", "{url_path}") end\n'
+        )
+        scripts[name] = script
+    out: dict[str, list[WrkResult]] = {"top10": [], "player": [], "around": []}
+    try:
+        wait_for("API", lambda: http_get(f"{base}/entries?period=all_time&limit=10")[0] == 200, 60, 0.25)
+        for name in ("player", "around"):  # one request each must answer 200 before we time anything
+            status, body = http_get(
+                f"{base}/players/p{n // 2}{'/around' if name == 'around' else ''}?period=all_time"
+            )
+            if status != 200:
+                raise BenchError(f"API {name} answered {status}: {body[:200]!r}")
+        for rep in range(b.sizes.reps):
+            out["top10"].append(wrk(f"{base}/entries?period=all_time&limit=10", b.sizes.wrk_s, 64))
+            out["player"].append(wrk(f"http://127.0.0.1:{port}", b.sizes.wrk_s, 64, scripts["player"]))
+            out["around"].append(wrk(f"http://127.0.0.1:{port}", b.sizes.wrk_s, 64, scripts["around"]))
+            b.log(
+                f"API rep {rep + 1}: "
+                + ", ".join(f"{k} {v[-1].rps:,.0f} req/s (bad {v[-1].bad})" for k, v in out.items())
+            )
+    finally:
+        b.procs.stop(proc)
+    b.res["api"] = out
+
+
+# -- 4. report -------------------------------------------------------------------------------------------
+
+
+def met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _ms_list(values: list[float | None]) -> str:
+    return ", ".join(fmt_ms(v) for v in values)
+
+
+def render(b: Bench, info: dict[str, str], command: str, elapsed: float) -> str:
+    s, res, med = b.sizes, b.res, median
+    lines: list[str] = []
+    add = lines.append
+    add(f"### {info['date']} — `{command}`{' (quick mode)' if b.quick else ''}\n")
+    add(
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram']} RAM, kernel {info['kernel']}; "
+        f"Python {info['python']}; Kafka {info['kafka']}, Redis {info['redis']}, "
+        f"PostgreSQL {info['postgres']}; git {info['commit']}. Every figure is the median of **{s.reps}** "
+        f"run(s) (runs in brackets), all from this one invocation ({elapsed / 60:.1f} min). The machine is "
+        "shared (other jobs ran concurrently): compare ratios within this table, not across runs.\n"
+    )
+    e1, e2 = res["e2e"][1], res["e2e"][2]
+    r1, r2 = [x["rate"] for x in e1], [x["rate"] for x in e2]
+    base = res["baseline"]
+    base_rps = [x.rps for x in base]
+    top_rps = [x.rps for x in res["api"]["top10"]]
+    hist, probes = res["latency"]["hist"], res["latency"]["probes"]
+    h50 = med([x[0] for x in hist if x[0] is not None])
+    h99 = med([x[1] for x in hist if x[1] is not None])
+    p50 = med([_pct(x, 50) for x in probes if x]) / 1000
+    p99 = med([_pct(x, 99) for x in probes if x]) / 1000
+    copy, kcons = med(res["pg_copy"]), med(res["kafka_consume"])
+    vs = med(r2) / med(base_rps)
+    worst_p99 = max(h99, p99)
+
+    add("#### Targets\n")
+    add(row("Target", "Measured (median)", "Met?"))
+    add(row("---", "---", "---"))
+    add(
+        row(
+            "end-to-end ≥ 50,000 events/s with 2 consumers",
+            f"{fmt_num(med(r2))} events/s [{fmt_runs(r2)}]",
+            met(med(r2) >= TARGETS["e2e"]),
+        )
+    )
+    add(
+        row(
+            "≥ 20x the synchronous baseline's events/s",
+            f"{vs:.1f}x ({fmt_num(med(r2))} / {fmt_num(med(base_rps))})",
+            met(vs >= TARGETS["vs_baseline"]),
+        )
+    )
+    add(
+        row(
+            "API top-10 ≥ 5,000 req/s",
+            f"{fmt_num(med(top_rps))} req/s [{fmt_runs(top_rps)}]",
+            met(med(top_rps) >= TARGETS["api_top"]),
+        )
+    )
+    add(
+        row(
+            "p99 event-to-visible < 250 ms at 5,000 events/s",
+            f"histogram {fmt_ms(h99)}; direct probes {fmt_ms(p99)}",
+            met(worst_p99 < TARGETS["p99"]),
+        )
+        + "\n"
+    )
+
+    add("#### Ceilings (no application code)\n")
+    add(row("Ceiling", "Median", "Runs", "Notes"))
+    add(row("---", "---", "---", "---"))
+    for name, modes in res["redis"].items():
+        add(
+            row(
+                f"redis-benchmark {name}, -P 64",
+                f"{fmt_num(med(modes['P64']))} ops/s",
+                fmt_runs(modes["P64"]),
+                f"50 clients, {s.rb_pipelined:,} ops, random members of ≤1M",
+            )
+        )
+        add(
+            row(
+                f"redis-benchmark {name}, not pipelined",
+                f"{fmt_num(med(modes['P1']))} ops/s",
+                fmt_runs(modes["P1"]),
+                f"p50 {med(modes['P1_p50']):.2f} ms, {s.rb_plain:,} ops",
+            )
+        )
+    add(
+        row(
+            "PostgreSQL COPY into an `events`-shaped table (same 3 indexes)",
+            f"{fmt_num(copy)} rows/s",
+            fmt_runs(res["pg_copy"]),
+            f"{s.copy_rows:,} rows, 5,000 per committed transaction, synchronous_commit on",
+        )
+    )
+    add(
+        row(
+            "Kafka produce, confluent-kafka (acks=all, idempotent, lz4: the SDK's settings)",
+            f"{fmt_num(med(res['kafka_produce']))} msg/s",
+            fmt_runs(res["kafka_produce"]),
+            f"{s.kafka_msgs:,} msgs of {res['msg_bytes']:.0f} B, 12 partitions",
+        )
+    )
+    add(
+        row(
+            "Kafka consume, confluent-kafka (read_committed, batches of 5,000)",
+            f"{fmt_num(kcons)} msg/s",
+            fmt_runs(res["kafka_consume"]),
+            "no decoding",
+        )
+        + "\n"
+    )
+
+    add("#### Baseline (bench/baseline_sync.py — NOT the product, not shipped)\n")
+    add(
+        "Synchronous design: `POST /scores` → PostgreSQL INSERT + COMMIT, then ZINCRBY on 4 board-periods, "
+        "inside the request; stdlib ThreadingHTTPServer, 2 processes (one per core); load by "
+        f"`wrk -t2 -c16` (keep-alive), {s.baseline_s} s per run.\n"
+    )
+    add(row("Baseline", "Median", "Runs"))
+    add(row("---", "---", "---"))
+    add(row("sustained wins/s", fmt_num(med(base_rps)), fmt_runs(base_rps)))
+    add(
+        row(
+            "p50 / p99 latency",
+            f"{fmt_ms(med([x.p50_s for x in base]))} / {fmt_ms(med([x.p99_s for x in base]))}",
+            f"p99: {_ms_list([x.p99_s for x in base])}",
+        )
+    )
+    add(
+        row("errors (non-2xx + socket)", sum(x.bad for x in base), f"rows stored {res['baseline_rows']:,}")
+        + "\n"
+    )
+
+    add("#### The product\n")
+    add(row("Measurement", "Median", "Runs", "vs ceiling / baseline (same run)"))
+    add(row("---", "---", "---", "---"))
+    add(
+        row(
+            "end-to-end, 1 `leaderboard consume`",
+            f"{fmt_num(med(r1))} events/s",
+            fmt_runs(r1),
+            f"{ratio(med(r1), med(base_rps))} baseline; {ratio(med(r1), copy)} of PG COPY; "
+            f"{ratio(med(r1), kcons)} of Kafka consume",
+        )
+    )
+    add(
+        row(
+            "end-to-end, 2 `leaderboard consume`",
+            f"{fmt_num(med(r2))} events/s",
+            fmt_runs(r2),
+            f"{ratio(med(r2), med(base_rps))} baseline; {ratio(med(r2), copy)} of PG COPY; "
+            f"{ratio(med(r2), kcons)} of Kafka consume; {ratio(med(r2), med(r1))} of 1 consumer",
+        )
+    )
+    add(
+        row(
+            "event-to-visible at 5,000 events/s, 2 caught-up consumers: consumer histogram "
+            "(Kafka record timestamp → Redis applied; interpolated in buckets 5,10,25,50,100,250 ms …)",
+            f"p50 {fmt_ms(h50)}, p99 {fmt_ms(h99)}",
+            f"p99: {_ms_list([x[1] for x in hist])}",
+            f"load by bench/paced_publish.py: {fmt_runs(res['latency']['rates'])} events/s sent",
+        )
+    )
+    add(
+        row(
+            "same, measured directly: next to the load, a probe win every 50 ms, published with the SDK's "
+            "producer settings (linger 10 ms); Redis ZSCORE polled every 1 ms",
+            f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)}",
+            f"p99: {_ms_list([_pct(x, 99) / 1000 for x in probes])}",
+            f"{sum(len(x) for x in probes)} probes",
+        )
+    )
+    ceil = med(res["redis"]["EVALSHA trivial script"]["P1"])
+    for name, label in (("top10", "top-10"), ("player", "player rank"), ("around", "around-me (radius 4)")):
+        runs = res["api"][name]
+        rps = [x.rps for x in runs]
+        add(
+            row(
+                f"API {label}: `wrk -t2 -c64 -d{s.wrk_s}s`, 2 API workers, "
+                f"board of {s.api_players:,} players",
+                f"{fmt_num(med(rps))} req/s, p50 {fmt_ms(med([x.p50_s for x in runs]))}, "
+                f"p99 {fmt_ms(med([x.p99_s for x in runs]))}",
+                f"{fmt_runs(rps)} (errors {sum(x.bad for x in runs)})",
+                f"{ratio(med(rps), ceil)} of non-pipelined EVALSHA",
+            )
+        )
+    mem = res["memory"]
+    scaled = f" (measured on {mem['players']:,}, scaled to 1M)" if mem["players"] != 1_000_000 else ""
+    add(
+        row(
+            "Redis memory per 1,000,000 ranked players, one board-period",
+            f"MEMORY USAGE {mem['zset'] / 2**20:.1f} MiB; used_memory delta {mem['delta'] / 2**20:.1f} MiB"
+            + scaled,
+            "1",
+            f"≈ {mem['zset'] / 1e6:.0f} B per player (used_memory is shared with other jobs)",
+        )
+    )
+    pg = res["pg_bytes"]
+    add(
+        row(
+            "PostgreSQL bytes per event: pg_total_relation_size(events) / rows, after the last e2e run",
+            f"{pg['total']:.0f} B",
+            f"{pg['rows']:,} rows",
+            f"heap alone {pg['heap']:.0f} B",
+        )
+        + "\n"
+    )
+    pub = res["publish"]
+    add(
+        f"End-to-end method: {s.events:,} events pre-published by `leaderboard simulate --rate 0 "
+        f"--players 100000 --seed 1` ({fmt_num(pub.get('rate'))} events/s), then the consumers start with a "
+        "fresh group, Redis prefix and empty event table; the rate counts from the first committed batch "
+        "until `leaderboard_consumer_events_consumed_total` (summed over the consumers' /metrics, polled "
+        "every 50 ms) reaches N; 1- and 2-consumer runs alternate. Mean batch "
+        f"{med([x['batch_mean'] for x in e1]):,.0f} events (1 consumer) / "
+        f"{med([x['batch_mean'] for x in e2]):,.0f} (2). Default boards: 1 board with 4 periods, so every "
+        "event is 4 sorted-set updates.\n"
+    )
+
+    add("#### Where the consumer's time goes (µs per event, medians)\n")
+    add(row("Stage", "1 consumer", "2 consumers (summed over both)"))
+    add(row("---", "---", "---"))
+
+    def both(key: str, sub: str | None = None, digits: int = 1) -> tuple[str, str]:
+        def pick(x: dict[str, Any]) -> float:
+            v = x[key]
+            return float(v[sub] if sub is not None else (sum(v) if isinstance(v, list) else v))
+
+        return f"{med([pick(x) for x in e1]):.{digits}f}", f"{med([pick(x) for x in e2]):.{digits}f}"
+
+    for st in STAGES:
+        add(row(st, *both("stage_us", st)))
+    for x in (*e1, *e2):
+        x["other_us"] = x["cons_wall_us"] - sum(x["stage_us"].values())
+    add(row("outside the stages (consume/poll, bookkeeping)", *both("other_us")))
+    add(row("**consumer wall time per event**", *both("cons_wall_us")))
+    add(row("consumer CPU time per event", *both("cons_cpu_us")))
+    add(row("consumer processes' CPU use (cores)", *both("cons_cpu", digits=2)))
+    busy1, busy2 = both("sys_busy", digits=2)
+    add(row("whole machine busy (fraction of all cores)", busy1, busy2))
+    for svc in SERVICES:
+        add(row(f"`{svc}` processes' CPU (cores; includes other jobs' load)", *both("svc_cpu", svc, 2)))
+    for x in (*e1, *e2):
+        per_event = x["cons_wall_us"] / x["n"]  # wall µs per event of the whole run
+        x["svc_us"] = {k: v * per_event for k, v in x["svc_cpu"].items()}
+    for svc in SERVICES:
+        add(row(f"`{svc}` CPU µs per event (upper bound: includes other jobs)", *both("svc_us", svc)))
+    add("")
+    return "\n".join(lines) + "\n"
+
+
+DOC_HEAD = """# Benchmarks
+
+Produced by `bench/run.py` (`make bench`, or `make bench-quick` in under 3 minutes). One invocation
+measures everything side by side on the local stack (`deploy/stack.sh`): the ceilings of the services with
+no application code, the synchronous baseline (`bench/baseline_sync.py`, the design this product replaces,
+**not shipped**), and the product itself; every ratio compares figures taken in the same invocation. The
+machine is a small shared box, so absolute numbers move between invocations: trust the ratios and medians
+more than any single figure. The newest run is first; older runs are kept under "Previous runs".
+
+Known issue found while benchmarking: `leaderboard simulate --rate R` does not hold its rate (asked for
+5,000/s it sent ~20,000/s), so the latency load comes from `bench/paced_publish.py` (same record shape, the
+SDK's producer settings). The end-to-end runs use `simulate --rate 0` (as fast as possible): unaffected.
+
+Targets: end-to-end ≥ 50,000 events/s with 2 consumers; ≥ 20x the baseline's events/s; API top-10 ≥ 5,000
+req/s; p99 event-to-visible < 250 ms at 5,000 events/s. Each run says, honestly, whether they were met.
+"""
+
+
+def write_doc(section: str) -> Path:
+    path = ROOT / "docs" / "benchmarks.md"
+    old = path.read_text() if path.exists() else ""
+    latest, previous = "", ""
+    if "## Latest run" in old:
+        after = old.split("## Latest run", 1)[1]
+        latest, _, previous = after.partition("## Previous runs")
+    elif old.strip():
+        previous = old  # an unstructured older file: keep it all as history
+    history = "\n\n".join(part.strip() for part in (latest, previous) if part.strip())
+    text = f"{DOC_HEAD}\n## Latest run\n\n{section}\n## Previous runs\n\n{history or '(none yet)'}\n"
+    path.write_text(text)
+    return path
+
+
+# -- main ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def interrupts_as_exceptions() -> Iterator[None]:
+    """SIGTERM/SIGHUP behave like Ctrl-C, so ``finally`` blocks stop every child either way."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del frame
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, 1 run each, < 3 minutes")
+    parser.add_argument("--no-doc", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    args = parser.parse_args()
+    for tool in ("redis-benchmark", "wrk"):
+        if shutil.which(tool) is None:
+            print(
+                f"bench: {tool} not found (apt-get install -y {'redis-tools' if tool != 'wrk' else 'wrk'})",
+                file=sys.stderr,
+            )
+            return 2
+    run = f"{int(time.time()) & 0xFFFFFF:06x}{os.getpid() & 0xFF:02x}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{run}-"))
+    b = Bench(args.quick, QUICK if args.quick else FULL, run, Procs(tmp), tmp)
+    make = os.environ.get("MAKELEVEL") is not None
+    command = (
+        ("make bench-quick" if args.quick else "make bench")
+        if make
+        else (".venv/bin/python bench/run.py" + (" --quick" if args.quick else ""))
+    )
+    started = time.monotonic()
+    b.log(f"run {run}: logs in {tmp}")
+    try:
+        with interrupts_as_exceptions():
+            info = machine_info(b)
+            setup(b)
+            b.log("ceilings: redis-benchmark")
+            redis_ceilings(b)
+            pg_copy_ceiling(b)
+            kafka_ceilings(b)
+            b.log("baseline")
+            baseline(b)
+            b.log("product: end to end")
+            e2e(b)
+            b.log("product: latency at 5,000 events/s")
+            latency(b)
+            b.log("product: API")
+            api(b)
+            section = render(b, info, command, time.monotonic() - started)
+    except KeyboardInterrupt:
+        b.log("interrupted: stopping everything")
+        return 130
+    except BenchError as exc:
+        b.log(f"FAILED: {exc} (logs in {tmp})")
+        return 1
+    finally:
+        b.procs.close()
+        cleanup(b)
+    print(section)
+    if not args.no_doc:
+        b.log(f"results written to {write_doc(section)}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    b.log(f"done in {(time.monotonic() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

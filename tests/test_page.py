@@ -1,0 +1,165 @@
+"""The live page in headless Chromium against a real consumer and API (events from the simulator).
+
+Debian's chromium (``deploy/stack.sh tools``), never a downloaded browser.
+Saves docs/screenshot-live-page.png.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+
+from leaderboard.settings import Settings
+from producers.publisher import Publisher
+from tests.factories import win
+from tests.procs import ApiProcess, ConsumerProcess, caught_up, leaderboard_cli, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOT = ROOT / "docs" / "screenshot-live-page.png"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+WAIT_MS = 30_000
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), "chromium missing: run `deploy/stack.sh tools` (make test does)"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def api(config: Settings, tmp_path: Path) -> Iterator[ApiProcess]:
+    """Consumer + API with ~400 simulated events applied (with display names, duplicates, bad records)."""
+    consumer = ConsumerProcess(config, tmp_path)
+    server: ApiProcess | None = None
+    try:
+        consumer.wait_ready()
+        server = ApiProcess(config, tmp_path)
+        sim = leaderboard_cli(
+            config,
+            *("simulate", "--count", "400", "--rate", "0", "--players", "60", "--display-names"),
+            *("--duplicate-ratio", "0.03", "--invalid-ratio", "0.03", "--seed", "11"),
+            timeout=120,
+        )
+        assert sim.returncode == 0, sim.stderr
+        wait_until(lambda: caught_up(config), 60, "consumer caught up")
+        server.wait_ready()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        consumer.stop()
+
+
+def top_ids(api: ApiProcess, limit: int) -> list[str]:
+    status, body = api.get(f"/v1/leaderboards/global/entries?limit={limit}")
+    assert status == 200, body
+    return [e["player_id"] for e in json.loads(body)["entries"]]
+
+
+def rows(page: Page) -> list[str]:
+    ids: list[str] = page.eval_on_selector_all("#rows tr[data-player]", "rs => rs.map(r => r.dataset.player)")
+    return ids
+
+
+def test_live_page(api: ApiProcess, browser: Browser, config: Settings) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(api.url + "/", wait_until="domcontentloaded")
+
+    # Renders the top 10 of the default board and period, in the API's order.
+    expect(page.locator("#rows tr[data-player]")).to_have_count(10, timeout=WAIT_MS)
+    expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
+    assert rows(page) == top_ids(api, 10)
+    assert page.locator("#board").input_value() == "global"
+
+    # Top 25 on request.
+    page.select_option("#limit", "25")
+    expect(page.locator("#rows tr[data-player]")).to_have_count(25, timeout=WAIT_MS)
+    wait_until(lambda: rows(page) == top_ids(api, 25), 15, "page shows the API's top 25")
+
+    # Updates live: a new player with a huge score appears at #1 without a reload.
+    with Publisher(config) as pub:
+        pub.publish(win("champion-x", datetime.now(UTC), 100_000, display_name="Champion X")).result(30)
+    first = page.locator('#rows tr[data-rank="1"]')
+    expect(first).to_have_attribute("data-player", "champion-x", timeout=WAIT_MS)
+    expect(first).to_contain_text("Champion X")
+    expect(first).to_have_class("new flash", timeout=WAIT_MS)
+
+    # Player search: rank, score, percentile and neighbours on both sides.
+    target = top_ids(api, 10)[5]
+    status, body = api.get(f"/v1/leaderboards/global/players/{target}")
+    assert status == 200
+    me = json.loads(body)
+    page.fill("#player-id", target)
+    page.click("#search button")
+    expect(page.locator("#player-card")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#player-rank")).to_contain_text(f"#{me['rank']} of")
+    expect(page.locator("#player-score")).to_have_text(f"{me['score']:,}")
+    expect(page.locator("#player-pct")).to_contain_text("top ")
+    around = page.locator("#around tr[data-player]")
+    expect(around).to_have_count(7, timeout=WAIT_MS)  # radius 3 on both sides
+    expect(page.locator("#around tr.me")).to_have_attribute("data-player", target)
+    status, body = api.get(f"/v1/leaderboards/global/players/{target}/around?radius=3")
+    shown = page.eval_on_selector_all("#around tr", "rs => rs.map(r => r.dataset.player)")
+    assert shown == [e["player_id"] for e in json.loads(body)["entries"]]
+    expect(page.locator(f'#rows tr.me[data-player="{target}"]')).to_have_count(1)
+    assert "player=" in page.url  # shareable link
+
+    # Unknown player: a clear message, not an error.
+    page.fill("#player-id", "nobody-here")
+    page.click("#search button")
+    expect(page.locator("#search-msg")).to_contain_text("has no score", timeout=WAIT_MS)
+    page.fill("#player-id", target)
+    page.click("#search button")
+    expect(page.locator("#player-card")).to_be_visible(timeout=WAIT_MS)
+    page.wait_for_timeout(1700)  # let the rank-change flash fade before the screenshot
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    assert not errors, errors
+
+
+def test_rebuilding_banner_on_503(api: ApiProcess, browser: Browser) -> None:
+    """While boards are rebuilt the API answers 503; the page says so and keeps retrying."""
+    page = browser.new_page()
+
+    def unavailable(route: Route) -> None:
+        route.fulfill(
+            status=503,
+            content_type="application/problem+json",
+            body=json.dumps(
+                {"type": "/problems/not-ready", "title": "Not ready", "status": 503, "detail": "x"}
+            ),
+            headers={"Retry-After": "5"},
+        )
+
+    page.route("**/v1/leaderboards/*/entries**", unavailable)
+    page.goto(api.url + "/", wait_until="domcontentloaded")
+    banner = page.locator("#rebuilding")
+    expect(banner).to_be_visible(timeout=WAIT_MS)
+    expect(banner).to_contain_text("rebuilding — data will be back shortly", ignore_case=True)
+
+    # Back to normal: the page reconnects by itself and the banner goes.
+    page.unroute("**/v1/leaderboards/*/entries**")
+    expect(page.locator("#rows tr[data-player]")).to_have_count(10, timeout=WAIT_MS)
+    expect(banner).to_be_hidden()
