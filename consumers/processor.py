@@ -20,10 +20,10 @@ from types import FrameType
 
 import psycopg
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from consumers import close_period, dlq, pg_sink
-from consumers.decoded import Record
+from consumers.decoded import Record, decode_messages
 from consumers.generations import Generations, rebuild_from_postgres
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
@@ -32,7 +32,7 @@ from consumers.redis_sink import RedisLost, RedisSink
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from schemas.model import Invalid, MatchWon, Reason, decode
+from schemas.model import Invalid, MatchWon, Reason
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +48,6 @@ class SinkError(Exception):
     def __init__(self, sink: str, cause: BaseException) -> None:
         super().__init__(f"{sink}: {cause}")
         self.sink = sink
-
-
-def decode_messages(messages: Sequence[Message]) -> list[Record]:
-    out = []
-    for msg in messages:
-        err = msg.error()
-        if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consume error", extra={"error": str(err)})
-            continue
-        value = msg.value()
-        ts_type, ts = msg.timestamp()
-        out.append(
-            Record(
-                topic=msg.topic() or "",
-                partition=msg.partition() or 0,
-                offset=msg.offset() or 0,
-                key=msg.key(),
-                value=value,
-                timestamp_ms=ts if ts_type else int(time.time() * 1000),
-                decoded=decode(value),
-            )
-        )
-    return out
 
 
 class Processor:

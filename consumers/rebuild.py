@@ -17,9 +17,9 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers import pg_sink
+from consumers.decoded import decode_messages
 from consumers.generations import Generations, Loaded, load_from_postgres
 from consumers.plan import Canonical, Fold, fold
-from consumers.processor import decode_messages
 from consumers.redis_sink import RedisSink
 from leaderboard import boards as boards_mod
 from leaderboard.boards import Board
