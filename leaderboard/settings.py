@@ -37,7 +37,7 @@ class Settings:
     ingest_token: str = field(default="", repr=False)
     """Bearer token that POST /v1/scores requires; empty disables ingest (503)."""
     batch_size: int = 5000
-    batch_timeout_ms: int = 100
+    batch_timeout_ms: int = 25
     log_level: str = "INFO"
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""

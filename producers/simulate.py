@@ -384,8 +384,8 @@ def _loop(
         if now >= deadline:
             break
         if rate:
-            ahead = started + sent / rate - now
-            if ahead > 0:
+            # poll() returns early whenever it served an event, so keep waiting until the schedule is due.
+            while (ahead := started + sent / rate - now) > 0 and state.stop_signal is None:
                 publisher.poll(min(ahead, 0.1))  # wait usefully: serve delivery reports meanwhile
                 now = time.monotonic()
         if now >= next_tick:
