@@ -952,8 +952,8 @@ def render(b: Bench, info: dict[str, str], command: str, elapsed: float) -> str:
     pub = res["publish"]
     add(
         f"End-to-end method: {s.events:,} events pre-published by `leaderboard simulate --rate 0 "
-        f"--players 100000 --skew 0.8 --seed 1` ({fmt_num(pub.get('rate'))} events/s), then the consumers start "
-        "with a "
+        f"--players 100000 --skew 0.8 --seed 1` ({fmt_num(pub.get('rate'))} events/s), "
+        "then the consumers start with a "
         "fresh group, Redis prefix and empty event table; the rate counts from the first committed batch "
         "until `leaderboard_consumer_events_consumed_total` (summed over the consumers' /metrics, polled "
         "every 50 ms) reaches N; 1- and 2-consumer runs alternate. Mean batch "
