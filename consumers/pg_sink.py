@@ -20,11 +20,33 @@ _COLUMNS = (
     "event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,"
     " kafka_partition, kafka_offset"
 )
-# COPY into a per-session staging table is ~3x faster than a multi-row INSERT of parameters.
-_STAGING = "CREATE TEMP TABLE IF NOT EXISTS events_in (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-_COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN"
+# Binary COPY into a per-session staging table, then one INSERT ... SELECT: ~3x faster than a multi-row
+# INSERT of parameters, and binary halves the client-side cost per row against text COPY.
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS events_in (
+    event_id text, match_id text, player_id text, game text, mode text, region text, points integer,
+    occurred_at timestamptz, display_name text, kafka_partition integer, kafka_offset bigint
+) ON COMMIT DELETE ROWS
+"""
+_STAGING_TYPES = [
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "timestamptz",
+    "text",
+    "int4",
+    "int8",
+]
+_COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _INSERT = f"""
-INSERT INTO events ({_COLUMNS}) SELECT {_COLUMNS} FROM events_in
+INSERT INTO events ({_COLUMNS})
+SELECT event_id::uuid, match_id, player_id, game, mode, region, points, occurred_at, display_name,
+       kafka_partition, kafka_offset
+FROM events_in
 ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id::text, kafka_partition, kafka_offset
 """
@@ -128,6 +150,7 @@ def _stage(conn: psycopg.Connection, records: Sequence[Canonical]) -> None:
         conn.execute(_STAGING)
         _staged.add(conn)
     with conn.cursor().copy(_COPY) as copy:
+        copy.set_types(_STAGING_TYPES)
         for rec in records:
             e = rec.event
             copy.write_row(
