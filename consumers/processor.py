@@ -116,7 +116,9 @@ class Processor:
                 **self.config.kafka_common(),
                 "transactional.id": f"{self.config.consumer_group}-{uuid.uuid4().hex}",
                 "linger.ms": 5,
-                "transaction.timeout.ms": 60_000,
+                # A SIGKILLed member leaves its open transaction behind; its offsets block the partitions
+                # (KIP-447) until the broker aborts it, so keep this short: batches commit in milliseconds.
+                "transaction.timeout.ms": 10_000,
             }
         )
         producer.init_transactions(_TX_TIMEOUT_S)

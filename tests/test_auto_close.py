@@ -20,10 +20,13 @@ def test_consumer_closes_due_periods_by_itself(config: Settings, tmp_path: Path)
     cfg = replace(config, boards_file=boards, auto_close_periods=True)
     day = "daily:2026-10-01"  # long past: due as soon as the consumer looks
     publish(cfg, [event("ann", "2026-10-01T10:00:00Z", 3), event("bob", "2026-10-01T11:00:00Z", 5)])
-    consumer = ConsumerProcess(cfg, tmp_path)
+    first = ConsumerProcess(replace(cfg, auto_close_periods=False), tmp_path, name="first")
+    first.wait_ready()
+    wait_until(lambda: caught_up(cfg), 60, "first events consumed")
+    assert first.stop() == 0
+    consumer = ConsumerProcess(cfg, tmp_path)  # its schedule runs at start, then once a minute
     try:
         consumer.wait_ready()
-        wait_until(lambda: caught_up(cfg), 60, "first events consumed")
 
         def closed() -> bool:
             with psycopg.connect(cfg.database_url) as conn:
