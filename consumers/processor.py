@@ -177,37 +177,14 @@ class Processor:
         deadline = time.monotonic() + 900
         while (missing := self.gens.missing()) and time.monotonic() < deadline:
             for board_id in missing:
-                token = self.gens.lock(board_id)
-                if token is None:
-                    continue
                 board = next(b for b in self.boards if b.id == board_id)
-                self.metrics.recovering.set(1)
                 self.problem = f"rebuilding board {board_id} from PostgreSQL"
-                log.warning("board missing in Redis; rebuilding from PostgreSQL", extra={"board": board_id})
-                try:
-                    rebuild_from_postgres(
-                        self.gens,
-                        self.sink,
-                        self._thread_conn(),
-                        board,
-                        progress=self._lock_refresher(board_id, token),
-                    )
+                if self._rebuild(board, "board missing in Redis; rebuilding from PostgreSQL"):
                     self._load_names()
-                    self.metrics.recoveries.inc()
-                finally:
-                    self.gens.unlock(board_id, token)
-                    self.metrics.recovering.set(0)
             if self.gens.missing():
                 self._wait(0.5)  # another process is rebuilding
         if self.gens.missing():
             raise RuntimeError("boards still missing in Redis after 15 minutes of recovery")
-
-    def _lock_refresher(self, board_id: str, token: str) -> Callable[[int], None]:
-        def refresh(events: int) -> None:
-            del events
-            self.gens.refresh_lock(board_id, token)
-
-        return refresh
 
     def check_regression(self) -> None:
         """Rebuild boards whose Redis position fell below what this process saw applied.
@@ -219,28 +196,36 @@ class Processor:
             if gen is None:
                 continue
             hi = {int(p): int(o) for p, o in self._redis.hgetall(self.keys.position(board.id, gen)).items()}
-            behind = [p for p, o in self._applied_hi.items() if hi.get(p, -1) < o]
-            if not behind:
-                continue
-            token = self.gens.lock(board.id)
-            if token is None:
-                continue
-            log.warning(
-                "Redis lost recent writes; rebuilding", extra={"board": board.id, "partitions": behind}
+            if any(hi.get(p, -1) < o for p, o in self._applied_hi.items()):
+                self._rebuild(board, "Redis lost recent writes; rebuilding from PostgreSQL")
+
+    def _rebuild(self, board: Board, why: str) -> bool:
+        """Rebuild one board from PostgreSQL under its Redis lock; False if another process holds it."""
+        token = self.gens.lock(board.id)
+        if token is None:
+            return False
+        log.warning(why, extra={"board": board.id})
+        self.metrics.recovering.set(1)
+        try:
+            rebuild_from_postgres(
+                self.gens,
+                self.sink,
+                self._thread_conn(),
+                board,
+                progress=self._lock_refresher(board.id, token),
             )
-            self.metrics.recovering.set(1)
-            try:
-                rebuild_from_postgres(
-                    self.gens,
-                    self.sink,
-                    self._thread_conn(),
-                    board,
-                    progress=self._lock_refresher(board.id, token),
-                )
-                self.metrics.recoveries.inc()
-            finally:
-                self.gens.unlock(board.id, token)
-                self.metrics.recovering.set(0)
+            self.metrics.recoveries.inc()
+        finally:
+            self.gens.unlock(board.id, token)
+            self.metrics.recovering.set(0)
+        return True
+
+    def _lock_refresher(self, board_id: str, token: str) -> Callable[[int], None]:
+        def refresh(events: int) -> None:
+            del events
+            self.gens.refresh_lock(board_id, token)
+
+        return refresh
 
     def _load_names(self) -> None:
         conn = self._thread_conn()

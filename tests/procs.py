@@ -227,3 +227,17 @@ def leaderboard_cli(config: Settings, *args: str, timeout: float = 300) -> subpr
         timeout=timeout,
         check=False,
     )
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    """Retries while a fresh topic's partition leaders are still being elected."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=10)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        else:
+            return low, high

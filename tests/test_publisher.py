@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from leaderboard.settings import Settings
 from producers.publisher import DeliveryReport, InvalidEvent, Publisher, PublishError
 from schemas import model
+from tests.procs import watermarks
 
 
 def read_topic(
@@ -39,20 +40,6 @@ def read_topic(
     finally:
         consumer.close()
     return out
-
-
-def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
-    """Retries while a fresh topic's partition leaders are still being elected."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=10)
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-        else:
-            return low, high
 
 
 def record_count(config: Settings, topic: str) -> int:

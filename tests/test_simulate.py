@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,37 +12,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from leaderboard.settings import Settings, env_names
+from leaderboard.settings import Settings
 from schemas import model
+from tests.conftest import env_of
+from tests.procs import watermarks
 
 LEADERBOARD = str(Path(sys.executable).with_name("leaderboard"))
 START = "2024-05-01T12:00:00Z"
-
-
-def env_of(config: Settings) -> dict[str, str]:
-    """As tests/conftest.py's helper (not importable under --import-mode=importlib)."""
-    env = dict(os.environ)
-    for name, var in env_names().items():
-        value = getattr(config, name)
-        env[var] = "" if value is None else str(value)
-    return env
-
-
-def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
-    """Retries while a fresh topic's partition leaders are still being elected."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(partition, timeout=10)
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-        else:
-            return low, high
 
 
 def read_all(config: Settings, topic: str) -> list[tuple[int, bytes, bytes]]:
