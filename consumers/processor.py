@@ -3,24 +3,18 @@
 Per batch: decode -> PostgreSQL (append, decide canonical copies; one transaction) -> Redis (apply.lua,
 idempotent by watermark) -> one Kafka transaction holding the dead letters AND the consumed offsets.
 Offsets therefore move only after both sinks have the batch, and dead letters appear exactly once for
-read_committed readers. Any failure retries the same step with backoff (both sinks are idempotent; a failed
-Kafka transaction is aborted), so outages lose and double nothing.
-
-Two stages overlap: this thread consumes, decodes and writes batch N+1 to PostgreSQL while a worker thread
-applies batch N to Redis and commits it. A queue of one keeps batches in order, so Redis and the offsets
-still see every partition in offset order.
+read_committed readers. Any failure aborts the Kafka transaction, pauses the partitions and retries the same
+batch with backoff (both sinks are idempotent), so outages lose and double nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -48,14 +42,6 @@ _IDLE_CHECK_S = 2.0
 _TX_TIMEOUT_S = 30.0
 _LATENCY_SAMPLES = 64
 _CLOSE_EVERY_S = 60.0
-
-
-@dataclass(frozen=True)
-class _Staged:
-    """A batch PostgreSQL has accepted, waiting for Redis and the commit."""
-
-    records: list[Record]
-    outcome: pg_sink.Outcome
 
 
 class SinkError(Exception):
@@ -102,11 +88,6 @@ class Processor:
         self._redis_suspect = False
         self._applied_hi: dict[int, int] = {}
         """Last offset per partition this process saw Redis accept: Redis going below it lost writes."""
-        self._handoff: queue.Queue[_Staged | None] = queue.Queue(maxsize=1)
-        self._worker = threading.Thread(target=self._work, name="apply-commit", daemon=True)
-        self._worker_pg: psycopg.Connection | None = None
-        self._failing: str | None = None
-        """Set by the worker while it retries a batch: the main thread then pauses consumption."""
 
     # -- Kafka clients -------------------------------------------------------------------------------
 
@@ -134,8 +115,6 @@ class Processor:
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], kind: str = "revoke") -> None:
-        # No waiting for the worker here: its offset commit needs this rebalance to finish. Whatever it
-        # holds for these partitions is dropped or fails to commit, and the next owner redoes it (idempotent).
         consumer.incremental_unassign(partitions)
         self._revoked.update(tp.partition for tp in partitions)
         for tp in partitions:
@@ -152,19 +131,9 @@ class Processor:
     # -- sinks ------------------------------------------------------------------------------------------
 
     def _conn(self) -> psycopg.Connection:
-        """The main thread's PostgreSQL connection (batches, idle checks)."""
         if self._pg is None or self._pg.closed or self._pg.broken:
             self._pg = psycopg.connect(self.config.database_url, autocommit=True, connect_timeout=5)
         return self._pg
-
-    def _wconn(self) -> psycopg.Connection:
-        """The worker's own connection (recovery reads): connections are not shared between threads."""
-        if self._worker_pg is None or self._worker_pg.closed or self._worker_pg.broken:
-            self._worker_pg = psycopg.connect(self.config.database_url, autocommit=True, connect_timeout=5)
-        return self._worker_pg
-
-    def _thread_conn(self) -> psycopg.Connection:
-        return self._wconn() if threading.current_thread() is self._worker else self._conn()
 
     def prepare(self) -> None:
         """Apply migrations; rebuild from PostgreSQL any board whose generation Redis lacks."""
@@ -182,7 +151,7 @@ class Processor:
                 if self._rebuild(board, "board missing in Redis; rebuilding from PostgreSQL"):
                     self._load_names()
             if self.gens.missing():
-                self._wait(0.5)  # another process is rebuilding
+                self._serve(0.5)  # another process is rebuilding
         if self.gens.missing():
             raise RuntimeError("boards still missing in Redis after 15 minutes of recovery")
 
@@ -210,7 +179,7 @@ class Processor:
             rebuild_from_postgres(
                 self.gens,
                 self.sink,
-                self._thread_conn(),
+                self._conn(),
                 board,
                 progress=self._lock_refresher(board.id, token),
             )
@@ -228,7 +197,7 @@ class Processor:
         return refresh
 
     def _load_names(self) -> None:
-        conn = self._thread_conn()
+        conn = self._conn()
         with conn.cursor() as cur:
             cur.execute("SELECT player_id, display_name FROM players WHERE display_name IS NOT NULL")
             while rows := cur.fetchmany(10_000):
@@ -236,7 +205,8 @@ class Processor:
 
     # -- the batch ----------------------------------------------------------------------------------------
 
-    def _write_postgres(self, records: list[Record]) -> pg_sink.Outcome:
+    def _attempt(self, records: list[Record]) -> None:
+        m = self.metrics
         valid = [
             Canonical(r.partition, r.offset, r.decoded) for r in records if isinstance(r.decoded, MatchWon)
         ]
@@ -245,16 +215,11 @@ class Processor:
             outcome = pg_sink.write_batch(self._conn(), valid, self.boards)
         except psycopg.Error as exc:
             raise SinkError("postgres", exc) from exc
-        self.metrics.stage.labels("postgres").observe(time.perf_counter() - t0)
-        return outcome
-
-    def _apply_and_commit(self, records: list[Record], outcome: pg_sink.Outcome) -> None:
-        m = self.metrics
         t1 = time.perf_counter()
+        m.stage.labels("postgres").observe(t1 - t0)
         pos = self._positions(records)
-        canonical = [c for c in outcome.canonical if c.partition in pos]
         try:
-            self.sink.apply(canonical, pos=pos)
+            self.sink.apply(outcome.canonical, pos=pos)
         except redis.RedisError as exc:
             raise SinkError("redis", exc) from exc
         for p, o in pos.items():
@@ -273,6 +238,7 @@ class Processor:
             elif (r.partition, r.offset) in closed:
                 where = closed[(r.partition, r.offset)]
                 letters.append((r, Reason.PERIOD_CLOSED.value, f"period {where} is closed"))
+        offsets = {p: o + 1 for p, o in self._positions(records).items()}
         try:
             self.producer.begin_transaction()
             for r, reason, detail in letters:
@@ -290,7 +256,7 @@ class Processor:
                     self.config.dlq_topic, letter.value, letter.key, headers=list(letter.headers)
                 )
             self.producer.send_offsets_to_transaction(
-                [TopicPartition(self.config.topic, p, o + 1) for p, o in pos.items()],
+                [TopicPartition(self.config.topic, p, o) for p, o in offsets.items()],
                 self.consumer.consumer_group_metadata(),
                 _TX_TIMEOUT_S,
             )
@@ -301,7 +267,7 @@ class Processor:
         m.stage.labels("commit").observe(time.perf_counter() - t2)
         m.last_commit.set(time.time())
         m.consumed.inc(len(records))
-        m.applied.inc(len(canonical))
+        m.applied.inc(len(outcome.canonical))
         m.duplicates.inc(outcome.duplicates)
         for _, reason, _ in letters:
             m.dead_lettered.labels(reason).inc()
@@ -324,101 +290,42 @@ class Processor:
             log.warning("transactional producer unusable; creating a new one", exc_info=True)
             self.producer = self._new_producer()
 
-    def _owned(self, records: list[Record]) -> list[Record]:
-        revoked = self._revoked
-        return [r for r in records if r.partition not in revoked] if revoked else records
-
-    def stage_postgres(self, records: list[Record]) -> bool:
-        """Stage 1 (this thread): PostgreSQL, retried until it succeeds; then hand the batch over.
-
-        False if the batch was given up (stopping, or its partitions were revoked).
-        """
+    def handle(self, records: list[Record]) -> bool:
+        """Process one batch until it is committed; False if it was given up (stop or revocation)."""
         backoff = _BACKOFF_MIN_S
         self.metrics.batch_size.observe(len(records))
         while True:
-            records = self._owned(records)
+            records = [r for r in records if r.partition not in self._revoked]
             if not records:
                 return False
             try:
-                outcome = self._write_postgres(records)
-                break
+                self._attempt(records)
+            except RedisLost:
+                self.problem = "Redis lost the boards; rebuilding"
+                self._pause()
+                self.recover_missing()
+                continue
             except SinkError as exc:
-                self._sink_failed(exc)
+                if exc.sink == "redis":
+                    self._redis_suspect = True
+                self.metrics.sink_errors.labels(exc.sink).inc()
+                self.metrics.ready.set(0)
+                self.problem = f"{exc.sink} unavailable: retrying"
+                log.warning("batch failed; will retry", extra={"sink": exc.sink, "error": str(exc)[:300]})
                 self._pause()
                 if self.stopping.is_set():
                     return False
                 self._serve(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
-        if self._failing is None:
-            self.problem = None
-        while True:  # queue of one: waits while the worker still has the previous batch
-            try:
-                self._handoff.put(_Staged(records, outcome), timeout=0.2)
-                break
-            except queue.Full:
-                if self._failing is not None:
-                    self._pause()  # the worker retries an outage: stop fetching, keep the membership
-                self._serve(0.2 if self._paused else 0)
-        if self._paused and self._failing is None:
-            self._resume()
-        return True
-
-    def _sink_failed(self, exc: SinkError) -> None:
-        if exc.sink == "redis":
-            self._redis_suspect = True
-        self.metrics.sink_errors.labels(exc.sink).inc()
-        self.metrics.ready.set(0)
-        self.problem = f"{exc.sink} unavailable: retrying"
-        log.warning("batch failed; will retry", extra={"sink": exc.sink, "error": str(exc)[:300]})
-
-    def _work(self) -> None:
-        """Stage 2 (worker thread): Redis and the Kafka transaction, in batch order, each retried."""
-        while (staged := self._handoff.get()) is not None:
-            try:
-                self._stage_commit(staged)
-            except Exception:  # a bug, not an outage: stop the process rather than skip a batch
-                log.exception("apply/commit worker failed; stopping")
-                self._failing = "worker crashed"
-                self.stopping.set()
-            finally:
-                self._handoff.task_done()
-        self._handoff.task_done()
-
-    def _stage_commit(self, staged: _Staged) -> None:
-        backoff = _BACKOFF_MIN_S
-        records = staged.records
-        while True:
-            records = self._owned(records)
-            if not records:
-                return
-            try:
-                self._apply_and_commit(records, staged.outcome)
-            except RedisLost:
-                self._failing = self.problem = "Redis lost the boards; rebuilding"
-                self.recover_missing()
                 continue
-            except SinkError as exc:
-                self._failing = exc.sink
-                self._sink_failed(exc)
-                if self.stopping.is_set():
-                    return  # uncommitted: the next owner gets the batch again
-                self._wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
+            if self._paused:
+                self._resume()
             if self._redis_suspect:
                 self._redis_suspect = False
                 self.check_regression()
-            self._failing = None
             self.metrics.ready.set(1)
             self.problem = None
-            return
-
-    def _wait(self, seconds: float) -> None:
-        """Sleep in the worker, or serve the consumer in the main thread (membership stays alive)."""
-        if threading.current_thread() is self._worker:
-            self.stopping.wait(seconds)
-        else:
-            self._serve(seconds)
+            return True
 
     def _pause(self) -> None:
         if not self._paused:
@@ -474,7 +381,6 @@ class Processor:
         self.consumer.subscribe(
             [self.config.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        self._worker.start()
         self.metrics.ready.set(1)
         self.problem = None
         log.info("consumer started", extra={"topic": self.config.topic, "group": self.config.consumer_group})
@@ -485,11 +391,9 @@ class Processor:
                 records = decode_messages(messages)
                 if records:
                     self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-                    self.stage_postgres(records)
+                    self.handle(records)
                 self._idle_checks()
         finally:
-            self._handoff.put(None)  # the worker finishes what it holds, then exits
-            self._worker.join(60)
             self.close()
 
     def close(self) -> None:
@@ -500,9 +404,8 @@ class Processor:
             self.producer.flush(5)
             self._announcer.flush(5)
             self._redis.close()
-            for conn in (self._pg, self._worker_pg):
-                if conn is not None:
-                    conn.close()
+            if self._pg is not None:
+                self._pg.close()
 
     def install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
