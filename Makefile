@@ -37,10 +37,10 @@ lint: install
 demo: install up
 	.venv/bin/leaderboard demo
 
-bench: install up
+bench: install up tools
 	$(PY) bench/run.py
 
-bench-quick: install up
+bench-quick: install up tools
 	$(PY) bench/run.py --quick
 
 clean-stack: down

@@ -214,6 +214,27 @@ class WrkResult:
     """Non-2xx/3xx responses plus socket errors."""
 
 
+def parse_hey(text: str) -> WrkResult:
+    """`hey` output (fixed-rate runs) in the same shape as wrk's."""
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p50 = re.search(r"50% in ([\d.]+) secs", text)
+    p99 = re.search(r"99% in ([\d.]+) secs", text)
+    codes = re.findall(r"\[(\d{3})\]\s+(\d+) responses", text)
+    errors = re.search(r"Error distribution:\n((?:\s+\[\d+\].*\n?)+)", text)
+    if not (rps and p50 and p99 and codes):
+        raise BenchError(f"unreadable hey output: {text[-400:]}")
+    bad = sum(int(n) for code, n in codes if not code.startswith(("2", "3")))
+    if errors:
+        bad += sum(int(n) for n in re.findall(r"\[(\d+)\]", errors.group(1)))
+    return WrkResult(
+        rps=float(rps.group(1)),
+        p50_s=float(p50.group(1)),
+        p99_s=float(p99.group(1)),
+        requests=sum(int(n) for _, n in codes),
+        bad=bad,
+    )
+
+
 def parse_wrk(text: str) -> WrkResult:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     p50 = re.search(r"^\s+50%\s+(\S+)", text, re.MULTILINE)

@@ -51,6 +51,7 @@ from benchlib import (
     histogram_quantile,
     http_get,
     median,
+    parse_hey,
     parse_wrk,
     proc_cpu,
     ratio,
@@ -377,6 +378,12 @@ def kafka_ceilings(b: Bench) -> None:
 
 
 # -- 2. baseline -----------------------------------------------------------------------------------------
+
+
+def hey_fixed_rate(url: str, seconds: int, rate: int) -> WrkResult:
+    """A fixed request rate (4 workers x rate/4 req/s): latency when not saturated."""
+    argv = ["hey", "-z", f"{seconds}s", "-c", "4", "-q", str(rate // 4), url]
+    return parse_hey(run_cmd(argv, seconds + 60))
 
 
 def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> WrkResult:
@@ -712,7 +719,7 @@ def api(b: Bench) -> None:
             f'function request() return wrk.format("GET", "{url_path}") end\n'
         )
         scripts[name] = script
-    out: dict[str, list[WrkResult]] = {"top10": [], "player": [], "around": []}
+    out: dict[str, list[WrkResult]] = {"top10": [], "player": [], "around": [], "top10_1000": []}
     try:
         wait_for("API", lambda: http_get(f"{base}/entries?period=all_time&limit=10")[0] == 200, 60, 0.25)
         for name in ("player", "around"):  # one request each must answer 200 before we time anything
@@ -725,6 +732,9 @@ def api(b: Bench) -> None:
             out["top10"].append(wrk(f"{base}/entries?period=all_time&limit=10", b.sizes.wrk_s, 64))
             out["player"].append(wrk(f"http://127.0.0.1:{port}", b.sizes.wrk_s, 64, scripts["player"]))
             out["around"].append(wrk(f"http://127.0.0.1:{port}", b.sizes.wrk_s, 64, scripts["around"]))
+            out["top10_1000"].append(
+                hey_fixed_rate(f"{base}/entries?period=all_time&limit=10", b.sizes.wrk_s, 1000)
+            )
             b.log(
                 f"API rep {rep + 1}: "
                 + ", ".join(f"{k} {v[-1].rps:,.0f} req/s (bad {v[-1].bad})" for k, v in out.items())
@@ -928,6 +938,17 @@ def render(b: Bench, info: dict[str, str], command: str, elapsed: float) -> str:
                 f"{ratio(med(rps), ceil)} of non-pipelined EVALSHA",
             )
         )
+    fixed = res["api"]["top10_1000"]
+    add(
+        row(
+            f"API top-10 at a fixed 1,000 req/s: `hey -z {s.wrk_s}s -c 4 -q 250`, 2 API workers "
+            "(target: p99 < 10 ms)",
+            f"{fmt_num(med([x.rps for x in fixed]))} req/s, p50 {fmt_ms(med([x.p50_s for x in fixed]))}, "
+            f"p99 {fmt_ms(med([x.p99_s for x in fixed]))}",
+            f"p99: {', '.join(fmt_ms(x.p99_s) for x in fixed)} (errors {sum(x.bad for x in fixed)})",
+            met(med([x.p99_s for x in fixed]) < 0.010),
+        )
+    )
     mem = res["memory"]
     scaled = f" (measured on {mem['players']:,}, scaled to 1M)" if mem["players"] != 1_000_000 else ""
     add(
@@ -1053,10 +1074,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, 1 run each, < 3 minutes")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not touch docs/benchmarks.md")
     args = parser.parse_args()
-    for tool in ("redis-benchmark", "wrk"):
+    for tool, package in (("redis-benchmark", "redis-tools"), ("wrk", "wrk"), ("hey", "hey")):
         if shutil.which(tool) is None:
             print(
-                f"bench: {tool} not found (apt-get install -y {'redis-tools' if tool != 'wrk' else 'wrk'})",
+                f"bench: {tool} not found: `make tools` installs it (apt-get install -y {package})",
                 file=sys.stderr,
             )
             return 2

@@ -112,12 +112,15 @@ apt_install() {
   [[ -z $policy ]] || $sudo rm -f /usr/sbin/policy-rc.d
 }
 
-# Test tools: promtool + the prometheus server (tests/test_observability.py), chromium (tests/test_page.py).
+# Test tools: promtool + the prometheus server (tests/test_observability.py), chromium (tests/test_page.py),
+# and the load generators of the benchmark suite (wrk, hey).
 cmd_tools() {
   local pkgs=() unit sudo=
   mkdir -p "$LOGS"
   command -v promtool >/dev/null && [[ -x /usr/bin/prometheus ]] || pkgs+=(prometheus)
   [[ -x /usr/bin/chromium ]] || pkgs+=(chromium)
+  command -v wrk >/dev/null || pkgs+=(wrk)
+  command -v hey >/dev/null || pkgs+=(hey)
   ((EUID == 0)) || sudo=sudo
   apt_install "${pkgs[@]}"
   if [[ " ${pkgs[*]} " == *" prometheus "* ]]; then
