@@ -1,6 +1,7 @@
 # Developer entry points. Services run locally without Docker: see deploy/stack.sh.
 PY ?= .venv/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 STACK := deploy/stack.sh
 
 .PHONY: install up down status tools test lint demo bench bench-quick clean-stack
@@ -35,7 +36,7 @@ lint: install
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy
 
 demo: install up
-	.venv/bin/leaderboard demo
+	.venv/bin/leaderboard demo $(DEMO_ARGS)
 
 bench: install up tools
 	$(PY) bench/run.py
