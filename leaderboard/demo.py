@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Final
-from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from leaderboard.errors import UserError
+from leaderboard.probe import unreachable_services
 from leaderboard.settings import Settings
 
 HELP: Final = "run consumers, API and simulator together and show a live top 10 (after `make up`)"
@@ -116,14 +116,6 @@ def _http(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def _port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -135,17 +127,7 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _preflight(config: Settings, api_host: str) -> None:
-    host, _, port = config.kafka_bootstrap.split(",")[0].rpartition(":")
-    redis_url, pg_url = urlsplit(config.redis_url), urlsplit(config.database_url)
-    down = [
-        name
-        for name, h, p in (
-            ("Kafka", host, int(port)),
-            ("Redis", redis_url.hostname or "127.0.0.1", redis_url.port or 6379),
-            ("PostgreSQL", pg_url.hostname or "127.0.0.1", pg_url.port or 5432),
-        )
-        if not _reachable(h, p)
-    ]
+    down = unreachable_services(config)
     if down:
         raise UserError(f"{', '.join(down)} not reachable: run `make up` first")
     busy = [p for p in (*CONSUMER_PORTS, config.api_port) if not _port_free(api_host, p)]

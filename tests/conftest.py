@@ -7,12 +7,11 @@ own topics, consumer group, Redis key prefix and PostgreSQL schema, so tests run
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import replace
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -20,15 +19,8 @@ import redis
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from leaderboard import settings as settings_mod
+from leaderboard.probe import unreachable_services
 from leaderboard.settings import Settings
-
-
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 def _docker_answers() -> bool:
@@ -68,18 +60,7 @@ def base_settings() -> Iterator[Settings]:
 
 def _services(stack: ExitStack) -> Settings:
     config = settings_mod.load()
-    host, _, port = config.kafka_bootstrap.split(",")[0].rpartition(":")
-    redis_url = urlsplit(config.redis_url)
-    pg_url = urlsplit(config.database_url)
-    missing = [
-        name
-        for name, h, p in (
-            ("Kafka", host, int(port)),
-            ("Redis", redis_url.hostname or "127.0.0.1", redis_url.port or 6379),
-            ("PostgreSQL", pg_url.hostname or "127.0.0.1", pg_url.port or 5432),
-        )
-        if not _reachable(h, p)
-    ]
+    missing = unreachable_services(config)
     if missing:
         pytest.exit(
             f"{', '.join(missing)} not reachable: run `make up` first (or set LEADERBOARD_* variables)", 3

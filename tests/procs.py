@@ -35,6 +35,17 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, interval: floa
     return last
 
 
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """(status, body); status 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
 class ConsumerProcess:
     """One ``leaderboard consume`` child process with its own health port and log file."""
 
@@ -52,13 +63,7 @@ class ConsumerProcess:
         )
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except OSError:
-            return 0, b""
+        return http_get(f"http://127.0.0.1:{self.port}{path}", timeout=2)
 
     def metric(self, name: str, labels: str = "") -> float:
         _, body = self.get("/metrics")
@@ -194,13 +199,7 @@ class ApiProcess:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"{self.url}{path}", timeout=5) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except OSError:
-            return 0, b""
+        return http_get(f"{self.url}{path}", timeout=5)
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_until(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,8 +24,7 @@ from leaderboard import boards as boards_mod
 from leaderboard import periods, scoring
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from tests.conftest import env_of
-from tests.procs import ConsumerProcess, caught_up, dumps, read_topic, wait_until
+from tests.procs import ConsumerProcess, caught_up, dumps, leaderboard_cli, read_topic, wait_until
 
 OCT = "monthly:2026-10"
 # A long grace keeps the real clock from making these periods due (a consumer that closes periods on its own
@@ -101,14 +99,7 @@ def consumer(cfg: Settings, tmp_path: Path) -> Iterator[ConsumerProcess]:
 
 
 def cli(cfg: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "leaderboard.cli", "close-period", *args],
-        env=env_of(cfg),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return leaderboard_cli(cfg, "close-period", *args, timeout=120)
 
 
 def live(client: redis.Redis, cfg: Settings, period: str) -> list[tuple[str, int]]:

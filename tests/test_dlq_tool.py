@@ -4,7 +4,6 @@ exactly once however often it is redriven; a still-invalid record simply comes b
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -17,22 +16,14 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from consumers import dlq
 from leaderboard.settings import Settings
-from tests.conftest import env_of
-from tests.procs import ConsumerProcess, caught_up, dumps, read_topic, wait_until
+from tests.procs import ConsumerProcess, caught_up, dumps, leaderboard_cli, read_topic, wait_until
 from tests.test_consumer import INVALID, board
 
 PERIOD = "monthly:2026-11"
 
 
 def cli(config: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "leaderboard.cli", "dlq", *args],
-        env=env_of(config),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return leaderboard_cli(config, "dlq", *args, timeout=120)
 
 
 def win(player: str, points: int) -> bytes:
