@@ -129,8 +129,18 @@ def payload(
         return None
     periods: dict[str, list[dict[str, object]]] = {}
     for (key, partition), slot in folded.items():
-        updates = [[p, v[0], v[1], v[2]] for p, v in slot.players.items()]
-        periods.setdefault(key, []).append({"pt": partition, "lo": slot.lo, "hi": slot.hi, "u": updates})
+        values = slot.players.values()
+        periods.setdefault(key, []).append(
+            {
+                "pt": partition,
+                "lo": slot.lo,
+                "hi": slot.hi,
+                "n": sum(v[2] for v in values),
+                "m": list(slot.players),
+                "v": [v[0] for v in values],
+                "t": [v[1] for v in values],
+            }
+        )
     body: dict[str, object] = {
         "agg": board.aggregation,
         "periods": [{"p": key, "parts": parts} for key, parts in periods.items()],

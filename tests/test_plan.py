@@ -94,5 +94,5 @@ def test_payload_carries_offsets_per_partition_and_counts() -> None:
     parts = {p["pt"]: p for p in period["parts"]}
     assert parts[4]["lo"] == 10
     assert parts[4]["hi"] == 12
-    assert parts[4]["u"] == [["ann", 3, parts[4]["u"][0][2], 2]]
+    assert (parts[4]["m"], parts[4]["v"], parts[4]["n"]) == (["ann"], [3], 2)
     assert body["pos"] == [[4, 13], [5, 3]]

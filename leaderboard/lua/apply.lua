@@ -2,15 +2,18 @@
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
 -- payload: {agg="sum"|"best", gen=<optional target generation>, pos=[[partition, last offset], ...],
---           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>,
---                                             u=[[player, points, tb, n], ...]}]}]}
+--           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
+--                                             m=[player, ...], v=[points, ...], t=[tb, ...]}]}]}
 -- pos covers the whole batch (also records this board ignores) and feeds the generation's position ("hi"),
 -- which a rebuild must reach before it may flip.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
 -- Returns {"ok", applied_updates, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
+-- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
+-- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
 local SPAN = 16777216          -- 2^24, leaderboard.scoring.TIME_SPAN
 local MAXP = 536870911         -- leaderboard.scoring.MAX_SCORE
+local CHUNK = 1000             -- unpack() pushes 2 * CHUNK values; Redis' Lua stack allows ~8000
 local base = ARGV[1]
 local payload = cjson.decode(ARGV[2])
 local now = ARGV[3]
@@ -44,25 +47,33 @@ for _, gen in ipairs(gens) do
       if part.hi <= wm then
         -- already applied: redelivery, replay or a zombie
       elseif part.lo > wm then
-        for _, u in ipairs(part.u) do
-          local member, pts, tb = u[1], u[2], u[3]
-          local old = redis.call('ZSCORE', zkey, member)
-          if old then
-            old = tonumber(old)
-            local opts = math.floor(old / SPAN)
-            local otb = old - opts * SPAN
-            if best then
-              if opts > pts or (opts == pts and otb >= tb) then pts = opts; tb = otb end
-            else
-              pts = opts + pts
-              if otb < tb then tb = otb end
+        local m, v, t = part.m, part.v, part.t
+        local count = #m
+        for i = 1, count, CHUNK do
+          local j = math.min(i + CHUNK - 1, count)
+          local olds = redis.call('ZMSCORE', zkey, unpack(m, i, j))
+          local args = {}
+          for k = i, j do
+            local pts, tb, old = v[k], t[k], olds[k - i + 1]
+            if old then
+              old = tonumber(old)
+              local opts = math.floor(old / SPAN)
+              local otb = old - opts * SPAN
+              if best then
+                if opts > pts or (opts == pts and otb >= tb) then pts = opts; tb = otb end
+              else
+                pts = opts + pts
+                if otb < tb then tb = otb end
+              end
             end
+            if pts > MAXP then pts = MAXP end
+            args[#args + 1] = pts * SPAN + tb
+            args[#args + 1] = m[k]
           end
-          if pts > MAXP then pts = MAXP end
-          redis.call('ZADD', zkey, pts * SPAN + tb, member)
-          events = events + u[4]
-          applied = applied + 1
+          redis.call('ZADD', zkey, unpack(args))
         end
+        events = events + part.n
+        applied = applied + count
         redis.call('HSET', wkey, pt, part.hi)
       else
         out[#out + 1] = gen .. '|' .. per.p .. '|' .. pt .. '|' .. wm
