@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+import msgspec
 from confluent_kafka import KafkaError, Message
 
 from schemas.model import Invalid, MatchWon, decode
@@ -14,8 +14,9 @@ from schemas.model import Invalid, MatchWon, decode
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """gc=False: a batch makes thousands of these and none can be part of a reference cycle."""
+
     topic: str
     partition: int
     offset: int
@@ -26,7 +27,8 @@ class Record:
 
 
 def decode_messages(messages: Sequence[Message]) -> list[Record]:
-    out = []
+    out: list[Record] = []
+    append = out.append
     for msg in messages:
         err = msg.error()
         if err is not None:
@@ -35,15 +37,15 @@ def decode_messages(messages: Sequence[Message]) -> list[Record]:
             continue
         value = msg.value()
         ts_type, ts = msg.timestamp()
-        out.append(
+        append(
             Record(
-                topic=msg.topic() or "",
-                partition=msg.partition() or 0,
-                offset=msg.offset() or 0,
-                key=msg.key(),
-                value=value,
-                timestamp_ms=ts if ts_type else int(time.time() * 1000),
-                decoded=decode(value),
+                msg.topic() or "",
+                msg.partition() or 0,
+                msg.offset() or 0,
+                msg.key(),
+                value,
+                ts if ts_type else int(time.time() * 1000),
+                decode(value),
             )
         )
     return out

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+import msgspec
+
 from leaderboard import scoring
 from leaderboard.boards import Board
 from schemas.model import MatchWon
@@ -19,8 +21,7 @@ from schemas.model import MatchWon
 BUCKET_S = 900  # every timezone offset is a multiple of 15 minutes, so period keys are constant per bucket
 
 
-@dataclass(frozen=True, slots=True)
-class Canonical:
+class Canonical(msgspec.Struct, frozen=True, gc=False):
     """A valid event that PostgreSQL decided is the one copy to count, with its Kafka coordinates."""
 
     partition: int
@@ -29,25 +30,20 @@ class Canonical:
 
 
 @lru_cache(maxsize=65536)
-def periods_of(board: Board, bucket: int) -> tuple[tuple[str, float, int], ...]:
+def periods_of(board: Board, bucket: int) -> tuple[tuple[str, int, int], ...]:
     instant = datetime.fromtimestamp(bucket * BUCKET_S, tz=UTC)
     out = []
     for key in board.period_keys(instant):
         origin, unit = board.origin(key)
-        out.append((key, origin.timestamp(), unit))
+        out.append((key, int(origin.timestamp()), unit))  # origins are whole minutes in every timezone
     return tuple(out)
 
 
-def targets(board: Board, event: MatchWon) -> tuple[tuple[str, float, int], ...]:
+def targets(board: Board, event: MatchWon) -> tuple[tuple[str, int, int], ...]:
     """(period key, tie-break origin as epoch seconds, unit seconds) of every period the event feeds."""
     if not board.accepts(event.game, event.mode, event.region):
         return ()
     return periods_of(board, int(event.occurred_at.timestamp()) // BUCKET_S)
-
-
-def tiebreak(ts: float, origin: float, unit: int) -> int:
-    units = int(ts - origin) // unit
-    return scoring.TIME_SPAN - 1 - min(max(units, 0), scoring.TIME_SPAN - 1)
 
 
 @dataclass(slots=True)
@@ -65,51 +61,86 @@ Fold = dict[tuple[str, int], Slot]
 def fold(
     board: Board,
     records: Iterable[Canonical],
-    above: dict[tuple[str, int], int] | None = None,
     *,
     into: Fold | None = None,
     split_partitions: bool = True,
 ) -> Fold:
-    """Fold records per period and partition; ``above`` keeps only offsets past a watermark.
+    """Fold records per period and partition.
 
     ``split_partitions=False`` folds every partition into one slot (partition -1) for snapshot loads;
     ``into`` continues an earlier fold so a large source can be read in chunks.
+    Two steps, because every event of one 15-minute bucket feeds the same period keys: first each player's
+    wins per (partition, bucket), keeping the instant that decides the tie-break (the latest for ``sum``, the
+    earliest best win for ``best``), then one expansion per period. The tie-break falls as time grows, so
+    folding instants first and converting once gives what converting every event would.
     """
     best = board.aggregation == "best"
-    acc: Fold = {} if into is None else into
-    accepts, span_1 = board.accepts, scoring.TIME_SPAN - 1
+    accepts = board.accepts
+    groups: dict[tuple[int, int], tuple[list[int], dict[str, list[int]]]] = {}
     for rec in records:
         event = rec.event
         if not accepts(event.game, event.mode, event.region):
             continue
-        ts = event.occurred_at.timestamp()
-        part = rec.partition if split_partitions else -1
+        ts = int(event.occurred_at.timestamp())  # whole seconds: the finest tie-break unit
         offset, player, points = rec.offset, event.player_id, event.points
-        for key, origin, unit in periods_of(board, int(ts) // BUCKET_S):
-            slot = (key, part)
-            if above is not None and offset <= above.get(slot, -1):
-                continue
-            units = int(ts - origin) // unit  # tiebreak(), inlined: this loop runs per event and period
-            tb = span_1 - (0 if units < 0 else span_1 if units > span_1 else units)
-            entry = acc.get(slot)
-            if entry is None:
-                entry = acc[slot] = Slot(offset, offset, {})
-            elif offset < entry.lo:
-                entry.lo = offset
-            elif offset > entry.hi:
-                entry.hi = offset
-            cur = entry.players.get(player)
-            if cur is None:
-                entry.players[player] = [points, tb, 1]
-            elif best:
-                if points > cur[0] or (points == cur[0] and tb > cur[1]):
-                    cur[0], cur[1] = points, tb
-                cur[2] += 1
+        group_key = (rec.partition if split_partitions else -1, ts // BUCKET_S)
+        group = groups.get(group_key)
+        if group is None:
+            group = groups[group_key] = ([offset, offset], {})
+        else:
+            span = group[0]
+            if offset < span[0]:
+                span[0] = offset
+            elif offset > span[1]:
+                span[1] = offset
+        cur = group[1].get(player)
+        if cur is None:
+            group[1][player] = [points, ts, 1]
+        elif best:
+            if points > cur[0] or (points == cur[0] and ts < cur[1]):
+                cur[0], cur[1] = points, ts
+            cur[2] += 1
+        else:
+            cur[0] += points
+            cur[1] = max(cur[1], ts)
+            cur[2] += 1
+    acc: Fold = {} if into is None else into
+    for (part, bucket), ((lo, hi), players) in groups.items():
+        instants = {v[1] for v in players.values()}  # few: a batch spans seconds of play
+        for key, origin, unit in periods_of(board, bucket):
+            tb = {ts: _tiebreak(ts, origin, unit) for ts in instants}
+            expanded = {p: [v[0], tb[v[1]], v[2]] for p, v in players.items()}
+            slot = acc.get((key, part))
+            if slot is None:
+                acc[(key, part)] = Slot(lo, hi, expanded)
             else:
-                cur[0] += points
-                cur[1] = min(cur[1], tb)
-                cur[2] += 1
+                slot.lo, slot.hi = min(slot.lo, lo), max(slot.hi, hi)
+                _merge(slot.players, expanded, best)
     return acc
+
+
+_SPAN_1 = scoring.TIME_SPAN - 1
+
+
+def _tiebreak(ts: int, origin: int, unit: int) -> int:
+    """scoring.tiebreak of whole units since the origin, clamped into the field; ts in epoch seconds."""
+    units = (ts - origin) // unit
+    return _SPAN_1 - (0 if units < 0 else _SPAN_1 if units > _SPAN_1 else units)
+
+
+def _merge(into: dict[str, list[int]], more: dict[str, list[int]], best: bool) -> None:
+    for p, (points, tb, n) in more.items():
+        cur = into.get(p)
+        if cur is None:
+            into[p] = [points, tb, n]
+        elif best:
+            if points > cur[0] or (points == cur[0] and tb > cur[1]):
+                cur[0], cur[1] = points, tb
+            cur[2] += n
+        else:
+            cur[0] += points
+            cur[1] = min(cur[1], tb)
+            cur[2] += n
 
 
 def positions(records: Iterable[Canonical]) -> dict[int, int]:

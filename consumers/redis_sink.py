@@ -9,7 +9,7 @@ import orjson
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumers.plan import Canonical, fold, payload, positions
+from consumers.plan import Canonical, Fold, fold, payload, positions
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import source
@@ -87,7 +87,11 @@ class RedisSink:
                 by_gen.setdefault(int(gen_text), {})[(period, int(partition))] = int(wm)
             partials = []
             for target, above in by_gen.items():
-                folded = {slot: v for slot, v in fold(board, records, above).items() if slot in above}
+                folded: Fold = {}
+                for slot, mark in above.items():
+                    past = fold(board, [r for r in records if r.partition == slot[1] and r.offset > mark])
+                    if slot in past:
+                        folded[slot] = past[slot]
                 body = payload(board, folded, target)
                 if body is None:
                     continue

@@ -7,6 +7,7 @@ corpus through both and require them to agree.
 from __future__ import annotations
 
 import enum
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 
@@ -19,11 +20,16 @@ EARLIEST: Final = datetime(2020, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2050, 1, 1, tzinfo=UTC)
 """occurred_at must lie in [EARLIEST, LATEST): the score encoding's time field covers this span."""
 
-_ID = r"^[a-z0-9][a-z0-9_-]{0,31}\Z"
-_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]+\Z"
-_UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+# Field grammars, unanchored: each anchored for its own field below, and joined into one fast check.
+_ID_RE = r"[a-z0-9][a-z0-9_-]{0,31}"
+_CHAR_RE = r"[^\x00-\x1f\x7f-\x9f]"
+_UUID_RE = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # The schema's RFC 3339 subset; msgspec's own datetime parser is more lenient, so the text is checked first.
-_RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:[0-5]\d(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z"
+_RFC3339_RE = r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:[0-5]\d(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+_ID = f"^{_ID_RE}\\Z"
+_NO_CONTROL = f"^{_CHAR_RE}+\\Z"
+_UUID = f"^{_UUID_RE}\\Z"
+_RFC3339 = f"^{_RFC3339_RE}\\Z"
 
 EventId = Annotated[str, msgspec.Meta(pattern=_UUID)]
 PlayerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_CONTROL)]
@@ -66,6 +72,30 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: Literal[1] = 1
 
 
+class _Loose(msgspec.Struct, frozen=True, kw_only=True):
+    """_Wire minus its regex patterns, which _FAST_CHECK tests in one match instead of six (~2x faster)."""
+
+    event_id: str
+    match_id: MatchId
+    player_id: str
+    game: str
+    occurred_at: str
+    points: WirePoints = 1
+    mode: str | None = None
+    region: str | None = None
+    display_name: DisplayName | None = None
+    schema_version: Literal[1] = 1
+
+
+# US (\x1f) separates the fields, which none may contain, so no field can spill into its neighbour; a present
+# optional is prefixed with "=" and an absent one is empty, so no value can pose as "absent".
+_SEP = "\x1f"
+_FAST_CHECK: Final = re.compile(
+    _SEP.join((_UUID_RE, f"{_CHAR_RE}{{1,64}}", _ID_RE, f"(?:={_ID_RE})?", f"(?:={_ID_RE})?", _RFC3339_RE))
+    + r"\Z"
+)
+
+
 class Reason(enum.StrEnum):
     """Why a record went to the dead-letter topic (the `reason` header)."""
 
@@ -84,13 +114,39 @@ class Invalid(msgspec.Struct, frozen=True):
 
 
 _decoder: Final = msgspec.json.Decoder(_Wire)
+_fast_decoder: Final = msgspec.json.Decoder(_Loose)
 _encoder: Final = msgspec.json.Encoder()
 
 
 def decode(raw: bytes | None) -> MatchWon | Invalid:
-    """Decode and validate one record value; never raises."""
+    """Decode and validate one record value; never raises.
+
+    Fast path: the pattern-free struct plus one combined match. It accepts exactly what _Wire accepts;
+    anything it refuses is decoded again by _Wire, whose error names the offending field.
+    """
     if raw is None:
         return Invalid(Reason.UNDECODABLE, "empty record value (tombstone)")
+    try:
+        wire: _Wire | _Loose = _fast_decoder.decode(raw)
+    except msgspec.MsgspecError:
+        return _decode_strict(raw)
+    mode, region = wire.mode, wire.region
+    fields = _SEP.join(
+        (
+            wire.event_id,
+            wire.player_id,
+            wire.game,
+            "" if mode is None else "=" + mode,
+            "" if region is None else "=" + region,
+            wire.occurred_at,
+        )
+    )
+    if _FAST_CHECK.match(fields) is None:
+        return _decode_strict(raw)
+    return _event(wire)
+
+
+def _decode_strict(raw: bytes) -> MatchWon | Invalid:
     try:
         wire = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
@@ -100,6 +156,11 @@ def decode(raw: bytes | None) -> MatchWon | Invalid:
         return Invalid(Reason.SCHEMA_VIOLATION, detail)
     except msgspec.DecodeError as exc:
         return Invalid(Reason.UNDECODABLE, str(exc))
+    return _event(wire)
+
+
+def _event(wire: _Wire | _Loose) -> MatchWon | Invalid:
+    """The checks no struct constraint expresses, then the event itself."""
     if not float(wire.points).is_integer():
         return Invalid(Reason.SCHEMA_VIOLATION, f"Expected an integer, got {wire.points} - at `$.points`")
     try:

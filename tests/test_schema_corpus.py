@@ -172,3 +172,36 @@ def test_accepted_events_round_trip_and_satisfy_the_schema(payload: dict[str, An
     assert model.decode(wire) == decoded
     ok, why = schema_says(wire)
     assert ok, f"schema rejects encode() output {wire!r}: {why}"
+
+
+# Values that probe the fast path's combined match: separators, NUL, empties, near misses of each grammar.
+_TRICKY = st.one_of(
+    st.none(),
+    st.sampled_from(["", "\x1f", "\x00", "a\x1fb", "ranked\x1f", "\x00\x1f", "A", "-a", "a" * 32, "a" * 33]),
+    st.sampled_from(["2026-11-29T10:00:00Z", "2026-11-29t10:00:00z", "2026-11-29T10:00:60Z", "2026-11-29"]),
+    st.sampled_from(["0192f0b4-7a6e-7c3d-9b1e-5f2a4c6d8e0f", "0192F0B4-7A6E-7C3D-9B1E-5F2A4C6D8E0F"]),
+    st.text(max_size=70),
+    st.integers(-1, 3),
+)
+_FIELDS = ("event_id", "match_id", "player_id", "game", "occurred_at", "mode", "region", "display_name")
+
+
+@settings(max_examples=600, deadline=None)
+@given(payloads(), st.dictionaries(st.sampled_from(_FIELDS), _TRICKY, max_size=3))
+def test_fast_path_agrees_with_the_strict_decoder(payload: dict[str, Any], changes: dict[str, Any]) -> None:
+    """decode() takes a shortcut for well-formed records; it must answer exactly as the strict decoder."""
+    payload.update(changes)
+    raw = json.dumps(payload).encode()
+    assert model.decode(raw) == model._decode_strict(raw)
+
+
+def test_fast_path_refuses_a_field_spilling_into_its_neighbour() -> None:
+    base = json.loads((files("valid")[0]).read_bytes())
+    base.update(game="arena", mode="ranked", region="eu", player_id="p1")
+    cases = [("player_id", "p1\x1farena"), ("mode", "\x00"), ("region", "eu\x1fx"), ("mode", "")]
+    for name, value in [*cases, ("region", "=eu")]:
+        raw = json.dumps({**base, name: value}).encode()
+        result = model.decode(raw)
+        assert isinstance(result, model.Invalid), (name, value)
+        assert result == model._decode_strict(raw)
+        assert f"$.{name}" in result.detail
