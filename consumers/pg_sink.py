@@ -14,7 +14,6 @@ import psycopg
 
 from consumers.plan import BUCKET_S, Canonical, periods_of, targets
 from leaderboard.boards import Board
-from schemas.model import MatchWon
 
 _COLUMNS = (
     "event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,"
@@ -57,9 +56,13 @@ _CLOSED = """
 SELECT board, period FROM closed_periods
 WHERE (board, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
+# Latest display name per player, straight from the staging table: no second upload of the batch. DISTINCT ON
+# because one statement may not update a row twice; the later record wins a tie, as the partition order says.
 _PLAYERS = """
 INSERT INTO players (player_id, display_name, updated_at)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[])
+SELECT DISTINCT ON (player_id) player_id, display_name, occurred_at
+FROM events_in WHERE display_name IS NOT NULL
+ORDER BY player_id, occurred_at DESC, kafka_partition DESC, kafka_offset DESC
 ON CONFLICT (player_id) DO UPDATE SET display_name = EXCLUDED.display_name, updated_at = EXCLUDED.updated_at
 WHERE players.updated_at <= EXCLUDED.updated_at
 """
@@ -133,7 +136,8 @@ def _write(
         if fresh:
             _stage(conn, fresh)
             stored = {eid: (part, off) for eid, part, off in conn.execute(_INSERT).fetchall()}
-            _upsert_players(conn, [rec.event for rec in fresh])
+            if any(rec.event.display_name is not None for rec in fresh):
+                conn.execute(_PLAYERS)
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
         rest = list({rec.event.event_id for rec in records if rec.event.event_id not in stored})
         if rest:
@@ -168,18 +172,3 @@ def _stage(conn: psycopg.Connection, records: Sequence[Canonical]) -> None:
                     rec.offset,
                 )
             )
-
-
-def _upsert_players(conn: psycopg.Connection, events: Sequence[MatchWon]) -> None:
-    latest: dict[str, MatchWon] = {}
-    for e in events:
-        if e.display_name is not None:
-            cur = latest.get(e.player_id)
-            if cur is None or e.occurred_at >= cur.occurred_at:
-                latest[e.player_id] = e
-    if latest:
-        names = list(latest.values())
-        conn.execute(
-            _PLAYERS,
-            ([e.player_id for e in names], [e.display_name for e in names], [e.occurred_at for e in names]),
-        )
