@@ -425,7 +425,8 @@ def baseline(b: Bench) -> None:
 
 def publish(b: Bench, topic: str, count: int) -> dict[str, Any]:
     argv = [str(VENV_BIN / "leaderboard"), "simulate", "--count", str(count), "--rate", "0"]
-    argv += ["--players", "100000", "--skew", "0.8", "--seed", "1", "--display-names", "--json", "--topic", topic]
+    argv += ["--players", "100000", "--skew", "0.8", "--seed", "1", "--display-names"]
+    argv += ["--json", "--topic", topic]
     out = run_cmd(argv, 600, env=b.env(f"bench{b.run}p", f"bench-{b.run}-p"))
     summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     if summary.get("acked") != count:
@@ -1016,7 +1017,8 @@ def render(b: Bench, info: dict[str, str], command: str, elapsed: float) -> str:
     pub = res["publish"]
     add(
         f"End-to-end method: {s.events:,} events pre-published by `leaderboard simulate --rate 0 "
-        f"--players 100000 --skew 0.8 --seed 1 --display-names` (every win carries a display name, so every batch also upserts players) ({fmt_num(pub.get('rate'))} events/s), "
+        "--players 100000 --skew 0.8 --seed 1 --display-names` (every win carries a display name, so every "
+        f"batch also upserts players; {fmt_num(pub.get('rate'))} events/s), "
         "then the consumers start with a "
         "fresh group, Redis prefix and empty event table; `leaderboard_consumer_events_consumed_total` of "
         f"each consumer is polled every {E2E_POLL_S * 1000:.0f} ms. *Sustained* is the rate over the steady "
