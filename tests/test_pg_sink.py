@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 
@@ -17,9 +15,9 @@ BOARDS = [Board(id="global")]
 
 
 @pytest.fixture
-def db(pg: psycopg.Connection) -> Iterator[psycopg.Connection]:
+def db(pg: psycopg.Connection) -> psycopg.Connection:
     migrate(pg)
-    yield pg
+    return pg
 
 
 def names(pg: psycopg.Connection) -> dict[str, str]:
