@@ -107,7 +107,7 @@ class Sizes:
 
 
 FULL = Sizes(3, 300_000, 20, 10, 1_000_000, 200_000, 300_000, 1_000_000, 100_000, 10)
-QUICK = Sizes(1, 100_000, 10, 5, 200_000, 50_000, 100_000, 500_000, 50_000, 5)
+QUICK = Sizes(1, 250_000, 10, 5, 200_000, 50_000, 100_000, 500_000, 50_000, 5)
 
 
 @dataclass
@@ -481,12 +481,17 @@ def steady_window(ticks: list[Tick]) -> tuple[int, int]:
     """
     n = len(ticks[0].consumed)
     settled = next(
-        i for i, x in enumerate(ticks) if sum(x.assigned) == PARTITIONS and all(a > 0 for a in x.assigned)
+        (i for i, x in enumerate(ticks) if sum(x.assigned) == PARTITIONS and all(a > 0 for a in x.assigned)),
+        None,
     )
+    if settled is None:
+        raise BenchError(f"the {n} consumer(s) never shared the partitions; use more events")
     base = ticks[settled].consumed
     start = next(
-        i for i in range(settled, len(ticks)) if all(ticks[i].consumed[c] > base[c] for c in range(n))
+        (i for i in range(settled, len(ticks)) if all(ticks[i].consumed[c] > base[c] for c in range(n))), None
     )
+    if start is None:
+        raise BenchError(f"the {n} consumer(s) never all worked at once; use more events")
     final = ticks[-1].consumed
     end = min(next(i for i, x in enumerate(ticks) if x.consumed[c] >= final[c]) for c in range(n))
     return start, max(start, end)
