@@ -60,3 +60,46 @@ def test_sink_outage_pauses_commits_and_recovers_without_loss(
         client.close()
     finally:
         consumer.stop()
+
+
+@pytest.mark.slow
+def test_a_member_leaving_during_an_outage_hands_over_without_loss(
+    own_sinks: tuple[Settings, RedisServer, PostgresServer], tmp_path: Path
+) -> None:
+    """Partitions handed to a paused consumer stay paused and nothing is skipped (G3 with a rebalance)."""
+    config, rs, _ = own_sinks
+    truth, _, _ = produce_stream(config, 1500, seed=31)
+    first = ConsumerProcess(config, tmp_path, "first", LEADERBOARD_BATCH_SIZE="300")
+    second = ConsumerProcess(config, tmp_path, "second", LEADERBOARD_BATCH_SIZE="300")
+    try:
+        first.wait_ready()
+        second.wait_ready()
+        wait_until(lambda: caught_up(config), 60, "first part consumed")
+        wait_until(
+            lambda: (
+                first.metric("leaderboard_consumer_assigned_partitions") > 0
+                and second.metric("leaderboard_consumer_assigned_partitions") > 0
+            ),
+            60,
+            "both members to own partitions",
+        )
+        rs.stop()
+        more, _, _ = produce_stream(config, 1500, seed=32)
+        wait_until(lambda: first.get("/readyz")[0] == 503, 30, "first consumer to report not-ready")
+        frozen = committed(config)
+        assert second.stop() == 0, "a member stopping during an outage must still leave cleanly"
+        wait_until(
+            lambda: first.metric("leaderboard_consumer_assigned_partitions") == 12, 60, "hand-over to first"
+        )
+        time.sleep(5)  # the paused consumer serves the group with its new partitions for a while
+        assert committed(config) == frozen, "offsets moved while Redis was down"
+        rs.start()
+        wait_until(lambda: caught_up(config), 90, "consumer to resume and catch up")
+        expected = Counter(truth)
+        expected.update(more)
+        client = redis.Redis.from_url(config.redis_url)
+        assert board(client, config, "all_time") == dict(expected)
+        client.close()
+    finally:
+        first.stop()
+        second.stop()
