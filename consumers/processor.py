@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
@@ -50,6 +51,17 @@ class SinkError(Exception):
         self.sink = sink
 
 
+class GroupMoved(Exception):
+    """The batch's offsets carried a group generation a rebalance just replaced: retry, it is no outage."""
+
+
+# What the broker answers when offsets are sent with the generation a rebalance is replacing.
+_GROUP_MOVED = frozenset(
+    {KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS, KafkaError.UNKNOWN_MEMBER_ID}
+)
+_GROUP_MOVED_WAIT_S = 0.05
+
+
 class Processor:
     def __init__(self, config: Settings, boards: Sequence[Board], metrics: ConsumerMetrics) -> None:
         self.config = config
@@ -59,7 +71,8 @@ class Processor:
         self.stopping = threading.Event()
         self.problem: str | None = "starting"
         self._paused = False
-        self._revoked: set[int] = set()
+        self._revocations: Counter[int] = Counter()
+        """Times each partition was taken from this process; a batch keeps partitions never taken since."""
         self._pg: psycopg.Connection | None = None
         self._redis = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=3)
         self.sink = RedisSink(self._redis, self.keys, self.boards)
@@ -75,7 +88,7 @@ class Processor:
                 "partition.assignment.strategy": "cooperative-sticky",
                 "isolation.level": "read_committed",
                 "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
+                "heartbeat.interval.ms": 250,  # members hear of rebalances sooner, for tiny requests
                 "max.poll.interval.ms": 600_000,
                 "fetch.wait.max.ms": 50,
             }
@@ -107,16 +120,16 @@ class Processor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_assign(partitions)
-        if self._paused:
-            consumer.pause(partitions)
-        self._revoked.difference_update(tp.partition for tp in partitions)
+        # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way, or a
+        # partition paused during a failed batch and handed back later would stay paused for good.
+        (consumer.pause if self._paused else consumer.resume)(partitions)
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned.set(len(consumer.assignment()))
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], kind: str = "revoke") -> None:
         consumer.incremental_unassign(partitions)
-        self._revoked.update(tp.partition for tp in partitions)
+        self._revocations.update(tp.partition for tp in partitions)
         for tp in partitions:
             self.metrics.lag.remove(str(tp.partition)) if (
                 str(tp.partition),
@@ -263,6 +276,9 @@ class Processor:
             self.producer.commit_transaction(_TX_TIMEOUT_S)
         except KafkaException as exc:
             self._abort(exc)
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and err.code() in _GROUP_MOVED:
+                raise GroupMoved(str(err)) from exc
             raise SinkError("kafka", exc) from exc
         m.stage.labels("commit").observe(time.perf_counter() - t2)
         m.last_commit.set(time.time())
@@ -292,14 +308,29 @@ class Processor:
 
     def handle(self, records: list[Record]) -> bool:
         """Process one batch until it is committed; False if it was given up (stop or revocation)."""
-        backoff = _BACKOFF_MIN_S
+        backoff, moved_wait = _BACKOFF_MIN_S, _GROUP_MOVED_WAIT_S
         self.metrics.batch_size.observe(len(records))
+        taken = dict(self._revocations)
         while True:
-            records = [r for r in records if r.partition not in self._revoked]
+            # A partition taken away while the batch waited went to another member, even if it is back now:
+            # that member may have committed past these records, and committing them again would rewind it.
+            records = [r for r in records if self._revocations[r.partition] == taken.get(r.partition, 0)]
             if not records:
+                if self._paused and not self.stopping.is_set():
+                    self._resume()  # nothing of this batch is left to retry; paused, it would wait forever
                 return False
             try:
                 self._attempt(records)
+            except GroupMoved as exc:
+                # Let poll() finish the rebalance, then redo the batch (idempotent) for what is still ours:
+                # a short wait and no not-ready, since every scale-up or deploy does this.
+                log.info("batch commit raced a rebalance; retrying", extra={"error": str(exc)[:300]})
+                self._pause()
+                if self.stopping.is_set():
+                    return False
+                self._serve(moved_wait)
+                moved_wait = min(moved_wait * 2, _BACKOFF_MAX_S)
+                continue
             except RedisLost:
                 self.problem = "Redis lost the boards; rebuilding"
                 self._pause()

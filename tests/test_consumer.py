@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 from confluent_kafka import Producer
 
@@ -154,3 +157,44 @@ def test_a_restarted_consumer_continues_where_it_committed(
         assert second.metric("leaderboard_consumer_events_consumed_total") < 600  # did not start over
     finally:
         second.stop()
+
+
+@pytest.mark.slow
+def test_members_joining_and_leaving_are_not_sink_errors(config: Settings, tmp_path: Path) -> None:
+    """A commit that races a rebalance is retried quietly: no sink error, no loss (scale-ups and deploys)."""
+    truth: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def publish() -> None:  # steady traffic, so batches are in flight whenever the group rebalances
+        seed = 100
+        while not stop.is_set():
+            part, _, _ = produce_stream(config, 400, seed=seed)
+            truth.update(part)
+            seed += 1
+
+    first = ConsumerProcess(config, tmp_path, "first", LEADERBOARD_BATCH_SIZE="200")
+    publisher = threading.Thread(target=publish)
+    try:
+        first.wait_ready()
+        publisher.start()
+        wait_until(lambda: first.metric("leaderboard_consumer_events_consumed_total") > 0, 30, "first batch")
+        for round_ in range(3):
+            joiner = ConsumerProcess(config, tmp_path, f"joiner{round_}", LEADERBOARD_BATCH_SIZE="200")
+            joiner.wait_ready()
+            wait_until(lambda: first.metric("leaderboard_consumer_assigned_partitions") < 12, 30, "hand-over")
+            time.sleep(1)
+            assert joiner.stop() == 0
+            wait_until(lambda: first.metric("leaderboard_consumer_assigned_partitions") == 12, 30, "all back")
+        stop.set()
+        publisher.join()
+        wait_until(lambda: caught_up(config), 90, "consumed")
+        assert first.metric("leaderboard_consumer_sink_errors_total", '{sink="kafka"}') == 0
+        assert first.metric("leaderboard_consumer_ready") == 1
+        client = redis.Redis.from_url(config.redis_url)
+        assert board(client, config, "all_time") == dict(truth)
+        client.close()
+    finally:
+        stop.set()
+        if publisher.is_alive():
+            publisher.join()
+        first.stop()
