@@ -32,6 +32,7 @@ from consumers.plan import Canonical
 from consumers.redis_sink import RedisLost, RedisSink
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
+from leaderboard.logs import LIBRDKAFKA
 from leaderboard.settings import Settings
 from schemas.model import Invalid, MatchWon, Reason
 
@@ -81,6 +82,7 @@ class Processor:
         self.consumer = Consumer(
             {
                 **common,
+                "logger": LIBRDKAFKA,
                 "group.id": config.consumer_group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -108,6 +110,7 @@ class Processor:
         producer = Producer(
             {
                 **self.config.kafka_common(),
+                "logger": LIBRDKAFKA,
                 "transactional.id": f"{self.config.consumer_group}-{uuid.uuid4().hex}",
                 "linger.ms": 5,
                 # A SIGKILLed member leaves its open transaction behind; its offsets block the partitions

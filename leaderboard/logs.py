@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 _RESERVED = frozenset(vars(logging.makeLogRecord({})))
+
+LIBRDKAFKA: Final = logging.getLogger("librdkafka")
+"""The ``logger`` of a service's Kafka clients: librdkafka's own messages become JSON lines too."""
 
 
 class JsonFormatter(logging.Formatter):
