@@ -328,10 +328,8 @@ class Processor:
                 # Let poll() finish the rebalance, then redo the batch (idempotent) for what is still ours:
                 # a short wait and no not-ready, since every scale-up or deploy does this.
                 log.info("batch commit raced a rebalance; retrying", extra={"error": str(exc)[:300]})
-                self._pause()
-                if self.stopping.is_set():
+                if not self._hold(moved_wait):
                     return False
-                self._serve(moved_wait)
                 moved_wait = min(moved_wait * 2, _BACKOFF_MAX_S)
                 continue
             except RedisLost:
@@ -346,10 +344,8 @@ class Processor:
                 self.metrics.ready.set(0)
                 self.problem = f"{exc.sink} unavailable: retrying"
                 log.warning("batch failed; will retry", extra={"sink": exc.sink, "error": str(exc)[:300]})
-                self._pause()
-                if self.stopping.is_set():
+                if not self._hold(backoff):
                     return False
-                self._serve(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
             if self._paused:
@@ -360,6 +356,14 @@ class Processor:
             self.metrics.ready.set(1)
             self.problem = None
             return True
+
+    def _hold(self, seconds: float) -> bool:
+        """Pause fetching and keep the membership alive for a while before a retry; False when stopping."""
+        self._pause()
+        if self.stopping.is_set():
+            return False
+        self._serve(seconds)
+        return True
 
     def _pause(self) -> None:
         if not self._paused:
