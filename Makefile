@@ -9,7 +9,7 @@ STACK := deploy/stack.sh
 install: .venv/.installed
 
 .venv/bin/python:
-	python3 -m venv .venv
+	python3 -m venv .venv || { sudo=$$(command -v sudo || true); $$sudo apt-get update -q && $$sudo apt-get install -y -q python3-venv && python3 -m venv .venv; }
 
 # Re-install only when the dependency declarations change.
 .venv/.installed: pyproject.toml constraints.txt | .venv/bin/python

@@ -16,7 +16,10 @@ KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 REDIS_PORT=${REDIS_PORT:-6379}
 PG_PORT=${PG_PORT:-5432}
 PG_BIN=/usr/lib/postgresql/15/bin
-JAVA=${JAVA:-/usr/lib/jvm/java-17-openjdk-amd64/bin/java}
+# Java 17: $JAVA, else Debian's openjdk-17 for this architecture, else $JAVA_HOME.
+JAVA=${JAVA:-$(compgen -G "/usr/lib/jvm/java-17-openjdk-*/bin/java" | head -n1 || true)}
+JAVA=${JAVA:-${JAVA_HOME:+$JAVA_HOME/bin/java}}
+JAVA=${JAVA:-/usr/lib/jvm/java-17-openjdk-amd64/bin/java}  # not there yet: `up` installs it
 KAFKA_CLUSTER_ID=C73KzToVXaacmSNsXLtzoQ # fixed: a re-created .stack gets the same id
 KAFKA_JVM_OPTS=(-Xmx512m -Xms512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
   -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true

@@ -61,6 +61,10 @@ def base_settings() -> Iterator[Settings]:
 def _services(stack: ExitStack) -> Settings:
     config = settings_mod.load()
     missing = unreachable_services(config)
+    if missing and _docker_answers():
+        os.environ.update(_containers(stack))
+        config = settings_mod.load()
+        missing = unreachable_services(config)
     if missing:
         pytest.exit(
             f"{', '.join(missing)} not reachable: run `make up` first (or set LEADERBOARD_* variables)", 3
