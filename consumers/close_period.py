@@ -37,7 +37,6 @@ from leaderboard import periods, scoring
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
-from leaderboard.logs import LIBRDKAFKA
 from leaderboard.periods import PeriodError, PeriodKind
 from leaderboard.settings import Settings
 
@@ -225,8 +224,7 @@ def close_one(conn: psycopg.Connection, board: Board, period: str) -> int | None
 
 def new_producer(config: Settings) -> Producer:
     """The idempotent (not transactional) producer that period-closed events go through."""
-    conf = {"enable.idempotence": True, "acks": "all", "linger.ms": 5, **config.kafka_common()}
-    return Producer({**conf, "logger": LIBRDKAFKA})
+    return Producer({"enable.idempotence": True, "acks": "all", "linger.ms": 5, **config.kafka_common()})
 
 
 def announcement(conn: psycopg.Connection, board: Board, period: str) -> dict[str, object] | None:

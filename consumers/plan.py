@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import Protocol
 
 import msgspec
 
@@ -143,8 +144,15 @@ def _merge(into: dict[str, list[int]], more: dict[str, list[int]], best: bool) -
             cur[2] += n
 
 
-def positions(records: Iterable[Canonical]) -> dict[int, int]:
-    """Last offset per partition of a batch."""
+class _Positioned(Protocol):
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+def positions(records: Iterable[_Positioned]) -> dict[int, int]:
+    """Last offset per partition of a batch (consumed records or canonical ones)."""
     out: dict[int, int] = {}
     for rec in records:
         if rec.offset > out.get(rec.partition, -1):

@@ -28,11 +28,10 @@ from consumers.decoded import Record, decode_messages
 from consumers.generations import Generations, rebuild_from_postgres
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
-from consumers.plan import Canonical
+from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisLost, RedisSink
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
-from leaderboard.logs import LIBRDKAFKA
 from leaderboard.settings import Settings
 from schemas.model import Invalid, MatchWon, Reason
 
@@ -82,7 +81,6 @@ class Processor:
         self.consumer = Consumer(
             {
                 **common,
-                "logger": LIBRDKAFKA,
                 "group.id": config.consumer_group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -110,7 +108,6 @@ class Processor:
         producer = Producer(
             {
                 **self.config.kafka_common(),
-                "logger": LIBRDKAFKA,
                 "transactional.id": f"{self.config.consumer_group}-{uuid.uuid4().hex}",
                 "linger.ms": 5,
                 # A SIGKILLed member leaves its open transaction behind; its offsets block the partitions
@@ -233,7 +230,7 @@ class Processor:
             raise SinkError("postgres", exc) from exc
         t1 = time.perf_counter()
         m.stage.labels("postgres").observe(t1 - t0)
-        pos = self._positions(records)
+        pos = positions(records)
         try:
             self.sink.apply(outcome.canonical, pos=pos)
         except redis.RedisError as exc:
@@ -254,7 +251,7 @@ class Processor:
             elif (r.partition, r.offset) in closed:
                 where = closed[(r.partition, r.offset)]
                 letters.append((r, Reason.PERIOD_CLOSED.value, f"period {where} is closed"))
-        offsets = {p: o + 1 for p, o in self._positions(records).items()}
+        offsets = {p: o + 1 for p, o in pos.items()}
         try:
             self.producer.begin_transaction()
             for r, reason, detail in letters:
@@ -290,14 +287,6 @@ class Processor:
         m.duplicates.inc(outcome.duplicates)
         for _, reason, _ in letters:
             m.dead_lettered.labels(reason).inc()
-
-    @staticmethod
-    def _positions(records: Sequence[Record]) -> dict[int, int]:
-        out: dict[int, int] = {}
-        for r in records:
-            if r.offset > out.get(r.partition, -1):
-                out[r.partition] = r.offset
-        return out
 
     def _abort(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
 import orjson
 import redis
@@ -107,11 +108,14 @@ class RedisSink:
 
 
 def _latest_names(records: Sequence[Canonical]) -> dict[FieldT, EncodableT]:
-    """Display names carried by the batch, the latest per player (by occurred_at)."""
-    latest: dict[str, Canonical] = {}
+    """Display names carried by the batch, the latest per player: by occurred_at, then Kafka position,
+    the order pg_sink's players upsert uses too."""
+    latest: dict[str, tuple[datetime, int, int, str]] = {}
     for rec in records:
-        if rec.event.display_name is not None:
+        name = rec.event.display_name
+        if name is not None:
+            rank = (rec.event.occurred_at, rec.partition, rec.offset, name)
             cur = latest.get(rec.event.player_id)
-            if cur is None or rec.event.occurred_at >= cur.event.occurred_at:
-                latest[rec.event.player_id] = rec
-    return {p: rec.event.display_name for p, rec in latest.items() if rec.event.display_name is not None}
+            if cur is None or rank[:3] > cur[:3]:
+                latest[rec.event.player_id] = rank
+    return {p: v[3] for p, v in latest.items()}

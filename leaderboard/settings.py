@@ -10,7 +10,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from leaderboard.logs import LIBRDKAFKA
 
 
 class SettingsError(ValueError):
@@ -42,9 +45,12 @@ class Settings:
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
 
-    def kafka_common(self) -> dict[str, str]:
-        """librdkafka settings shared by producers, consumers and admin clients."""
-        conf = {"bootstrap.servers": self.kafka_bootstrap}
+    def kafka_common(self) -> dict[str, Any]:
+        """librdkafka settings shared by producers, consumers and admin clients.
+
+        Their own log messages go through Python logging (logger ``librdkafka``): JSON lines in services.
+        """
+        conf: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap, "logger": LIBRDKAFKA}
         conf.update(parse_kv(self.kafka_config, "LEADERBOARD_KAFKA_CONFIG"))
         return conf
 

@@ -105,7 +105,7 @@ class Publisher:
         config: Settings,
         *,
         topic: str | None = None,
-        extra: Mapping[str, object] | None = None,
+        extra: Mapping[str, str | int] | None = None,
         poll_thread: bool = True,
         on_delivery: DeliveryCallback | None = None,
         report_success: bool = True,

@@ -19,7 +19,6 @@ from starlette.staticfiles import StaticFiles
 from leaderboard import boards as boards_mod
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
-from leaderboard.logs import LIBRDKAFKA
 from leaderboard.settings import Settings
 from producers.ingest import IngestRouter, make_router
 from producers.publisher import Publisher
@@ -44,7 +43,7 @@ are served from PostgreSQL snapshots (`source: "snapshot"`). See docs/api.md.
 
 def _ingest_router(config: Settings) -> IngestRouter:
     """POST /v1/scores; its Publisher is made on the first accepted request, closed at shutdown."""
-    return make_router(lambda: Publisher(config, extra={"logger": LIBRDKAFKA}), token=config.ingest_token)
+    return make_router(lambda: Publisher(config), token=config.ingest_token)
 
 
 def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
