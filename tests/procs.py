@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -83,9 +84,8 @@ class ConsumerProcess:
             os.kill(self.proc.pid, sig)
 
     def stop(self, timeout: float = 30) -> int:
-        self.kill(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return stop_process(self.proc, timeout)
         finally:
             self._log.close()
 
@@ -208,12 +208,42 @@ class ApiProcess:
         assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return stop_process(self.proc, timeout)
         finally:
             self._log.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout``: no child outlives a test. Exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
+@contextmanager
+def consumer_and_api(
+    config: Settings, log_dir: Path, *simulate: str, catch_up_s: float = 60
+) -> Iterator[tuple[ConsumerProcess, ApiProcess]]:
+    """A consumer and an API over what ``leaderboard simulate *simulate`` published, consumed to the end."""
+    consumer = ConsumerProcess(config, log_dir)
+    api: ApiProcess | None = None
+    try:
+        consumer.wait_ready()
+        api = ApiProcess(config, log_dir)
+        sim = leaderboard_cli(config, "simulate", *simulate, timeout=120)
+        assert sim.returncode == 0, sim.stderr
+        wait_until(lambda: caught_up(config), catch_up_s, "consumer caught up")
+        api.wait_ready()
+        yield consumer, api
+    finally:
+        if api is not None:
+            api.stop()
+        consumer.stop()
 
 
 def leaderboard_cli(config: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

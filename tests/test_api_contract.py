@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from leaderboard.settings import Settings
-from tests.procs import ApiProcess, ConsumerProcess, caught_up, leaderboard_cli, wait_until
+from tests.procs import ApiProcess, consumer_and_api
 
 BOARDS = """
 [[board]]
@@ -31,17 +31,8 @@ def served(config: Settings, tmp_path: Path) -> Iterator[tuple[Settings, ApiProc
     boards = tmp_path / "boards.toml"
     boards.write_text(BOARDS)
     cfg = replace(config, boards_file=boards, ingest_token="contract-test-token")
-    sim = leaderboard_cli(
-        cfg,
-        "simulate",
-        "--count",
-        "3000",
-        "--rate",
-        "0",
-        "--players",
-        "300",
-        "--seed",
-        "5",
+    simulate = ("--count", "3000", "--rate", "0", "--players", "300", "--seed", "5")
+    stream = (
         "--start",
         "2026-11-20T00:00:00Z",
         "--spread",
@@ -50,17 +41,8 @@ def served(config: Settings, tmp_path: Path) -> Iterator[tuple[Settings, ApiProc
         "--duplicate-ratio",
         "0.05",
     )
-    assert sim.returncode == 0, sim.stderr
-    consumer = ConsumerProcess(cfg, tmp_path)
-    api = ApiProcess(cfg, tmp_path)
-    try:
-        consumer.wait_ready()
-        wait_until(lambda: caught_up(cfg), 90, "consumer caught up")
-        api.wait_ready()
+    with consumer_and_api(cfg, tmp_path, *simulate, *stream, catch_up_s=90) as (_, api):
         yield cfg, api
-    finally:
-        api.stop()
-        consumer.stop()
 
 
 def get(api: ApiProcess, path: str) -> tuple[int, dict[str, object]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -183,7 +182,12 @@ def test_members_joining_and_leaving_are_not_sink_errors(config: Settings, tmp_p
             joiner = ConsumerProcess(config, tmp_path, f"joiner{round_}", LEADERBOARD_BATCH_SIZE="200")
             joiner.wait_ready()
             wait_until(lambda: first.metric("leaderboard_consumer_assigned_partitions") < 12, 30, "hand-over")
-            time.sleep(1)
+            wait_until(
+                lambda: joiner.metric("leaderboard_consumer_events_consumed_total") > 0,  # noqa: B023
+                30,
+                "the joiner to commit a batch",
+            )
+            assert joiner.metric("leaderboard_consumer_sink_errors_total", '{sink="kafka"}') == 0
             assert joiner.stop() == 0
             wait_until(lambda: first.metric("leaderboard_consumer_assigned_partitions") == 12, 30, "all back")
         stop.set()

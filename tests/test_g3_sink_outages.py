@@ -86,6 +86,7 @@ def test_a_member_leaving_during_an_outage_hands_over_without_loss(
         rs.stop()
         more, _, _ = produce_stream(config, 1500, seed=32)
         wait_until(lambda: first.get("/readyz")[0] == 503, 30, "first consumer to report not-ready")
+        wait_until(lambda: second.get("/readyz")[0] == 503, 30, "second consumer to report not-ready")
         frozen = committed(config)
         assert second.stop() == 0, "a member stopping during an outage must still leave cleanly"
         wait_until(

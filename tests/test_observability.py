@@ -24,7 +24,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from leaderboard.settings import Settings
-from tests.procs import ApiProcess, ConsumerProcess, caught_up, leaderboard_cli, wait_until
+from tests.procs import (
+    ApiProcess,
+    ConsumerProcess,
+    consumer_and_api,
+    leaderboard_cli,
+    stop_process,
+    wait_until,
+)
 from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,20 +191,12 @@ def test_every_alert_is_complete_and_unit_tested() -> None:
 @pytest.fixture
 def running(config: Settings, tmp_path: Path) -> Iterator[tuple[ConsumerProcess, ApiProcess]]:
     """A real consumer and API with a few hundred events applied (valid, duplicate and invalid)."""
-    consumer = ConsumerProcess(config, tmp_path)
-    api: ApiProcess | None = None
-    try:
-        consumer.wait_ready()
-        api = ApiProcess(config, tmp_path)
-        sim = leaderboard_cli(
-            config,
-            *("simulate", "--count", "200", "--rate", "0", "--players", "50", "--display-names"),
-            *("--duplicate-ratio", "0.05", "--invalid-ratio", "0.05", "--seed", "7"),
-            timeout=120,
-        )
-        assert sim.returncode == 0, sim.stderr
-        wait_until(lambda: caught_up(config), 60, "consumer caught up")
-        api.wait_ready()
+    with consumer_and_api(
+        config,
+        tmp_path,
+        *("--count", "200", "--rate", "0", "--players", "50", "--display-names"),
+        *("--duplicate-ratio", "0.05", "--invalid-ratio", "0.05", "--seed", "7"),
+    ) as (consumer, api):
         # Labelled API series appear on first use of each route.
         for path in (
             "/v1/leaderboards",
@@ -208,10 +207,6 @@ def running(config: Settings, tmp_path: Path) -> Iterator[tuple[ConsumerProcess,
             status, _ = api.get(path)
             assert status in (200, 404), path
         yield consumer, api
-    finally:
-        if api is not None:
-            api.stop()
-        consumer.stop()
 
 
 def families(body: bytes) -> dict[str, str]:
@@ -348,10 +343,5 @@ def test_real_prometheus_scrapes_and_answers_dashboard_query(
             assert doc is not None, expr
             assert doc["status"] == "success", (expr, doc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 15)
         log.close()

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from leaderboard.settings import Settings
 from producers.publisher import Publisher
 from tests.factories import win
-from tests.procs import ApiProcess, ConsumerProcess, caught_up, leaderboard_cli, wait_until
+from tests.procs import ApiProcess, consumer_and_api, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_SCREENSHOT = ROOT / "docs" / "screenshot-live-page.png"
@@ -51,25 +51,13 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture
 def api(config: Settings, tmp_path: Path) -> Iterator[ApiProcess]:
     """Consumer + API with ~400 simulated events applied (with display names, duplicates, bad records)."""
-    consumer = ConsumerProcess(config, tmp_path)
-    server: ApiProcess | None = None
-    try:
-        consumer.wait_ready()
-        server = ApiProcess(config, tmp_path)
-        sim = leaderboard_cli(
-            config,
-            *("simulate", "--count", "400", "--rate", "0", "--players", "60", "--display-names"),
-            *("--duplicate-ratio", "0.03", "--invalid-ratio", "0.03", "--seed", "11"),
-            timeout=120,
-        )
-        assert sim.returncode == 0, sim.stderr
-        wait_until(lambda: caught_up(config), 60, "consumer caught up")
-        server.wait_ready()
+    with consumer_and_api(
+        config,
+        tmp_path,
+        *("--count", "400", "--rate", "0", "--players", "60", "--display-names"),
+        *("--duplicate-ratio", "0.03", "--invalid-ratio", "0.03", "--seed", "11"),
+    ) as (_, server):
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        consumer.stop()
 
 
 def top_ids(api: ApiProcess, limit: int) -> list[str]:

@@ -205,3 +205,14 @@ def test_fast_path_refuses_a_field_spilling_into_its_neighbour() -> None:
         assert isinstance(result, model.Invalid), (name, value)
         assert result == model._decode_strict(raw)
         assert f"$.{name}" in result.detail
+
+
+def test_valid_examples_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agreement test above would also pass if the fast path refused everything: it must not."""
+
+    def strict(raw: bytes) -> object:
+        raise AssertionError(f"strict decoder used for a valid record: {raw!r}")
+
+    monkeypatch.setattr(model, "_decode_strict", strict)
+    for path in files("valid"):
+        assert isinstance(model.decode(path.read_bytes()), model.MatchWon), path
