@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import tempfile
+from typing import Any, cast
 
 import uvicorn
 
 from leaderboard.settings import Settings
+from query_api.limits import LimitedHttpToolsProtocol, Limits
 
 HELP = "serve the read API (HTTP, OpenAPI at /docs)"
 
@@ -39,6 +42,8 @@ def run(config: Settings, args: argparse.Namespace) -> int:
         # Each worker counts in its own files; /metrics sums them (prometheus_client multiprocess mode).
         multiproc_dir = tempfile.mkdtemp(prefix="leaderboard-api-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    # httptools with our limits; a partial of a module-level class pickles into the worker processes.
+    protocol = functools.partial(LimitedHttpToolsProtocol, limits=Limits.of(config))
     try:
         uvicorn.run(
             "query_api.server:_factory",
@@ -47,7 +52,8 @@ def run(config: Settings, args: argparse.Namespace) -> int:
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=cast(Any, protocol),
+            timeout_keep_alive=config.api_keep_alive_s,
             access_log=False,
             log_config=None,
             proxy_headers=False,
