@@ -26,7 +26,7 @@ from consumers.migrate import migrate
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from tests.procs import ApiProcess, wait_until
-from tests.services import PostgresServer
+from tests.services import PostgresServer, RedisServer
 
 PROBLEM = "application/problem+json"
 BOARD = "/v1/leaderboards/global"
@@ -453,3 +453,25 @@ def test_frozen_postgres_gives_503_within_the_timeout_and_recovers(
             ):
                 resp = timed(client, "GET", BOARD + path, 2.0, params=params)
                 assert resp.status_code == 200, resp.text
+
+
+def test_frozen_redis_makes_readyz_not_ready_within_its_bound(
+    config: Settings, pg: psycopg.Connection, tmp_path: Path
+) -> None:
+    with RedisServer() as private:
+        client = redis.Redis.from_url(private.url)
+        own = replace(config, redis_url=private.url)
+        with api_server(own, client, config.database_url, tmp_path) as api:
+            assert api.get("/readyz")[0] == 200
+            assert private._proc is not None
+            os.kill(private._proc.pid, signal.SIGSTOP)  # the private server only
+            try:
+                with httpx.Client(base_url=api.url, timeout=30) as http:
+                    ready = timed(http, "GET", "/readyz", 4.5)
+                    problem(ready, 503, "redis-unavailable")
+                    assert timed(http, "HEAD", "/readyz", 4.5).status_code == 503
+                    assert timed(http, "GET", "/healthz", 1.0).status_code == 200
+            finally:
+                os.kill(private._proc.pid, signal.SIGCONT)
+            wait_until(lambda: api.get("/readyz")[0] == 200, 15, "API ready after SIGCONT")
+        client.close()
