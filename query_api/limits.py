@@ -160,10 +160,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self, status: int, kind: str, detail: str, reason: str, retry_after: int | None = None
     ) -> None:
         """Answer, stop reading, half-close; close for good after LINGER_S (the client reads the answer)."""
-        metrics.REFUSED.labels(reason).inc()
         self._refused = True
         self._disarm_header_timer()
         transport = self.transport
+        if transport.is_closing():  # e.g. uvicorn already answered a malformed request with its 400
+            return
+        metrics.REFUSED.labels(reason).inc()
         transport.write(raw_problem(status, kind, detail, retry_after))
         transport.pause_reading()
         if transport.can_write_eof():
