@@ -288,7 +288,7 @@ def test_slow_and_idle_connections_are_closed_after_the_header_timeout(
             answers.append(raw_response(sock, 6))
             sock.close()
         took = time.monotonic() - started
-        assert took < 4.5, f"slow connections were open for {took:.1f} s (header timeout 2 s)"
+        assert took < 6, f"slow connections were open for {took:.1f} s (header timeout 2 s + linger 1 s)"
         for answer in answers:
             raw_problem(answer, 408, "request-timeout")
         assert refused(api, "header_timeout") == 200
@@ -423,8 +423,13 @@ def test_frozen_postgres_gives_503_within_the_timeout_and_recovers(
             try:
                 frozen_at = time.monotonic()
                 not_ready_after = None
-                answers = set()
+                rounds = 0
                 while time.monotonic() - frozen_at < 15:
+                    if not_ready_after is None:
+                        ready = timed(client, "GET", "/readyz", bound)
+                        if ready.status_code == 503:
+                            problem(ready, 503, "postgres-unavailable")
+                            not_ready_after = time.monotonic() - frozen_at
                     for path, params in (
                         ("/periods", {}),
                         ("/entries", {"period": "monthly:2024-01"}),  # header cached, page needs PG
@@ -433,16 +438,12 @@ def test_frozen_postgres_gives_503_within_the_timeout_and_recovers(
                         resp = timed(client, "GET", BOARD + path, bound, params=params)
                         problem(resp, 503, "postgres-unavailable")
                         assert resp.headers["retry-after"] == "5"
-                        answers.add(path)
                     live = timed(client, "GET", f"{BOARD}/entries", 1.0, params={"period": "monthly:current"})
                     assert live.status_code == 200  # Redis-only reads do not wait for PostgreSQL
-                    if not_ready_after is None:
-                        ready = timed(client, "GET", "/readyz", bound)
-                        if ready.status_code == 503:
-                            problem(ready, 503, "postgres-unavailable")
-                            not_ready_after = time.monotonic() - frozen_at
+                    rounds += 1
                 assert not_ready_after is not None, "/readyz stayed 200 while PostgreSQL was frozen"
                 assert not_ready_after < 15
+                assert rounds >= 2, "reads were not repeated during the freeze"
             finally:
                 _signal(pids, signal.SIGCONT)
             wait_until(lambda: client.get("/readyz").status_code == 200, 15, "API ready after SIGCONT")
