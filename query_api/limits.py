@@ -187,7 +187,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _content_length(scope)
+        declared, chunked = _body_headers(scope)
+        if declared is None and not chunked:  # no body (most reads): nothing to count
+            await self.app(scope, receive, send)
+            return
         if declared is not None and declared > self.max_bytes:
             await self._too_large(scope, send)
             return
@@ -238,9 +241,15 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _content_length(scope: Scope) -> int | None:
+def _body_headers(scope: Scope) -> tuple[int | None, bool]:
+    """(Content-Length if any, whether Transfer-Encoding is present): a request has a body only with one."""
+    declared: int | None = None
+    chunked = False
     for name, value in scope["headers"]:
         if name == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() else None
-    return None
+            declared = int(text) if text.isdigit() else None
+            chunked = chunked or declared is None  # unreadable: count what arrives
+        elif name == b"transfer-encoding":
+            chunked = True
+    return declared, chunked
