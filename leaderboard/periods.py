@@ -31,10 +31,16 @@ GRAMMAR = (
     "'monthly:YYYY-MM', 'weekly:YYYY-Www' (ISO week), 'daily:YYYY-MM-DD'"
 )
 
-_EXPLICIT = {
-    PeriodKind.MONTHLY: re.compile(r"^(\d{4})-(\d{2})$"),
-    PeriodKind.WEEKLY: re.compile(r"^(\d{4})-W(\d{2})$"),
-    PeriodKind.DAILY: re.compile(r"^(\d{4})-(\d{2})-(\d{2})$"),
+MIN_YEAR = 2000
+MAX_YEAR = 2099
+"""Explicit keys name periods in these years only. Events are accepted for 2020-2049 (schemas.model), so
+no data can exist outside; the bound also keeps every date computation (next period, timezone shifts) far
+from ``date``'s limits, so an absurd key is a PeriodError (400), never an OverflowError (500)."""
+
+_EXPLICIT = {  # ASCII digits only, whole string (``$`` would accept a trailing newline)
+    PeriodKind.MONTHLY: re.compile(r"(\d{4})-(\d{2})", re.ASCII),
+    PeriodKind.WEEKLY: re.compile(r"(\d{4})-W(\d{2})", re.ASCII),
+    PeriodKind.DAILY: re.compile(r"(\d{4})-(\d{2})-(\d{2})", re.ASCII),
 }
 
 
@@ -56,10 +62,12 @@ def key_for(kind: PeriodKind, instant: datetime, tz: ZoneInfo) -> str:
 
 
 def _first_day(kind: PeriodKind, value: str) -> date:
-    match = _EXPLICIT[kind].match(value)
+    match = _EXPLICIT[kind].fullmatch(value)
     if match is None:
         raise PeriodError(GRAMMAR)
     parts = [int(g) for g in match.groups()]
+    if not MIN_YEAR <= parts[0] <= MAX_YEAR:
+        raise PeriodError(f"no such {kind} period {value!r}: the year must be in {MIN_YEAR}..{MAX_YEAR}")
     try:
         if kind is PeriodKind.MONTHLY:
             return date(parts[0], parts[1], 1)

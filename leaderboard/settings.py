@@ -34,6 +34,26 @@ class Settings:
     consumer_group: str = "leaderboard"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # --- read API limits (query_api/limits.py, query_api/snapshots.py); ranges in _API_LIMITS ---
+    api_max_header_bytes: int = 32_768
+    """Request line + headers larger than this: 431, connection closed (before any parsing of the rest)."""
+    api_max_body_bytes: int = 2_097_152
+    """Request bodies larger than this: 413 without reading them (2 MiB = ingest's own cap)."""
+    api_header_timeout_s: int = 5
+    """A request's headers (or a new connection's first request) must arrive within this: else closed."""
+    api_keep_alive_s: int = 5
+    """Idle keep-alive connections are closed after this (uvicorn timeout_keep_alive)."""
+    api_max_connections: int = 1000
+    """Open connections per worker; beyond: 503 problem document, connection closed."""
+    api_max_connections_per_client: int = 100
+    """Open connections per client IP per worker; beyond: 429 (behind a proxy: as api_max_connections)."""
+    api_pg_connect_timeout_s: int = 2
+    """Connecting to PostgreSQL (or waiting for a pooled connection) for snapshot reads."""
+    api_pg_statement_timeout_ms: int = 2000
+    """Each PostgreSQL read of the API (server-side statement_timeout and a client-side bound): else 503."""
+    api_negative_cache_s: int = 5
+    """How long 'this ended period has no snapshot' is remembered (0: ask PostgreSQL every time)."""
+    # --- end of read API limits ---
     consumer_metrics_port: int = 9400
     """Consumer /metrics, /healthz, /readyz; 0 picks a free port (several consumers on one host)."""
     boards_file: Path | None = None
@@ -54,6 +74,19 @@ class Settings:
         conf.update(parse_kv(self.kafka_config, "LEADERBOARD_KAFKA_CONFIG"))
         return conf
 
+
+_API_LIMITS: dict[str, tuple[int, int]] = {
+    "api_max_header_bytes": (1024, 1_048_576),
+    "api_max_body_bytes": (1024, 67_108_864),
+    "api_header_timeout_s": (1, 300),
+    "api_keep_alive_s": (1, 300),
+    "api_max_connections": (1, 1_000_000),
+    "api_max_connections_per_client": (1, 1_000_000),
+    "api_pg_connect_timeout_s": (1, 60),
+    "api_pg_statement_timeout_ms": (100, 600_000),
+    "api_negative_cache_s": (0, 3600),
+}
+"""Read API limits: setting -> accepted [low, high]."""
 
 _ENV = {f.name: f"LEADERBOARD_{f.name.upper()}" for f in fields(Settings)}
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
@@ -97,6 +130,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         var = _ENV[name]
         if name in ("api_port",):
             values[name] = _int(var, text, 1, 65535)
+        elif name in _API_LIMITS:
+            values[name] = _int(var, text, *_API_LIMITS[name])
         elif name == "consumer_metrics_port":
             values[name] = _int(var, text, 0, 65535)
         elif name == "batch_size":

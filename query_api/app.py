@@ -25,6 +25,7 @@ from producers.publisher import Publisher
 from query_api import docs_page, health, http, problems, routes, stream
 from query_api.context import Context
 from query_api.fastpath import FastReads
+from query_api.limits import BodyLimit
 from query_api.metrics import Observe
 from query_api.snapshots import Snapshots
 from query_api.store import Store
@@ -39,6 +40,16 @@ Ranks are competition ranks ("1224"); within a tie, whoever reached the score fi
 Every error is an RFC 9457 `application/problem+json` document. Closed periods that Redis no longer holds
 are served from PostgreSQL snapshots (`source: "snapshot"`). See docs/api.md.
 """
+
+
+LIMIT_RESPONSES = {
+    "408": "Request headers not received within LEADERBOARD_API_HEADER_TIMEOUT_S; connection closed",
+    "413": "Request body larger than LEADERBOARD_API_MAX_BODY_BYTES; connection closed",
+    "429": "Too many open connections from this client (LEADERBOARD_API_MAX_CONNECTIONS_PER_CLIENT)",
+    "431": "Request line and headers larger than LEADERBOARD_API_MAX_HEADER_BYTES; connection closed",
+    "503": "Server at LEADERBOARD_API_MAX_CONNECTIONS, or a store it needs is not answering; see Retry-After",
+}
+"""Answers any operation may get from the connection limits (query_api/limits.py), documented on each."""
 
 
 def _ingest_router(config: Settings) -> IngestRouter:
@@ -61,6 +72,9 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                 responses = op.setdefault("responses", {})
                 if responses.pop("422", None) is not None and "400" not in responses:
                     responses["400"] = {"description": "Invalid parameter"}
+                for code, text in LIMIT_RESPONSES.items():
+                    if code != "413" or "requestBody" in op:
+                        responses.setdefault(code, {"description": text})
                 for code, resp in responses.items():
                     if code[0] in "45":
                         content = resp.setdefault("content", {})
@@ -92,7 +106,12 @@ def create_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_
             socket_connect_timeout=2,
         )
         client = aioredis.Redis(connection_pool=pool)
-        snapshots = Snapshots(config.database_url)
+        snapshots = Snapshots(
+            config.database_url,
+            connect_timeout_s=config.api_pg_connect_timeout_s,
+            statement_timeout_ms=config.api_pg_statement_timeout_ms,
+            negative_ttl_s=config.api_negative_cache_s,
+        )
         context = Context.build(board_list, Store(client, Keys(config.redis_prefix), snapshots))
         app.state.ctx = context
         app.state.hub = stream.Hub(context)
@@ -117,6 +136,7 @@ def create_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     if fast_path:
         app.add_middleware(FastReads)
+    app.add_middleware(BodyLimit, max_bytes=config.api_max_body_bytes)  # inside Observe: counted as a 413
     app.add_middleware(Observe)
     app.include_router(routes.router)
     app.include_router(stream.router)

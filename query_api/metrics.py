@@ -48,6 +48,17 @@ SSE_POLLERS = Gauge(
     "Shared Redis pollers (one per board, period and limit).",
     multiprocess_mode="livesum",
 )
+REFUSED = Counter(
+    "leaderboard_api_refused_total",
+    "Requests or connections refused by a limit (reason: total, client, header_bytes, header_timeout,"
+    " body_bytes).",
+    ["reason"],
+)
+SNAPSHOT_LOOKUPS = Counter(
+    "leaderboard_api_snapshot_lookups_total",
+    "Closed-period look-ups of ended periods absent from Redis (result: hit, miss, cached_miss).",
+    ["result"],
+)
 UNMATCHED = "unmatched"
 
 

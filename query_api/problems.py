@@ -31,6 +31,10 @@ TITLES: dict[str, str] = {
     "redis-unavailable": "Redis unavailable",
     "postgres-unavailable": "PostgreSQL unavailable",
     "not-ready": "Not ready",
+    "headers-too-large": "Request headers too large",
+    "body-too-large": "Request body too large",
+    "request-timeout": "Request headers too slow",
+    "too-many-connections": "Too many connections",
     "internal-error": "Internal server error",
 }
 

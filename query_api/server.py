@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import logging
 import os
+import resource
 import shutil
 import tempfile
+from typing import Any, cast
 
 import uvicorn
 
 from leaderboard.settings import Settings
+from query_api.limits import LimitedHttpToolsProtocol, Limits
 
 HELP = "serve the read API (HTTP, OpenAPI at /docs)"
+FD_HEADROOM = 256
+"""File descriptors besides client connections: Redis and PostgreSQL pools, Kafka (ingest), logs."""
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +38,26 @@ def _factory() -> object:
     return create_app(config)
 
 
+def _raise_fd_limit(connections: int) -> None:
+    """Room for the connection limit plus as many refused connections lingering (1 s each) plus pools.
+
+    Without it the default soft limit (often 1024) is hit before LEADERBOARD_API_MAX_CONNECTIONS, and
+    accept() fails instead of clients getting their 503.
+    """
+    need = 2 * connections + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < need:
+            log.warning(
+                "open-file limit below what the connection limit needs",
+                extra={"nofile": target, "needed": need, "max_connections": connections},
+            )
+
+
 def run(config: Settings, args: argparse.Namespace) -> int:
+    _raise_fd_limit(config.api_max_connections)
     workers = max(1, int(args.workers))
     host = args.host or config.api_host
     port = args.port or config.api_port
@@ -39,6 +66,8 @@ def run(config: Settings, args: argparse.Namespace) -> int:
         # Each worker counts in its own files; /metrics sums them (prometheus_client multiprocess mode).
         multiproc_dir = tempfile.mkdtemp(prefix="leaderboard-api-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    # httptools with our limits; a partial of a module-level class pickles into the worker processes.
+    protocol = functools.partial(LimitedHttpToolsProtocol, limits=Limits.of(config))
     try:
         uvicorn.run(
             "query_api.server:_factory",
@@ -47,7 +76,8 @@ def run(config: Settings, args: argparse.Namespace) -> int:
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=cast(Any, protocol),
+            timeout_keep_alive=config.api_keep_alive_s,
             access_log=False,
             log_config=None,
             proxy_headers=False,

@@ -58,6 +58,8 @@ class Poller:
         self._last_body: bytes | None = None
         self._message: bytes | None = None
         self._seq = 0
+        self._failing = False
+        """A failure streak is logged once (with its traceback), not every interval."""
         self.task: asyncio.Task[None] | None = None
 
     def add(self, sub: Subscriber) -> None:
@@ -91,6 +93,7 @@ class Poller:
             started = loop.time()
             try:
                 await self._tick()
+                self._failing = False
             except Problem as problem:
                 self._last_version = None
                 doc = {
@@ -100,7 +103,9 @@ class Poller:
                 }
                 self._publish("problem", orjson.dumps(doc))
             except Exception:
-                log.exception("SSE poller failed", extra={"board": self._board, "period": self._spec})
+                if not self._failing:
+                    log.exception("SSE poller failed", extra={"board": self._board, "period": self._spec})
+                self._failing = True
                 self._last_version = None
             await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
 

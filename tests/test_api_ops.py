@@ -149,6 +149,13 @@ def test_openapi_is_complete_and_errors_are_problems(api: TestClient) -> None:
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
         }
     assert "422" not in entries["responses"]
+    for code in ("408", "429", "431", "503"):  # the connection limits, on every operation
+        assert entries["responses"][code]["content"] == content, code
+    lookup = paths["/v1/leaderboards/{board}/players:lookup"]["post"]["responses"]
+    assert "413" in lookup
+    assert "413" not in entries["responses"]  # only operations with a body
+    assert set(paths["/healthz"]) == {"get", "head"}
+    assert set(paths["/readyz"]) == {"get", "head"}
     assert {"Page", "Entry", "PlayerRank", "Around", "LookupResult", "RangePage", "Stats"} <= set(
         spec["components"]["schemas"]
     )
