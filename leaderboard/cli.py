@@ -25,7 +25,7 @@ class Command(Protocol):
 
 COMMANDS: dict[str, str] = {
     "consume": "consumers.runner",
-    "api": "query_api.server",
+    "api": "leaderboard.service",
     "simulate": "producers.simulate",
     "rebuild": "consumers.rebuild",
     "verify": "consumers.verify",

@@ -1,4 +1,8 @@
-"""The read API: ``create_app(config)`` builds it; clients are made in the lifespan, never at import."""
+"""The read API: ``create_app(config)`` builds it; clients are made in the lifespan, never at import.
+
+This package never imports the write path (producers/, consumers/; tests/test_boundaries.py): HTTP ingest
+is mounted by the composition root, ``leaderboard.service``, through ``routers`` and ``on_shutdown``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from starlette.responses import FileResponse, HTMLResponse, Response
@@ -20,8 +24,6 @@ from leaderboard import boards as boards_mod
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from producers.ingest import IngestRouter, make_router
-from producers.publisher import Publisher
 from query_api import docs_page, health, http, problems, routes, stream
 from query_api.context import Context
 from query_api.fastpath import FastReads
@@ -50,11 +52,6 @@ LIMIT_RESPONSES = {
     "503": "Server at LEADERBOARD_API_MAX_CONNECTIONS, or a store it needs is not answering; see Retry-After",
 }
 """Answers any operation may get from the connection limits (query_api/limits.py), documented on each."""
-
-
-def _ingest_router(config: Settings) -> IngestRouter:
-    """POST /v1/scores; its Publisher is made on the first accepted request, closed at shutdown."""
-    return make_router(lambda: Publisher(config), token=config.ingest_token)
 
 
 def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
@@ -91,10 +88,20 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def create_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_path: bool = True) -> FastAPI:
-    """The app. ``boards`` overrides the boards file (tests); ``fast_path=False``: every read via FastAPI."""
+def create_app(
+    config: Settings,
+    boards: Sequence[Board] | None = None,
+    *,
+    fast_path: bool = True,
+    routers: Sequence[APIRouter] = (),
+    on_shutdown: Sequence[Callable[[], None]] = (),
+) -> FastAPI:
+    """The app. ``boards`` overrides the boards file (tests); ``fast_path=False``: every read via FastAPI.
+
+    routers: mounted after the read routes (``leaderboard.service`` passes HTTP ingest);
+    on_shutdown: blocking closers run in a thread at shutdown, before the read clients close.
+    """
     board_list = tuple(boards) if boards is not None else boards_mod.load(config.boards_file)
-    ingest = _ingest_router(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -119,7 +126,8 @@ def create_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_
             yield
         finally:
             await app.state.hub.close()
-            await asyncio.to_thread(ingest.close)
+            for close in on_shutdown:
+                await asyncio.to_thread(close)
             await snapshots.close()
             await client.aclose()
             await pool.aclose()
@@ -141,7 +149,8 @@ def create_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_
     app.include_router(routes.router)
     app.include_router(stream.router)
     app.include_router(health.router)
-    app.include_router(ingest)
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

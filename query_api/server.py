@@ -1,8 +1,11 @@
-"""``leaderboard api``: serve the read API with uvicorn (uvloop + httptools, no access log)."""
+"""Serve an app factory with uvicorn (uvloop + httptools with our limits, no access log).
+
+The ``leaderboard api`` command itself lives in ``leaderboard.service``, which composes the read API with
+HTTP ingest; this module knows nothing of the write path.
+"""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import os
@@ -16,26 +19,9 @@ import uvicorn
 from leaderboard.settings import Settings
 from query_api.limits import LimitedHttpToolsProtocol, Limits
 
-HELP = "serve the read API (HTTP, OpenAPI at /docs)"
 FD_HEADROOM = 256
 """File descriptors besides client connections: Redis and PostgreSQL pools, Kafka (ingest), logs."""
 log = logging.getLogger(__name__)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--host", help="bind address (default LEADERBOARD_API_HOST)")
-    parser.add_argument("--port", type=int, help="port (default LEADERBOARD_API_PORT)")
-
-
-def _factory() -> object:
-    """App factory for uvicorn workers: each worker process reads the settings itself."""
-    from leaderboard import logs, settings  # noqa: PLC0415 - runs in the worker process
-    from query_api.app import create_app  # noqa: PLC0415
-
-    config = settings.load()
-    logs.setup(config.log_level)
-    return create_app(config)
 
 
 def _raise_fd_limit(connections: int) -> None:
@@ -56,11 +42,14 @@ def _raise_fd_limit(connections: int) -> None:
             )
 
 
-def run(config: Settings, args: argparse.Namespace) -> int:
+def serve(
+    config: Settings, factory: str, *, workers: int = 1, host: str | None = None, port: int | None = None
+) -> int:
+    """Run uvicorn until stopped; ``factory`` ("module:function") builds the app in each worker process."""
     _raise_fd_limit(config.api_max_connections)
-    workers = max(1, int(args.workers))
-    host = args.host or config.api_host
-    port = args.port or config.api_port
+    workers = max(1, workers)
+    host = host or config.api_host
+    port = port or config.api_port
     multiproc_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker counts in its own files; /metrics sums them (prometheus_client multiprocess mode).
@@ -70,7 +59,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     protocol = functools.partial(LimitedHttpToolsProtocol, limits=Limits.of(config))
     try:
         uvicorn.run(
-            "query_api.server:_factory",
+            factory,
             factory=True,
             host=host,
             port=port,
