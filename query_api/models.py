@@ -1,7 +1,7 @@
 """Response and request shapes, for the OpenAPI document only.
 
 Handlers return pre-serialised orjson responses (no per-request pydantic work on the hot path); these
-models describe those bodies. ``tests/test_api_openapi.py`` checks real responses against them.
+models describe those bodies. test_api_reads / test_api_snapshots validate real responses against them.
 """
 
 from __future__ import annotations
@@ -10,9 +10,22 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from leaderboard import timefmt
+
 Source = Literal["live", "snapshot"]
 PlayerId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MAX_LOOKUP = 100
+
+
+Instant = Annotated[
+    str,
+    Field(
+        pattern=f"^{timefmt.PATTERN.pattern}$",
+        description="RFC 3339, UTC, milliseconds, Z (leaderboard/timefmt.py).",
+        examples=["2026-11-28T10:05:00.000Z"],
+    ),
+]
+"""Every instant in a body: one format."""
 
 
 class Entry(BaseModel):
@@ -56,7 +69,7 @@ class PlayerRank(BaseModel):
     score: int
     percentile: float = Field(description="Share of the board's players with strictly fewer points, in %.")
     total: int = Field(description="Players on the board-period.")
-    reached_at: str = Field(description="When the player reached this score (RFC 3339, UTC).")
+    reached_at: Instant = Field(description="When the player reached this score.")
 
 
 class Around(BaseModel):
@@ -106,12 +119,12 @@ class Stats(BaseModel):
     players: int
     top_score: int | None
     events: int | None = Field(description="Events applied (null for snapshots).")
-    updated_at: str | None = Field(description="Last write (live) or closing time (snapshot).")
+    updated_at: Instant | None = Field(description="Last write (live) or closing time (snapshot).")
 
 
 class ClosedPeriod(BaseModel):
     period: str
-    closed_at: str
+    closed_at: Instant
     players: int
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from starlette.responses import Response
 
-from leaderboard import periods, scoring
+from leaderboard import periods, scoring, timefmt
 from query_api import http
 from query_api.context import ctx, current_keys, default_spec
 from query_api.models import (
@@ -176,7 +176,7 @@ async def list_periods(request: Request, board: BoardId) -> Response:
         "current": current_keys(b),
         "live": live,
         "closed": [
-            {"period": x.period, "closed_at": x.closed_at.isoformat(), "players": x.players} for x in closed
+            {"period": x.period, "closed_at": timefmt.utc(x.closed_at), "players": x.players} for x in closed
         ],
     }
     return http.json(request, doc)

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from leaderboard import periods, ranking, scoring
+from leaderboard import periods, ranking, scoring, timefmt
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import source
@@ -46,14 +46,9 @@ def _name(raw: object) -> str | None:
     return raw if isinstance(raw, str) else None
 
 
-def _ms_iso(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    return datetime.fromtimestamp(int(raw) / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def _updated_at(raw: str | None) -> str | None:
+    """The stats hash's last-write time (epoch ms, absent before the first write)."""
+    return timefmt.utc_ms(int(raw)) if raw else None
 
 
 def rebuilding(board: str) -> Problem:
@@ -154,7 +149,7 @@ class Store:
                 score=points,
                 percentile=ranking.percentile(int(res["below"]), total),
                 total=total,
-                reached_at=_iso(scoring.reached_at(tb, *board.origin(period))),
+                reached_at=timefmt.utc(scoring.reached_at(tb, *board.origin(period))),
             )
             return Result(doc, False)
         if res["s"] == "absent" and await self._closed(board, period):
@@ -170,7 +165,7 @@ class Store:
                 score=int(row[2]),
                 percentile=ranking.percentile(int(row[5]), closed.players),
                 total=closed.players,
-                reached_at=_iso(row[3]),
+                reached_at=timefmt.utc(row[3]),
             )
             return Result(doc, True)
         raise not_ranked(board.id, period, player_id)
@@ -268,7 +263,7 @@ class Store:
                 players=int(res["total"]),
                 top_score=int(float(res["top"])) >> scoring.TIME_BITS,
                 events=int(res["events"]),
-                updated_at=_ms_iso(res["updated"]),
+                updated_at=_updated_at(res["updated"]),
             )
             return Result(doc, False)
         if await self._closed(board, period):
@@ -279,10 +274,10 @@ class Store:
                 players=closed.players,
                 top_score=await self.snapshots.top_score(board.id, period),
                 events=None,
-                updated_at=_iso(closed.closed_at),
+                updated_at=timefmt.utc(closed.closed_at),
             )
             return Result(doc, True)
-        doc.update(players=0, top_score=None, events=0, updated_at=_ms_iso(res["updated"]))
+        doc.update(players=0, top_score=None, events=0, updated_at=_updated_at(res["updated"]))
         return Result(doc, False)
 
     async def live_periods(self, board: Board) -> list[str]:

@@ -268,14 +268,14 @@ def test_player_rank_score_percentile(world: World, api: TestClient) -> None:
     doc = resp.json()
     models.PlayerRank.model_validate(doc)
     assert (doc["rank"], doc["score"], doc["total"], doc["percentile"]) == (2, 3, 4, 25.0)
-    assert doc["reached_at"] == "2026-11-28T10:10:00Z"
+    assert doc["reached_at"] == "2026-11-28T10:10:00.000Z"
     assert doc["display_name"] is None
     top = api.get("/v1/leaderboards/global/players/p1", params={"period": f"daily:{DAY}"}).json()
     assert (top["rank"], top["percentile"], top["display_name"]) == (1, 75.0, "Ada")
     last = api.get("/v1/leaderboards/global/players/p4", params={"period": f"daily:{DAY}"}).json()
     assert (last["rank"], last["percentile"]) == (4, 0.0)
     alltime = api.get("/v1/leaderboards/global/players/p2", params={"period": "all_time"}).json()
-    assert alltime["reached_at"] == "2026-11-28T10:05:00Z"  # all_time tie-breaks count minutes
+    assert alltime["reached_at"] == "2026-11-28T10:05:00.000Z"  # all_time tie-breaks count minutes
 
 
 def test_player_without_wins_and_empty_board_are_404(world: World, api: TestClient) -> None:

@@ -75,7 +75,7 @@ def test_entries_and_player_from_a_snapshot(world: World, api: TestClient, pg: p
         30,
         25.0,
     )
-    assert player["reached_at"] == "2025-01-05T12:00:00Z"
+    assert player["reached_at"] == "2025-01-05T12:00:00.000Z"
     problem_of(
         api.get("/v1/leaderboards/global/players/ghost", params={"period": PERIOD}), 404, "player-not-ranked"
     )
@@ -110,7 +110,7 @@ def test_around_lookup_range_stats_from_a_snapshot(api: TestClient, pg: psycopg.
         50,
         None,
     )
-    assert stats["updated_at"] == "2025-02-01T01:00:00Z"
+    assert stats["updated_at"] == "2025-02-01T01:00:00.000Z"
 
     periods_doc = api.get(f"{base}/periods").json()
     assert [c["period"] for c in periods_doc["closed"]] == [PERIOD]
