@@ -18,12 +18,13 @@ import msgspec
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from leaderboard import problems
 from producers.publisher import DeliveryReport, InvalidEvent, Publisher, prepare
 from schemas.model import MatchWon, Reason
 
 MAX_BATCH: Final = 500
 MAX_BODY: Final = 2 * 1024 * 1024
-PROBLEM: Final = "application/problem+json"
+PROBLEM: Final = problems.MEDIA_TYPE
 
 
 def _schema() -> dict[str, Any]:
@@ -35,8 +36,8 @@ def _schema() -> dict[str, Any]:
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
-    """An RFC 9457 problem document."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    """An RFC 9457 problem document, built as the read API's are; its kind is the title in kebab-case."""
+    body = problems.document(status, "-".join(title.lower().split()), title, detail, **extra)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from fastapi import FastAPI, Request
@@ -16,8 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-MEDIA_TYPE = "application/problem+json"
-TYPE_BASE = "/problems/"
+from leaderboard import problems as shared
+
+MEDIA_TYPE: Final = shared.MEDIA_TYPE
+
 log = logging.getLogger(__name__)
 
 TITLES: dict[str, str] = {
@@ -60,16 +62,8 @@ class Problem(Exception):
 
 
 def body(status: int, kind: str, detail: str, instance: str | None = None, **extra: Any) -> bytes:
-    doc: dict[str, Any] = {
-        "type": TYPE_BASE + kind,
-        "title": TITLES.get(kind, kind),
-        "status": status,
-        "detail": detail,
-    }
-    if instance is not None:
-        doc["instance"] = instance
-    doc.update(extra)
-    return orjson.dumps(doc)
+    """The encoded document (``leaderboard.problems``), titled from TITLES."""
+    return orjson.dumps(shared.document(status, kind, TITLES.get(kind, kind), detail, instance, **extra))
 
 
 def response(problem: Problem, instance: str | None = None) -> Response:
