@@ -151,9 +151,11 @@ def decode(raw: bytes | None) -> MatchWon | Invalid:
         return Invalid(Reason.UNDECODABLE, "empty record value (tombstone)")
     try:
         # check_bytes inlined for the common case: ASCII, too few brackets to nest too deep.
-        if not (raw.isascii() and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH):
-            if (bad := check_bytes(raw)) is not None:
-                return bad
+        if (
+            not (raw.isascii() and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH)
+            and (bad := check_bytes(raw)) is not None
+        ):
+            return bad
         try:
             wire: _Wire | _Loose = _fast_decoder.decode(raw)
         except msgspec.MsgspecError:

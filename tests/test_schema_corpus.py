@@ -174,7 +174,7 @@ def _raw_utf8(event: dict[str, Any]) -> bytes:
 @pytest.mark.parametrize("field", [*_TEXT_FIELDS, "extra"])
 @pytest.mark.parametrize("junk", _NOT_UTF8, ids=[b.hex() for b in _NOT_UTF8])
 def test_invalid_utf8_in_every_text_field(field: str, junk: bytes) -> None:
-    """Bytes that are not UTF-8, in any string (an ignored extra field too): undecodable, never an exception."""
+    """Bytes that are not UTF-8 in any string, an ignored extra field too: undecodable, never an exception."""
     event = {**_minimal(), "extra": "ok"}
     marker = "\u2603"
     raw = _raw_utf8({**event, field: event[field][:1] + marker}).replace(marker.encode(), junk)
@@ -260,7 +260,9 @@ def test_accepted_events_round_trip_and_satisfy_the_schema(payload: dict[str, An
 _TRICKY = st.one_of(
     st.none(),
     st.sampled_from(["", "\x1f", "\x00", "a\x1fb", "ranked\x1f", "\x00\x1f", "A", "-a", "a" * 32, "a" * 33]),
-    st.sampled_from(["\x7f", "a\x85", "\x9f", "\x1b[0m", "=a", "a=", "\u2028", "a" * 64, "a" * 65, "b" * 128]),
+    st.sampled_from(
+        ["\x7f", "a\x85", "\x9f", "\x1b[0m", "=a", "a=", "\u2028", "a" * 64, "a" * 65, "b" * 128]
+    ),
     st.sampled_from(["a" * 129, "[" * 40, "{", "\\", '"']),
     st.sampled_from(["2026-11-29T10:00:00Z", "2026-11-29t10:00:00z", "2026-11-29T10:00:60Z", "2026-11-29"]),
     st.sampled_from(["0192f0b4-7a6e-7c3d-9b1e-5f2a4c6d8e0f", "0192F0B4-7A6E-7C3D-9B1E-5F2A4C6D8E0F"]),
@@ -287,7 +289,9 @@ def strict(raw: bytes) -> model.MatchWon | model.Invalid:
 _EXTRAS = st.one_of(
     st.integers(-(10**300), 10**300),
     st.floats(allow_nan=False),
-    st.recursive(st.none() | st.booleans() | st.text(max_size=5), lambda c: st.lists(c, max_size=3), max_leaves=40),
+    st.recursive(
+        st.none() | st.booleans() | st.text(max_size=5), lambda c: st.lists(c, max_size=3), max_leaves=40
+    ),
     st.integers(1, 40).map(lambda n: json.loads("[" * n + "]" * n)),
 )
 
@@ -301,7 +305,7 @@ _EXTRAS = st.one_of(
 def test_decode_never_raises_and_agrees_on_mangled_bytes(
     payload: dict[str, Any], extras: dict[str, Any], splices: list[tuple[int, bytes]]
 ) -> None:
-    """Extra fields (deep, huge numbers) and arbitrary bytes spliced in: an answer, the strict one, no raise."""
+    """Extra fields (deep, huge numbers) and arbitrary bytes spliced in: the strict answer, never a raise."""
     raw = _raw_utf8({**extras, **payload})
     for at, junk in splices:
         raw = raw[:at] + junk + raw[at:]
