@@ -91,6 +91,10 @@ class _Loose(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: Literal[1] = 1
 
 
+class _Closed(_Loose, forbid_unknown_fields=True):
+    """_Loose for the common record without unknown fields; then msgspec itself has checked every byte."""
+
+
 # US (\x1f) separates the fields, which none may contain, so no field can spill into its neighbour; a present
 # optional is prefixed with "=" and an absent one is empty, so no value can pose as "absent".
 _SEP = "\x1f"
@@ -138,6 +142,7 @@ class Invalid(msgspec.Struct, frozen=True):
 
 _decoder: Final = msgspec.json.Decoder(_Wire)
 _fast_decoder: Final = msgspec.json.Decoder(_Loose)
+_closed_decoder: Final = msgspec.json.Decoder(_Closed)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -150,16 +155,17 @@ def decode(raw: bytes | None) -> MatchWon | Invalid:
     if raw is None:
         return Invalid(Reason.UNDECODABLE, "empty record value (tombstone)")
     try:
-        # check_bytes inlined for the common case: ASCII, too few brackets to nest too deep.
-        if (
-            not (raw.isascii() and raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH)
-            and (bad := check_bytes(raw)) is not None
-        ):
-            return bad
         try:
-            wire: _Wire | _Loose = _fast_decoder.decode(raw)
-        except msgspec.MsgspecError:
-            return _decode_strict(raw)
+            # No unknown fields: msgspec decodes every string (checking its UTF-8) and meets no nesting.
+            wire: _Wire | _Loose = _closed_decoder.decode(raw)
+        except (msgspec.MsgspecError, UnicodeDecodeError):
+            # Unknown fields are skipped unchecked (and recursively): check their bytes first.
+            if (bad := check_bytes(raw)) is not None:
+                return bad
+            try:
+                wire = _fast_decoder.decode(raw)
+            except msgspec.MsgspecError:
+                return _decode_strict(raw)
         mode, region, name = wire.mode, wire.region, wire.display_name
         fields = _SEP.join(
             (
