@@ -91,7 +91,7 @@ class _Loose(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: Literal[1] = 1
 
 
-class _Closed(_Loose, forbid_unknown_fields=True):
+class _Closed(_Loose, frozen=True, forbid_unknown_fields=True):
     """_Loose for the common record without unknown fields; then msgspec itself has checked every byte."""
 
 
