@@ -193,11 +193,47 @@ def test_deep_nesting_is_refused_whatever_the_depth(depth: int, bracket: str) ->
     opening, closing = ('{"a":', "}") if bracket == "{}" else ("[", "]")
     inner = "1" if bracket == "{}" else ""
     text = json.dumps(_minimal())[:-1] + ', "extra": ' + opening * (depth - 1) + inner + closing * (depth - 1)
-    for raw in (text.encode() + b"}", text.encode() + b"", b"[" * depth):
-        result = model.decode(raw)
+    deep = model.decode(text.encode() + b"}")
+    assert isinstance(deep, model.Invalid), deep
+    assert deep.reason is model.Reason.SCHEMA_VIOLATION, deep
+    assert "nested more than" in deep.detail
+    for truncated in (text.encode(), b"[" * depth):  # unbalanced: malformed, however deep
+        result = model.decode(truncated)
+        assert isinstance(result, model.Invalid), result
+        assert result.reason is model.Reason.UNDECODABLE, result
+
+
+def _sawtooth(levels: int) -> str:
+    """[[],[[],[[],...]]]: one level per "[[]," and no long run of openers to give it away."""
+    value = "[]"
+    for _ in range(levels - 1):
+        value = "[[]," + value + "]"
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "deep"),
+    [
+        ("[" * 32 + "]" * 32, True),
+        ("[" * 31 + "]" * 31, False),
+        ('[{"a":' * 16 + "1" + "}]" * 16, True),
+        ('[{"a":' * 15 + "[1]" + "}]" * 15, False),
+        (_sawtooth(32), True),
+        (_sawtooth(31), False),
+        ("[" + ",".join(["[" * 30 + "]" * 30] * 50) + "]", False),
+        ('["' + "[" * 100 + '\\\\", "\\"' + "{" * 50 + '"]', False),  # brackets inside strings
+    ],
+)
+def test_the_depth_bound_is_exact(value: str, deep: bool) -> None:
+    """The event object is a level itself, so an extra field's value may nest 31 levels, not 32."""
+    assert isinstance(json.loads(value), list)
+    raw = (json.dumps(_minimal())[:-1] + ', "extra": ' + value + "}").encode()
+    result = model.decode(raw)
+    if deep:
         assert isinstance(result, model.Invalid), result
         assert result.reason is model.Reason.SCHEMA_VIOLATION, result
-        assert "nested more than" in result.detail
+    else:
+        assert isinstance(result, model.MatchWon), result
 
 
 def test_decode_at_the_edge_of_the_stack() -> None:
