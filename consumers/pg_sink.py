@@ -6,6 +6,7 @@ to commit wins, and every replay asks the same question and gets the same answer
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ import psycopg
 from consumers import isolate
 from consumers.plan import BUCKET_S, Canonical, periods_of, targets
 from leaderboard.boards import Board
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = (
     "event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,"
@@ -222,6 +225,10 @@ def write_isolating(
         return None
 
     bad = isolate.refused(records, attempt, failed)
+    log.warning(
+        "postgres refused records for their data; dead-lettering them as sink_rejected",
+        extra={"records": len(bad), "batch": len(records), "error": describe(failed)[:300]},
+    )
     coords = {(rec.partition, rec.offset) for rec, _ in bad}
     rest = [rec for rec in records if (rec.partition, rec.offset) not in coords]
     # The rest was written while bisecting; writing it again is idempotent and classifies every copy.
