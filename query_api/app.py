@@ -54,7 +54,9 @@ LIMIT_RESPONSES = {
 
 def _ingest_router(config: Settings) -> IngestRouter:
     """POST /v1/scores; its Publisher is made on the first accepted request, closed at shutdown."""
-    return make_router(lambda: Publisher(config), token=config.ingest_token)
+    return make_router(
+        lambda: Publisher(config), token=config.ingest_token, max_future_skew_s=config.max_future_skew_s
+    )
 
 
 def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
