@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import msgspec
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 
-from schemas.model import Invalid, MatchWon, decode
+from schemas.model import Invalid, MatchWon, Reason, decode
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,14 @@ class Record(msgspec.Struct, frozen=True, gc=False):
     decoded: MatchWon | Invalid
 
 
-def decode_messages(messages: Sequence[Message]) -> list[Record]:
+def decode_messages(messages: Sequence[Message], max_future_skew_s: float) -> list[Record]:
+    """Decode a batch; valid events dated more than ``max_future_skew_s`` after their record's broker
+    timestamp become Invalid(FUTURE). The broker's timestamp, never this process's clock: a replay of
+    the same records decides the same (the topic uses LogAppendTime, so producers cannot forge it)."""
     out: list[Record] = []
     append = out.append
+    lowest: int | None = None
+    untimed: set[int] = set()  # indexes of records without a broker timestamp (pre-0.10 message format)
     for msg in messages:
         err = msg.error()
         if err is not None:
@@ -37,6 +43,11 @@ def decode_messages(messages: Sequence[Message]) -> list[Record]:
             continue
         value = msg.value()
         ts_type, ts = msg.timestamp()
+        if ts_type == TIMESTAMP_NOT_AVAILABLE:
+            ts = int(time.time() * 1000)  # for latency metrics only: such records skip the future check
+            untimed.add(len(out))
+        elif lowest is None or ts < lowest:
+            lowest = ts
         append(
             Record(
                 msg.topic() or "",
@@ -44,8 +55,32 @@ def decode_messages(messages: Sequence[Message]) -> list[Record]:
                 msg.offset() or 0,
                 msg.key(),
                 value,
-                ts if ts_type else int(time.time() * 1000),
+                ts,
                 decode(value),
             )
         )
+    if lowest is not None:
+        _mark_future(out, lowest, max_future_skew_s, untimed)
     return out
+
+
+def _mark_future(records: list[Record], lowest_ms: int, skew_s: float, untimed: set[int]) -> None:
+    """One datetime comparison per record: an event no later than the batch's lowest timestamp plus the
+    skew passes for sure; only the rest are checked against their own record's timestamp."""
+    skew = timedelta(seconds=skew_s)
+    safe = _instant(lowest_ms) + skew
+    for i, rec in enumerate(records):
+        event = rec.decoded
+        if isinstance(event, MatchWon) and event.occurred_at > safe and i not in untimed:
+            stamp = _instant(rec.timestamp_ms)
+            if event.occurred_at > stamp + skew:
+                ahead = (event.occurred_at - stamp).total_seconds()
+                detail = (
+                    f"occurred_at {event.occurred_at.isoformat()} is {ahead:.0f} s after the record's broker"
+                    f" timestamp {stamp.isoformat()} (at most {skew_s:g} s allowed)"
+                )
+                records[i] = msgspec.structs.replace(rec, decoded=Invalid(Reason.FUTURE, detail))
+
+
+def _instant(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

@@ -6,14 +6,18 @@ to commit wins, and every replay asks the same question and gets the same answer
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
 
+from consumers import isolate
 from consumers.plan import BUCKET_S, Canonical, periods_of, targets
 from leaderboard.boards import Board
+
+log = logging.getLogger(__name__)
 
 _COLUMNS = (
     "event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,"
@@ -172,3 +176,60 @@ def _stage(conn: psycopg.Connection, records: Sequence[Canonical]) -> None:
                     rec.offset,
                 )
             )
+
+
+# SQLSTATE classes that blame the data sent, not the server: 22 data exception (bad encoding, NUL in text,
+# value out of range), 23 integrity constraint violation (CHECK, NOT NULL, a trigger's constraint).
+_REJECTING_CLASSES = frozenset({"22", "23"})
+
+
+def rejects_record(exc: BaseException) -> bool:
+    """True when PostgreSQL (or psycopg before it) refused the data itself: retrying cannot help, unlike
+    an outage (connection, timeout, operational errors), which the caller retries."""
+    if isinstance(exc, UnicodeError):  # text the connection's encoding cannot carry
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if exc.sqlstate is None:  # raised by psycopg itself, e.g. NUL in a text value
+        return isinstance(exc, psycopg.DataError)
+    return exc.sqlstate[:2] in _REJECTING_CLASSES
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the error, for a dead letter's detail."""
+    state = getattr(exc, "sqlstate", None)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}{f' [{state}]' if state else ''}: {first}"
+
+
+def write_isolating(
+    conn: psycopg.Connection, records: Sequence[Canonical], boards: Sequence[Board]
+) -> tuple[Outcome, list[tuple[Canonical, str]]]:
+    """write_batch; when PostgreSQL refuses the batch for a record's data, bisect to the records it
+    refuses alone (consumers.isolate) and write the rest. Returns the outcome of the rest and the refused
+    records with why. Outages still raise; the happy path costs what write_batch costs."""
+    try:
+        return write_batch(conn, records, boards), []
+    except (psycopg.Error, UnicodeError) as exc:
+        if not rejects_record(exc):
+            raise
+        failed: BaseException = exc
+
+    def attempt(part: Sequence[Canonical]) -> BaseException | None:
+        try:
+            write_batch(conn, part, boards)
+        except (psycopg.Error, UnicodeError) as exc:
+            if not rejects_record(exc):
+                raise
+            return exc
+        return None
+
+    bad = isolate.refused(records, attempt, failed)
+    log.warning(
+        "postgres refused records for their data; dead-lettering them as sink_rejected",
+        extra={"records": len(bad), "batch": len(records), "error": describe(failed)[:300]},
+    )
+    coords = {(rec.partition, rec.offset) for rec, _ in bad}
+    rest = [rec for rec in records if (rec.partition, rec.offset) not in coords]
+    # The rest was written while bisecting; writing it again is idempotent and classifies every copy.
+    return write_batch(conn, rest, boards), [(rec, f"postgres: {describe(err)}") for rec, err in bad]

@@ -225,8 +225,9 @@ class Processor:
         ]
         t0 = time.perf_counter()
         try:
-            outcome = pg_sink.write_batch(self._conn(), valid, self.boards)
-        except psycopg.Error as exc:
+            # A record PostgreSQL refuses for its data is dead-lettered (sink_rejected), not retried forever.
+            outcome, refused = pg_sink.write_isolating(self._conn(), valid, self.boards)
+        except (psycopg.Error, UnicodeError) as exc:
             raise SinkError("postgres", exc) from exc
         t1 = time.perf_counter()
         m.stage.labels("postgres").observe(t1 - t0)
@@ -244,6 +245,7 @@ class Processor:
         for rec in records[::step]:
             m.visible_latency.observe(max(0.0, now - rec.timestamp_ms / 1000))
         closed = {(p, o): where for p, o, where in outcome.period_closed}
+        sink_refused = {(rec.partition, rec.offset): why for rec, why in refused}
         letters = []
         for r in records:
             if isinstance(r.decoded, Invalid):
@@ -251,6 +253,8 @@ class Processor:
             elif (r.partition, r.offset) in closed:
                 where = closed[(r.partition, r.offset)]
                 letters.append((r, Reason.PERIOD_CLOSED.value, f"period {where} is closed"))
+            elif sink_refused and (r.partition, r.offset) in sink_refused:
+                letters.append((r, Reason.SINK_REJECTED.value, sink_refused[(r.partition, r.offset)]))
         offsets = {p: o + 1 for p, o in pos.items()}
         try:
             self.producer.begin_transaction()
@@ -415,7 +419,7 @@ class Processor:
             while not self.stopping.is_set():
                 messages = self.consumer.consume(self.config.batch_size, self.config.batch_timeout_ms / 1000)
                 t0 = time.perf_counter()
-                records = decode_messages(messages)
+                records = decode_messages(messages, self.config.max_future_skew_s)
                 if records:
                     self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
                     self.handle(records)

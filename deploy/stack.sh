@@ -170,14 +170,27 @@ start_kafka() {
   echo $! >"$RUN/kafka.pid"
 }
 
+# The broker's clock stamps match-won records (LogAppendTime): consumers date `future` events against the
+# record's timestamp, so it must be one producers cannot forge, and replays then decide the same.
+APPEND_TIME=message.timestamp.type=LogAppendTime
+
 create_topics() {
-  local meta t name parts
+  local meta t name parts main=${TOPICS[0]%:*}
   meta=$(kcat -L -b "127.0.0.1:$KAFKA_PORT" -m 5 2>/dev/null) || die "kafka metadata request failed; see $(log_of kafka)"
   for t in "${TOPICS[@]}"; do
     name=${t%:*} parts=${t##*:}
-    grep -qF "topic \"$name\" with" <<<"$meta" && continue
+    if grep -qF "topic \"$name\" with" <<<"$meta"; then
+      [[ $name == "$main" ]] || continue
+      # Made by an older stack with CreateTime: switch it (idempotent; applies to records appended from now).
+      "$DEPLOY/kafka/bin/kafka-configs" --bootstrap-server "127.0.0.1:$KAFKA_PORT" --alter --entity-type topics \
+        --entity-name "$name" --add-config "$APPEND_TIME" >>"$LOGS/kafka-topics.log" 2>&1 ||
+        die "setting $APPEND_TIME on topic $name failed; see $LOGS/kafka-topics.log"
+      continue
+    fi
+    local extra=()
+    [[ $name == "$main" ]] && extra=(--config "$APPEND_TIME")
     "$DEPLOY/kafka/bin/kafka-topics" --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create --if-not-exists \
-      --topic "$name" --partitions "$parts" --replication-factor 1 >>"$LOGS/kafka-topics.log" 2>&1 ||
+      --topic "$name" --partitions "$parts" --replication-factor 1 "${extra[@]}" >>"$LOGS/kafka-topics.log" 2>&1 ||
       die "creating topic $name failed; see $LOGS/kafka-topics.log"
   done
 }

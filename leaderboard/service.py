@@ -24,7 +24,9 @@ HELP = "serve the read API and HTTP ingest (OpenAPI at /docs)"
 
 def build_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_path: bool = True) -> FastAPI:
     """The API process's app: read routes plus POST /v1/scores (its Publisher made on first use)."""
-    ingest = make_router(lambda: Publisher(config), token=config.ingest_token)
+    ingest = make_router(
+        lambda: Publisher(config), token=config.ingest_token, max_future_skew_s=config.max_future_skew_s
+    )
     return create_app(config, boards, fast_path=fast_path, routers=(ingest,), on_shutdown=(ingest.close,))
 
 

@@ -62,6 +62,9 @@ class Settings:
     batch_size: int = 5000
     batch_timeout_ms: int = 25
     log_level: str = "INFO"
+    max_future_skew_s: int = 300
+    """How far occurred_at may lie after the record's broker timestamp; later events are dead-lettered
+    with reason ``future`` (the broker's clock, so a replay decides the same)."""
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
 
@@ -136,6 +139,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 65535)
         elif name == "batch_size":
             values[name] = _int(var, text, 1, 100_000)
+        elif name == "max_future_skew_s":
+            values[name] = _int(var, text, 0, 366 * 86_400)
         elif name == "batch_timeout_ms":
             values[name] = _int(var, text, 1, 60_000)
         elif name == "redis_url":

@@ -11,6 +11,7 @@ import hmac
 import json
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any, Final
 
@@ -19,8 +20,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from leaderboard import problems
+from leaderboard.settings import Settings
 from producers.publisher import DeliveryReport, InvalidEvent, Publisher, prepare
-from schemas.model import MatchWon, Reason
+from schemas.model import Invalid, MatchWon, Reason, check_bytes
 
 MAX_BATCH: Final = 500
 MAX_BODY: Final = 2 * 1024 * 1024
@@ -58,6 +60,7 @@ def make_router(
     *,
     token: str,
     ack_timeout: float = 5.0,
+    max_future_skew_s: float = Settings.max_future_skew_s,
 ) -> IngestRouter:
     """``POST /v1/scores`` and ``POST /v1/scores:batch``, to mount with ``app.include_router``.
 
@@ -66,6 +69,9 @@ def make_router(
     token: the bearer token clients must send (``Settings.ingest_token``); empty = ingest disabled (503).
     ack_timeout: seconds to wait for Kafka's acknowledgement before answering 503 (the client retries
         with the same event_id; duplicates count once).
+    max_future_skew_s: events dated further ahead of this server's clock get 422 (reason ``future``),
+        as the consumer would dead-letter them against the broker's append time
+        (``Settings.max_future_skew_s``).
     """
     router = IngestRouter(tags=["ingest"])
     event_schema = _schema()
@@ -82,10 +88,20 @@ def make_router(
         body = await request.body()
         if len(body) > MAX_BODY:
             raise _Problem(problem(413, "Body too large", f"at most {MAX_BODY} bytes"))
-        try:
-            return msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            raise _Problem(problem(400, "Malformed JSON", str(exc))) from None
+        # The byte checks the consumer makes (UTF-8, nesting depth) come first: msgspec's generic decoder
+        # raises UnicodeDecodeError or RecursionError for such bodies, which would answer 500.
+        bad = check_bytes(body)
+        if bad is None:
+            try:
+                return msgspec.json.decode(body)
+            except msgspec.ValidationError as exc:  # JSON, but a number no type can hold (1e400)
+                bad = Invalid(Reason.SCHEMA_VIOLATION, str(exc))
+            except msgspec.DecodeError as exc:
+                bad = Invalid(Reason.UNDECODABLE, str(exc))
+        if bad.reason is Reason.UNDECODABLE:
+            raise _Problem(problem(400, "Malformed JSON", bad.detail, reason=str(bad.reason)))
+        error = {"index": None, "reason": str(bad.reason), "detail": bad.detail}
+        raise _Problem(problem(422, "Invalid event", bad.detail, errors=[error]))
 
     def publisher() -> Publisher:
         if router.publisher is None:
@@ -96,6 +112,7 @@ def make_router(
         """Validate all, then publish all: a batch with one bad event publishes nothing."""
         valid: list[MatchWon] = []
         errors: list[dict[str, Any]] = []
+        latest = datetime.now(UTC) + timedelta(seconds=max_future_skew_s)
         for index, item in enumerate(events):
             if not isinstance(item, dict):
                 errors.append(
@@ -103,9 +120,15 @@ def make_router(
                 )
                 continue
             try:
-                valid.append(prepare(item))
+                event = prepare(item)
             except InvalidEvent as exc:
                 errors.append({"index": index, "reason": str(exc.reason), "detail": exc.detail})
+                continue
+            if event.occurred_at > latest:
+                detail = f"occurred_at is more than {max_future_skew_s:g} s ahead of the server's clock"
+                errors.append({"index": index, "reason": str(Reason.FUTURE), "detail": detail})
+                continue
+            valid.append(event)
         if errors:
             detail = "; ".join(f"[{e['index']}] {e['reason']}: {e['detail']}" for e in errors[:10])
             raise _Problem(problem(422, "Invalid event", detail, errors=errors))

@@ -77,9 +77,16 @@ def admin(base_settings: Settings) -> AdminClient:
     return AdminClient(base_settings.kafka_common())
 
 
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+"""As deploy/stack.sh makes match-won: records carry the broker's clock (`future` is dated against it)."""
+
+
 def create_topics(admin: AdminClient, partitions: dict[str, int]) -> None:
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=n, replication_factor=1) for t, n in partitions.items()]
+        [
+            NewTopic(t, num_partitions=n, replication_factor=1, config=APPEND_TIME)
+            for t, n in partitions.items()
+        ]
     )
     for future in futures.values():
         future.result(timeout=30)

@@ -135,3 +135,25 @@ def test_openapi_documents_the_contract(config: Settings) -> None:
     body = spec["paths"]["/v1/scores"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "event_id" not in body["required"]
     assert body["properties"]["points"]["maximum"] == model.MAX_POINTS
+
+
+def test_poison_bodies_are_problems_never_500(config: Settings) -> None:
+    """Bytes msgspec's generic decoder raises on (invalid UTF-8, deep nesting) or cannot hold (1e400)."""
+    good = b'{"match_id":"m-1","player_id":"bob","game":"go","occurred_at":"2024-05-01T12:00:00Z"'
+    cases = {
+        good + b',"display_name":"Jos\xe9"}': (400, "undecodable"),
+        good + b',"extra":' + b"[" * 5000 + b"]" * 5000 + b"}": (422, "schema_violation"),
+        good + b',"points":1e400}': (422, "schema_violation"),
+        good + b',"points":1' + b"0" * 500 + b"}": (422, "schema_violation"),
+        good + b',"display_name":"a\\u0000b"}': (422, "schema_violation"),
+        good + b',"match_id":"m\x7f"}': (422, "schema_violation"),
+        good.replace(b"2024-05-01", b"2049-12-31") + b"}": (422, "future"),
+    }
+    for body, (status, reason) in cases.items():
+        for path, sent in (("/v1/scores", body), ("/v1/scores:batch", b"[" + body + b"]")):
+            response = call(config, TOKEN, lambda c, p=path, b=sent: c.post(p, content=b, headers=AUTH))
+            assert response.status_code == status, (body[-60:], path, response.text)
+            problem = problem_of(response)
+            reasons = {e["reason"] for e in problem.get("errors", [])} | {problem.get("reason")}
+            assert reason in reasons, problem
+    assert read_values(config, 0) == [], "nothing of a rejected request is published"

@@ -71,9 +71,10 @@ def files(kind: str) -> list[Path]:
 
 def schema_says(raw: bytes) -> tuple[bool, str]:
     try:
-        document = json.loads(raw)
-    except ValueError as exc:
-        return False, f"not JSON: {exc}"
+        # Strict UTF-8 first: json.loads(bytes) lets encoded surrogates through ("surrogatepass").
+        document = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # invalid UTF-8 is a ValueError too
+        return False, f"not JSON: {exc!r}"
     errors = [e.message for e in VALIDATOR.iter_errors(document)]
     return not errors, "; ".join(errors)
 
@@ -128,6 +129,123 @@ def test_out_of_range_examples(path: Path) -> None:
     assert result.reason is model.Reason.OUT_OF_RANGE
 
 
+@pytest.mark.parametrize("path", files("beyond_schema"), ids=ids(files("beyond_schema")))
+def test_beyond_schema_examples(path: Path) -> None:
+    """Bounds JSON Schema cannot express (nesting depth): the schema accepts, the model refuses."""
+    raw = path.read_bytes()
+    ok, why = schema_says(raw)
+    assert ok, f"schema rejects: {why}"
+    result = model.decode(raw)
+    assert isinstance(result, model.Invalid), f"model accepts: {result}"
+    assert result.reason == model.Reason(path.stem.split("__")[0]), result
+
+
+_TEXT_FIELDS = ("event_id", "match_id", "player_id", "game", "occurred_at", "mode", "region", "display_name")
+_CONTROLS = ["\x00", "\x01", "\t", "\n", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f"]
+_NOT_UTF8 = [b"\xe9", b"\xc0\xaf", b"\xed\xa0\x80", b"\xff", b"\xf4\x90\x80\x80", b"\xe2\x82"]
+
+
+def _minimal() -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EXAMPLES / "valid/all_fields.json").read_bytes())
+    return event
+
+
+@pytest.mark.parametrize("field", _TEXT_FIELDS)
+@pytest.mark.parametrize("char", _CONTROLS, ids=[f"U+{ord(c):04X}" for c in _CONTROLS])
+def test_control_characters_in_every_text_field(field: str, char: str) -> None:
+    """C0, DEL and C1 anywhere in a text field: both validators refuse, the model says schema_violation."""
+    event = _minimal()
+    value = event[field]
+    for where in (char + value, value[:1] + char + value[1:], value + char):
+        for raw in (json.dumps({**event, field: where}).encode(), _raw_utf8({**event, field: where})):
+            ok, _ = schema_says(raw)
+            assert not ok, f"schema accepts {where!r} in {field}"
+            result = model.decode(raw)
+            assert isinstance(result, model.Invalid), f"model accepts {where!r} in {field}"
+            assert result.reason is model.Reason.SCHEMA_VIOLATION, result
+            assert f"$.{field}" in result.detail, result
+
+
+def _raw_utf8(event: dict[str, Any]) -> bytes:
+    """JSON with non-ASCII characters as raw UTF-8 (DEL and C1 unescaped), not \\u escapes."""
+    return json.dumps(event, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("field", [*_TEXT_FIELDS, "extra"])
+@pytest.mark.parametrize("junk", _NOT_UTF8, ids=[b.hex() for b in _NOT_UTF8])
+def test_invalid_utf8_in_every_text_field(field: str, junk: bytes) -> None:
+    """Bytes that are not UTF-8 in any string, an ignored extra field too: undecodable, never an exception."""
+    event = {**_minimal(), "extra": "ok"}
+    marker = "\u2603"
+    raw = _raw_utf8({**event, field: event[field][:1] + marker}).replace(marker.encode(), junk)
+    ok, _ = schema_says(raw)
+    assert not ok
+    result = model.decode(raw)
+    assert isinstance(result, model.Invalid), result
+    assert result.reason is model.Reason.UNDECODABLE, result
+    assert result.detail.startswith("not UTF-8"), result
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 100_000])
+@pytest.mark.parametrize("bracket", ["[]", "{}"])
+def test_deep_nesting_is_refused_whatever_the_depth(depth: int, bracket: str) -> None:
+    """Beyond MAX_DEPTH, whatever the depth: the same answer, not a RecursionError at some stack depth."""
+    opening, closing = ('{"a":', "}") if bracket == "{}" else ("[", "]")
+    inner = "1" if bracket == "{}" else ""
+    text = json.dumps(_minimal())[:-1] + ', "extra": ' + opening * (depth - 1) + inner + closing * (depth - 1)
+    deep = model.decode(text.encode() + b"}")
+    assert isinstance(deep, model.Invalid), deep
+    assert deep.reason is model.Reason.SCHEMA_VIOLATION, deep
+    assert "nested more than" in deep.detail
+    for truncated in (text.encode(), b"[" * depth):  # unbalanced: malformed, however deep
+        result = model.decode(truncated)
+        assert isinstance(result, model.Invalid), result
+        assert result.reason is model.Reason.UNDECODABLE, result
+
+
+def _sawtooth(levels: int) -> str:
+    """[[],[[],[[],...]]]: one level per "[[]," and no long run of openers to give it away."""
+    value = "[]"
+    for _ in range(levels - 1):
+        value = "[[]," + value + "]"
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "deep"),
+    [
+        ("[" * 32 + "]" * 32, True),
+        ("[" * 31 + "]" * 31, False),
+        ('[{"a":' * 16 + "1" + "}]" * 16, True),
+        ('[{"a":' * 15 + "[1]" + "}]" * 15, False),
+        (_sawtooth(32), True),
+        (_sawtooth(31), False),
+        ("[" + ",".join(["[" * 30 + "]" * 30] * 50) + "]", False),
+        ('["' + "[" * 100 + '\\\\", "\\"' + "{" * 50 + '"]', False),  # brackets inside strings
+    ],
+)
+def test_the_depth_bound_is_exact(value: str, deep: bool) -> None:
+    """The event object is a level itself, so an extra field's value may nest 31 levels, not 32."""
+    assert isinstance(json.loads(value), list)
+    raw = (json.dumps(_minimal())[:-1] + ', "extra": ' + value + "}").encode()
+    result = model.decode(raw)
+    if deep:
+        assert isinstance(result, model.Invalid), result
+        assert result.reason is model.Reason.SCHEMA_VIOLATION, result
+    else:
+        assert isinstance(result, model.MatchWon), result
+
+
+def test_decode_at_the_edge_of_the_stack() -> None:
+    """The depth bound is the model's own: deep in the caller's stack, a 32-deep record still decodes."""
+    raw = (EXAMPLES / "valid/extra_nested_32_deep.json").read_bytes()
+
+    def nest(levels: int) -> object:
+        return model.decode(raw) if levels == 0 else nest(levels - 1)
+
+    assert isinstance(nest(900), model.MatchWon)
+
+
 _NO_CONTROL = st.characters(
     exclude_categories=["Cs"],
     exclude_characters="".join(map(chr, [*range(0x20), *range(0x7F, 0xA0)])),
@@ -150,7 +268,7 @@ def payloads(draw: st.DrawFn) -> dict[str, Any]:
         ("mode", _IDENT),
         ("region", _IDENT),
         ("points", st.integers(1, model.MAX_POINTS)),
-        ("display_name", st.text(min_size=1, max_size=64)),
+        ("display_name", st.text(_NO_CONTROL, min_size=1, max_size=64)),
     ):
         if draw(st.booleans()):
             event[name] = draw(strategy)
@@ -178,6 +296,10 @@ def test_accepted_events_round_trip_and_satisfy_the_schema(payload: dict[str, An
 _TRICKY = st.one_of(
     st.none(),
     st.sampled_from(["", "\x1f", "\x00", "a\x1fb", "ranked\x1f", "\x00\x1f", "A", "-a", "a" * 32, "a" * 33]),
+    st.sampled_from(
+        ["\x7f", "a\x85", "\x9f", "\x1b[0m", "=a", "a=", "\u2028", "a" * 64, "a" * 65, "b" * 128]
+    ),
+    st.sampled_from(["a" * 129, "[" * 40, "{", "\\", '"']),
     st.sampled_from(["2026-11-29T10:00:00Z", "2026-11-29t10:00:00z", "2026-11-29T10:00:60Z", "2026-11-29"]),
     st.sampled_from(["0192f0b4-7a6e-7c3d-9b1e-5f2a4c6d8e0f", "0192F0B4-7A6E-7C3D-9B1E-5F2A4C6D8E0F"]),
     st.text(max_size=70),
@@ -191,8 +313,46 @@ _FIELDS = ("event_id", "match_id", "player_id", "game", "occurred_at", "mode", "
 def test_fast_path_agrees_with_the_strict_decoder(payload: dict[str, Any], changes: dict[str, Any]) -> None:
     """decode() takes a shortcut for well-formed records; it must answer exactly as the strict decoder."""
     payload.update(changes)
-    raw = json.dumps(payload).encode()
-    assert model.decode(raw) == model._decode_strict(raw)
+    for raw in (json.dumps(payload).encode(), _raw_utf8(payload)):
+        assert model.decode(raw) == strict(raw)
+
+
+def strict(raw: bytes) -> model.MatchWon | model.Invalid:
+    """The slow reference: every byte check, then the struct with every pattern."""
+    return model.check_bytes(raw) or model._decode_strict(raw)
+
+
+_EXTRAS = st.one_of(
+    st.integers(-(10**300), 10**300),
+    st.floats(allow_nan=False),
+    st.recursive(
+        st.none() | st.booleans() | st.text(max_size=5), lambda c: st.lists(c, max_size=3), max_leaves=40
+    ),
+    st.integers(1, 40).map(lambda n: json.loads("[" * n + "]" * n)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    payloads(),
+    st.dictionaries(st.text(max_size=8), _EXTRAS, max_size=3),
+    st.lists(st.tuples(st.integers(0, 400), st.binary(min_size=1, max_size=3)), max_size=3),
+)
+def test_decode_never_raises_and_agrees_on_mangled_bytes(
+    payload: dict[str, Any], extras: dict[str, Any], splices: list[tuple[int, bytes]]
+) -> None:
+    """Extra fields (deep, huge numbers) and arbitrary bytes spliced in: the strict answer, never a raise."""
+    raw = _raw_utf8({**extras, **payload})
+    for at, junk in splices:
+        raw = raw[:at] + junk + raw[at:]
+    assert model.decode(raw) == strict(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_decode_never_raises_on_any_bytes(raw: bytes) -> None:
+    assert isinstance(model.decode(raw), model.Invalid | model.MatchWon)
+    assert model.decode(raw) == strict(raw)
 
 
 def test_fast_path_refuses_a_field_spilling_into_its_neighbour() -> None:
