@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import redis
@@ -30,6 +31,18 @@ def test_the_api_command_serves_reads_and_ingest(
         assert {"/v1/scores", "/v1/scores:batch", "/v1/leaderboards/{board}/entries"} <= paths.keys()
     values = read_values(config, 1)
     assert [json.loads(v)["event_id"] for v in values] == [accepted.json()["event_id"]]
+
+
+def test_the_composition_root_passes_the_future_skew_setting_to_ingest(
+    config: Settings, redis_client: redis.Redis, pg: psycopg.Connection
+) -> None:
+    make_world(config, redis_client, pg)
+    soon = (datetime.now(UTC) + timedelta(seconds=120)).isoformat()
+    cfg = replace(config, ingest_token=TOKEN, max_future_skew_s=60)
+    with TestClient(build_app(cfg, BOARDS)) as client:
+        refused = client.post("/v1/scores", json={**EVENT, "occurred_at": soon}, headers=AUTH)
+    assert refused.status_code == 422, refused.text
+    assert [e["reason"] for e in refused.json()["errors"]] == ["future"]
 
 
 def test_the_read_api_alone_has_no_ingest(
