@@ -52,11 +52,26 @@ LIMIT_RESPONSES = {
     "503": "Server at LEADERBOARD_API_MAX_CONNECTIONS, or a store it needs is not answering; see Retry-After",
 }
 """Answers any operation may get from the connection limits (query_api/limits.py), documented on each."""
+PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
+
+
+def _problem_responses(op: dict[str, Any]) -> None:
+    """One operation's error answers: 400 for FastAPI's 422, the limit answers, problem+json bodies."""
+    responses = op.setdefault("responses", {})
+    if responses.pop("422", None) is not None and "400" not in responses:
+        responses["400"] = {"description": "Invalid parameter"}
+    for code, text in LIMIT_RESPONSES.items():
+        if code != "413" or "requestBody" in op:
+            responses.setdefault(code, {"description": text})
+    for code, resp in responses.items():
+        if code[0] in "45":
+            content = resp.setdefault("content", {})
+            content.pop(problems.MEDIA_TYPE, None)
+            content[problems.MEDIA_TYPE] = content.pop("application/json", None) or {"schema": PROBLEM_REF}
 
 
 def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """OpenAPI with error bodies under application/problem+json and 400 (not FastAPI's 422) for bad input."""
-    ref = {"$ref": "#/components/schemas/ProblemDetails"}
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -66,19 +81,7 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         )
         for item in schema.get("paths", {}).values():
             for op in item.values():
-                responses = op.setdefault("responses", {})
-                if responses.pop("422", None) is not None and "400" not in responses:
-                    responses["400"] = {"description": "Invalid parameter"}
-                for code, text in LIMIT_RESPONSES.items():
-                    if code != "413" or "requestBody" in op:
-                        responses.setdefault(code, {"description": text})
-                for code, resp in responses.items():
-                    if code[0] in "45":
-                        content = resp.setdefault("content", {})
-                        content.pop(problems.MEDIA_TYPE, None)
-                        content[problems.MEDIA_TYPE] = content.pop("application/json", None) or {
-                            "schema": ref
-                        }
+                _problem_responses(op)
         comps = schema.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             comps.pop(unused, None)

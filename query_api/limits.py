@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -194,36 +195,11 @@ class BodyLimit:
         if declared is not None and declared > self.max_bytes:
             await self._too_large(scope, send)
             return
-        seen = 0
-        refused = False
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen, refused
-            if refused:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    refused = True
-                    if not started:
-                        await self._too_large(scope, send)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        counted = _Counted(receive, send, self.max_bytes, lambda: self._too_large(scope, send))
         try:
-            await self.app(scope, counted, guarded)
+            await self.app(scope, counted.receive, counted.send)
         except Exception:
-            if not refused:
+            if not counted.refused:
                 raise  # a real error: Observe logs it and answers 500
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
@@ -239,6 +215,41 @@ class BodyLimit:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _Counted:
+    """The app's receive and send for one request with a body: counts it, refuses once past the limit."""
+
+    def __init__(
+        self, receive: Receive, send: Send, max_bytes: int, refuse: Callable[[], Awaitable[None]]
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self._max_bytes = max_bytes
+        self._refuse = refuse
+        self._seen = 0
+        self._started = False
+        self.refused = False
+
+    async def receive(self) -> Message:
+        if self.refused:
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._seen += len(message.get("body", b""))
+            if self._seen > self._max_bytes:
+                self.refused = True
+                if not self._started:
+                    await self._refuse()
+                return {"type": "http.disconnect"}
+        return message
+
+    async def send(self, message: Message) -> None:
+        if self.refused:
+            return
+        if message["type"] == "http.response.start":
+            self._started = True
+        await self._send(message)
 
 
 def _body_headers(scope: Scope) -> tuple[int | None, bool]:
