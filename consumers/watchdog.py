@@ -1,0 +1,155 @@
+"""The batch watchdog: a thread that notices a member that stopped committing, while its loop is blocked.
+
+librdkafka's and libpq's blocking calls hold the batch loop's thread, so whatever reports and bounds them
+must run on another one. Every half second the watchdog (1) marks the member not-ready and counts a stall
+when a batch has not committed within the bound, or when the loop itself stopped beating; (2) breaks the
+PostgreSQL connection when one stretch of work on it outlives its bound: a frozen server (SIGSTOP) never
+enforces its own statement_timeout and the kernel still ACKs, so only the client can end the wait; (3)
+exports lag and batch age, so both stay visible while the batch is stuck. The decisions are pure
+functions (``assess``, ``overdue``); the thread only samples and acts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from consumers.health import Readiness
+from consumers.metrics import ConsumerMetrics
+
+log = logging.getLogger(__name__)
+
+STALL_AFTER_S = 15.0
+"""A batch not committed within this (or a loop that has not beaten for this long) is a stall."""
+PERIOD_S = 0.5
+
+
+class Progress:
+    """Where the batch loop is. Written by the loop, read by the watchdog: each field is one atomic store."""
+
+    def __init__(self, now: float) -> None:
+        self.batch: tuple[float, int] | None = None
+        """(monotonic start, records) of the batch waiting to commit; None between batches."""
+        self.beat = now
+        """Last time the loop showed it is running (each poll, each retry wait, each rebuild chunk)."""
+
+    def begin(self, now: float, records: int) -> None:
+        self.batch = (now, records)
+        self.beat = now
+
+    def end(self, now: float) -> None:
+        self.batch = None
+        self.beat = now
+
+    def alive(self, now: float) -> None:
+        self.beat = now
+
+
+@dataclass(frozen=True)
+class Verdict:
+    batch_age: float
+    """Seconds the current batch has waited to commit; 0 between batches."""
+    stall: str | None
+    """Why the member is stalled (the readiness reason), or None."""
+
+
+def assess(batch: tuple[float, int] | None, beat: float, now: float, stall_after: float) -> Verdict:
+    """Stalled when the batch in progress is older than ``stall_after``, or the loop has not beaten since."""
+    age = 0.0 if batch is None else max(0.0, now - batch[0])
+    if batch is not None and age > stall_after:
+        return Verdict(age, f"stalled: a batch of {batch[1]} record(s) not committed for {age:.0f} s")
+    silent = now - beat
+    if silent > stall_after:
+        return Verdict(age, f"stalled: the batch loop has been blocked for {silent:.0f} s")
+    return Verdict(age, None)
+
+
+def overdue(busy_since: float | None, now: float, bound: float) -> bool:
+    """Whether work that has kept a connection busy since ``busy_since`` has outlived ``bound``."""
+    return busy_since is not None and now - busy_since > bound
+
+
+class Watchdog:
+    """Samples ``Progress`` every ``period`` seconds in a daemon thread and acts on the verdicts.
+
+    ``pg_busy`` tells whether the batch connection has work in flight; ``pg_break`` makes that work fail
+    now (the loop then reconnects and retries the batch, which is idempotent); ``export`` refreshes lag.
+    """
+
+    def __init__(
+        self,
+        progress: Progress,
+        readiness: Readiness,
+        metrics: ConsumerMetrics,
+        *,
+        pg_busy: Callable[[], bool],
+        pg_break: Callable[[], None],
+        pg_bound: float,
+        export: Callable[[], None],
+        stall_after: float = STALL_AFTER_S,
+        period: float = PERIOD_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.progress = progress
+        self.readiness = readiness
+        self.metrics = metrics
+        self._pg_busy, self._pg_break, self._pg_bound = pg_busy, pg_break, pg_bound
+        self._export = export
+        self.stall_after, self.period, self.clock = stall_after, period, clock
+        self._counted: float | None = None
+        """Start of the last batch counted as a stall (each stalled batch counts once)."""
+        self._beat_counted: float | None = None
+        self._busy_since: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.check()
+            except Exception:  # the watchdog must outlive whatever it watches
+                log.exception("watchdog check failed")
+
+    def check(self) -> Verdict:
+        """One round: readiness, stall counter, batch age, the PostgreSQL bound, lag."""
+        now = self.clock()
+        batch, beat = self.progress.batch, self.progress.beat
+        verdict = assess(batch, beat, now, self.stall_after)
+        self.metrics.batch_age.set(verdict.batch_age)
+        if verdict.stall is not None:
+            first = (batch is not None and self._counted != batch[0]) or (
+                batch is None and self._beat_counted != beat
+            )
+            if first:
+                if batch is not None:
+                    self._counted = batch[0]
+                else:
+                    self._beat_counted = beat
+                self.metrics.stalls.inc()
+                log.warning("member stalled; reporting not-ready", extra={"reason": verdict.stall})
+        self.readiness.set("watchdog", verdict.stall)
+        busy = self._pg_busy()
+        if not busy:
+            self._busy_since = None
+        elif self._busy_since is None:
+            self._busy_since = now
+        if overdue(self._busy_since, now, self._pg_bound):
+            log.warning(
+                "postgresql call outlived its bound; breaking the connection",
+                extra={"seconds": round(now - (self._busy_since or now), 1)},
+            )
+            self._pg_break()
+            self._busy_since = None
+        self._export()
+        return verdict
