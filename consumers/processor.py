@@ -39,7 +39,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
 from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisLost, RedisSink
-from consumers.watchdog import Progress, Watchdog
+from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
@@ -142,8 +142,6 @@ class Processor:
         """Last offset per partition this process saw Redis accept: Redis going below it lost writes."""
         self._lag_lock = threading.Lock()
         self._owned: set[int] = set()
-        self._committed: dict[int, int] = {}
-        """Next offset per owned partition as this process last committed it (lag is counted from it)."""
         self._sampled: dict[int, tuple[int, int]] = {}
         """(high watermark, position) per owned partition, sampled by the loop every idle check."""
         self.watchdog = Watchdog(
@@ -207,7 +205,6 @@ class Processor:
         with self._lag_lock:
             for tp in partitions:
                 self._owned.discard(tp.partition)
-                self._committed.pop(tp.partition, None)
                 self._sampled.pop(tp.partition, None)
                 if (str(tp.partition),) in self.metrics.lag._metrics:
                     self.metrics.lag.remove(str(tp.partition))
@@ -423,11 +420,14 @@ class Processor:
     def handle(self, records: list[Record]) -> bool:
         """Process one batch until it is committed; False if it was given up (stop or revocation)."""
         self.metrics.batch_size.observe(len(records))
-        self.progress.begin(time.monotonic(), len(records))
+        spans = spans_of((r.partition, r.offset) for r in records)
+        self.progress.begin(time.monotonic(), len(records), spans)
+        committed = False
         try:
-            return self._until_committed(records)
+            committed = self._until_committed(records)
         finally:
-            self.progress.end(time.monotonic())
+            self.progress.end(time.monotonic(), committed)
+        return committed
 
     def _until_committed(self, records: list[Record]) -> bool:
         backoff, moved_wait = _BACKOFF_MIN_S, _GROUP_MOVED_WAIT_S
@@ -482,9 +482,6 @@ class Processor:
                 continue
             break
         self._kafka_failures = 0
-        committed = {r.partition: r.offset + 1 for r in records}  # in offset order per partition
-        with self._lag_lock:
-            self._committed.update((p, o) for p, o in committed.items() if p in self._owned)
         if self._paused:
             self._resume()
         if self._redis_suspect:
@@ -520,17 +517,25 @@ class Processor:
         with self._lag_lock:
             self._sampled = {p: v for p, v in sampled.items() if p in self._owned}
 
-    def export_lag(self) -> None:
-        """Lag per owned partition; the watchdog calls it, so it is exported also while a batch is stuck.
+    def export_lag(self) -> int:
+        """Lag per owned partition, and the total; the watchdog calls it, so lag is exported mid-batch too.
 
-        Counted from the offset this member last committed (its position before the first commit), so
-        records read but stuck in an uncommitted batch still count. No librdkafka call: cached samples.
+        A partition in the uncommitted batch counts from the batch's first offset, so records read but
+        stuck count as lag; others count from the position. No librdkafka call here: cached samples.
         """
+        batch = self.progress.batch
+        spans = batch.spans if batch is not None else {}
+        total = 0
         with self._lag_lock:
-            for p, (high, position) in self._sampled.items():
-                base = self._committed.get(p, position)
-                if p in self._owned and base >= 0 and high >= 0:
-                    self.metrics.lag.labels(str(p)).set(max(0, high - base))
+            for p, (sampled_high, sampled_position) in self._sampled.items():
+                span = spans.get(p)
+                high = sampled_high if span is None else max(sampled_high, span[1])
+                position = sampled_position if span is None else span[0]
+                if p in self._owned and position >= 0 and high >= 0:
+                    lag = max(0, high - position)
+                    self.metrics.lag.labels(str(p)).set(lag)
+                    total += lag
+        return total
 
     def _hold(self, seconds: float) -> bool:
         """Pause fetching and keep the membership alive for a while before a retry; False when stopping."""

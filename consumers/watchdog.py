@@ -1,12 +1,15 @@
 """The batch watchdog: a thread that notices a member that stopped committing, while its loop is blocked.
 
 librdkafka's and libpq's blocking calls hold the batch loop's thread, so whatever reports and bounds them
-must run on another one. Every half second the watchdog (1) marks the member not-ready and counts a stall
-when a batch has not committed within the bound, or when the loop itself stopped beating; (2) breaks the
-PostgreSQL connection when one stretch of work on it outlives its bound: a frozen server (SIGSTOP) never
-enforces its own statement_timeout and the kernel still ACKs, so only the client can end the wait; (3)
-exports lag and batch age, so both stay visible while the batch is stuck. The decisions are pure
-functions (``assess``, ``overdue``); the thread only samples and acts.
+must run on another one. Every half second the watchdog
+(1) marks the member not-ready and counts a stall when a batch has not committed within the bound, when the
+    loop stopped beating, or when records wait on owned partitions and nothing was committed for twice the
+    bound (a member that stopped fetching);
+(2) breaks the PostgreSQL connection when one stretch of work on it outlives its bound: a frozen server
+    (SIGSTOP) never enforces its own statement_timeout and the kernel still ACKs, so only the client can
+    end the wait;
+(3) exports lag and batch age, so both stay visible while the batch is stuck.
+The decisions are pure functions (``assess``, ``overdue``, ``spans_of``); the thread samples and acts.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from consumers.health import Readiness
@@ -27,22 +30,46 @@ STALL_AFTER_S = 15.0
 PERIOD_S = 0.5
 
 
+@dataclass(frozen=True)
+class Batch:
+    started: float
+    records: int
+    spans: dict[int, tuple[int, int]]
+    """Partition -> (first offset, last offset + 1) of the batch's records."""
+
+
+def spans_of(records: Iterable[tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """(first, last + 1) offsets per partition of (partition, offset) pairs, any order."""
+    out: dict[int, tuple[int, int]] = {}
+    for partition, offset in records:
+        have = out.get(partition)
+        if have is None:
+            out[partition] = (offset, offset + 1)
+        elif offset < have[0] or offset >= have[1]:
+            out[partition] = (min(have[0], offset), max(have[1], offset + 1))
+    return out
+
+
 class Progress:
     """Where the batch loop is. Written by the loop, read by the watchdog: each field is one atomic store."""
 
     def __init__(self, now: float) -> None:
-        self.batch: tuple[float, int] | None = None
-        """(monotonic start, records) of the batch waiting to commit; None between batches."""
+        self.batch: Batch | None = None
+        """The batch waiting to commit; None between batches."""
         self.beat = now
         """Last time the loop showed it is running (each poll, each retry wait, each rebuild chunk)."""
+        self.committed_at = now
+        """Last commit (or the start)."""
 
-    def begin(self, now: float, records: int) -> None:
-        self.batch = (now, records)
+    def begin(self, now: float, records: int, spans: dict[int, tuple[int, int]]) -> None:
+        self.batch = Batch(now, records, spans)
         self.beat = now
 
-    def end(self, now: float) -> None:
+    def end(self, now: float, committed: bool) -> None:
         self.batch = None
         self.beat = now
+        if committed:
+            self.committed_at = now
 
     def alive(self, now: float) -> None:
         self.beat = now
@@ -55,15 +82,27 @@ class Verdict:
     stall: str | None
     """Why the member is stalled (the readiness reason), or None."""
 
+    episode: tuple[str, float] | None = None
+    """Identifies one stall (its kind and start), so each is counted once."""
 
-def assess(batch: tuple[float, int] | None, beat: float, now: float, stall_after: float) -> Verdict:
-    """Stalled when the batch in progress is older than ``stall_after``, or the loop has not beaten since."""
-    age = 0.0 if batch is None else max(0.0, now - batch[0])
+
+def assess(progress: Progress, waiting_since: float | None, now: float, stall_after: float) -> Verdict:
+    """Stalled when the batch in progress is older than ``stall_after``, when the loop has not beaten for
+    that long, or when records have waited (since ``waiting_since``) with no commit for twice that long."""
+    batch = progress.batch
+    age = 0.0 if batch is None else max(0.0, now - batch.started)
     if batch is not None and age > stall_after:
-        return Verdict(age, f"stalled: a batch of {batch[1]} record(s) not committed for {age:.0f} s")
-    silent = now - beat
+        why = f"stalled: a batch of {batch.records} record(s) not committed for {age:.0f} s"
+        return Verdict(age, why, ("batch", batch.started))
+    silent = now - progress.beat
     if silent > stall_after:
-        return Verdict(age, f"stalled: the batch loop has been blocked for {silent:.0f} s")
+        why = f"stalled: the batch loop has been blocked for {silent:.0f} s"
+        return Verdict(age, why, ("loop", progress.beat))
+    if waiting_since is not None:
+        since = max(waiting_since, progress.committed_at)
+        if now - since > 2 * stall_after:
+            why = f"stalled: records have waited {now - since:.0f} s and nothing was committed"
+            return Verdict(age, why, ("idle", since))
     return Verdict(age, None)
 
 
@@ -76,7 +115,8 @@ class Watchdog:
     """Samples ``Progress`` every ``period`` seconds in a daemon thread and acts on the verdicts.
 
     ``pg_busy`` tells whether the batch connection has work in flight; ``pg_break`` makes that work fail
-    now (the loop then reconnects and retries the batch, which is idempotent); ``export`` refreshes lag.
+    now (the loop then reconnects and retries the batch, which is idempotent); ``export`` refreshes the lag
+    series and returns the records waiting on owned partitions.
     """
 
     def __init__(
@@ -88,7 +128,7 @@ class Watchdog:
         pg_busy: Callable[[], bool],
         pg_break: Callable[[], None],
         pg_bound: float,
-        export: Callable[[], None],
+        export: Callable[[], int],
         stall_after: float = STALL_AFTER_S,
         period: float = PERIOD_S,
         clock: Callable[[], float] = time.monotonic,
@@ -99,10 +139,10 @@ class Watchdog:
         self._pg_busy, self._pg_break, self._pg_bound = pg_busy, pg_break, pg_bound
         self._export = export
         self.stall_after, self.period, self.clock = stall_after, period, clock
-        self._counted: float | None = None
-        """Start of the last batch counted as a stall (each stalled batch counts once)."""
-        self._beat_counted: float | None = None
+        self._counted: tuple[str, float] | None = None
+        """The last stall episode counted (each counts once)."""
         self._busy_since: float | None = None
+        self._waiting_since: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="watchdog", daemon=True)
 
@@ -124,20 +164,16 @@ class Watchdog:
     def check(self) -> Verdict:
         """One round: readiness, stall counter, batch age, the PostgreSQL bound, lag."""
         now = self.clock()
-        batch, beat = self.progress.batch, self.progress.beat
-        verdict = assess(batch, beat, now, self.stall_after)
+        if self._export() == 0:
+            self._waiting_since = None
+        elif self._waiting_since is None:
+            self._waiting_since = now
+        verdict = assess(self.progress, self._waiting_since, now, self.stall_after)
         self.metrics.batch_age.set(verdict.batch_age)
-        if verdict.stall is not None:
-            first = (batch is not None and self._counted != batch[0]) or (
-                batch is None and self._beat_counted != beat
-            )
-            if first:
-                if batch is not None:
-                    self._counted = batch[0]
-                else:
-                    self._beat_counted = beat
-                self.metrics.stalls.inc()
-                log.warning("member stalled; reporting not-ready", extra={"reason": verdict.stall})
+        if verdict.episode is not None and verdict.episode != self._counted:
+            self._counted = verdict.episode
+            self.metrics.stalls.inc()
+            log.warning("member stalled; reporting not-ready", extra={"reason": verdict.stall})
         self.readiness.set("watchdog", verdict.stall)
         busy = self._pg_busy()
         if not busy:
@@ -151,5 +187,4 @@ class Watchdog:
             )
             self._pg_break()
             self._busy_since = None
-        self._export()
         return verdict
