@@ -28,10 +28,11 @@ from types import FrameType
 
 import psycopg
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from psycopg.conninfo import make_conninfo
 
 from consumers import close_period, dlq, pg_sink
+from consumers.bounded import TransactionalProducer, bounded
 from consumers.decoded import Record, decode_messages
 from consumers.generations import Generations, rebuild_from_postgres
 from consumers.health import Readiness
@@ -161,8 +162,8 @@ class Processor:
 
     # -- Kafka clients -------------------------------------------------------------------------------
 
-    def _new_producer(self) -> Producer:
-        producer = Producer(
+    def _new_producer(self) -> TransactionalProducer:
+        return TransactionalProducer(
             {
                 **self.config.kafka_common(),
                 "transactional.id": f"{self.config.consumer_group}-{uuid.uuid4().hex}",
@@ -170,10 +171,9 @@ class Processor:
                 # A SIGKILLed member leaves its open transaction behind; its offsets block the partitions
                 # (KIP-447) until the broker aborts it, so keep this short: batches commit in milliseconds.
                 "transaction.timeout.ms": 10_000,
-            }
+            },
+            _INIT_TIMEOUT_S,
         )
-        producer.init_transactions(_INIT_TIMEOUT_S)
-        return producer
 
     def _replace_producer(self) -> None:
         """A new transactional producer; keeps the old one when the broker cannot be reached yet.
@@ -493,8 +493,12 @@ class Processor:
     def _not_committed(self, records: list[Record]) -> list[Record]:
         """The records at or past the group's committed offsets (raises KafkaException on timeout)."""
         parts = sorted({r.partition for r in records})
-        tps = self.consumer.committed(
-            [TopicPartition(self.config.topic, p) for p in parts], timeout=_COMMITTED_TIMEOUT_S
+        tps = bounded(
+            "committed",
+            _COMMITTED_TIMEOUT_S,
+            self.consumer.committed,
+            [TopicPartition(self.config.topic, p) for p in parts],
+            _COMMITTED_TIMEOUT_S,
         )
         done = {tp.partition: tp.offset for tp in tps if tp.error is None and tp.offset >= 0}
         return [r for r in records if r.offset >= done.get(r.partition, -1)]

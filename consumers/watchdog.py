@@ -15,8 +15,10 @@ The decisions are pure functions (``assess``, ``overdue``, ``spans_of``); the th
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -139,6 +141,8 @@ class Watchdog:
         self._pg_busy, self._pg_break, self._pg_bound = pg_busy, pg_break, pg_bound
         self._export = export
         self.stall_after, self.period, self.clock = stall_after, period, clock
+        self._loop_thread = threading.main_thread().ident
+        """The batch loop's thread, whose stack a stall report shows."""
         self._counted: tuple[str, float] | None = None
         """The last stall episode counted (each counts once)."""
         self._busy_since: float | None = None
@@ -173,7 +177,10 @@ class Watchdog:
         if verdict.episode is not None and verdict.episode != self._counted:
             self._counted = verdict.episode
             self.metrics.stalls.inc()
-            log.warning("member stalled; reporting not-ready", extra={"reason": verdict.stall})
+            log.warning(
+                "member stalled; reporting not-ready",
+                extra={"reason": verdict.stall, "where": self._where()},
+            )
         self.readiness.set("watchdog", verdict.stall)
         busy = self._pg_busy()
         if not busy:
@@ -188,3 +195,10 @@ class Watchdog:
             self._pg_break()
             self._busy_since = None
         return verdict
+
+    def _where(self) -> list[str]:
+        """The innermost frames of the batch loop: which call is blocked."""
+        frame = sys._current_frames().get(self._loop_thread or 0)
+        if frame is None:
+            return []
+        return [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack(frame)[-6:]]

@@ -329,9 +329,13 @@ class KafkaServer(_Server):
         if not self.running:
             assert self._proc is not None
             raise RuntimeError(f"kafka exited with {self._proc.returncode}; see {self.log}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only the broker helper needs it
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         try:
             return bool(admin.list_topics(timeout=2).brokers)
         except Exception:
