@@ -28,9 +28,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from consumers.watchdog import STALL_AFTER_S
 from leaderboard.settings import Settings
 from tests.conftest import create_topics
-from tests.procs import ConsumerProcess, caught_up, committed, wait_until
+from tests.procs import ConsumerProcess, caught_up, committed, end_offsets, leaderboard_cli, wait_until
 from tests.services import KafkaServer, PostgresServer
-from tests.test_consumer import board
+from tests.test_consumer import board, produce_stream
 
 # Three kills, not the issue's five: each restart of the private broker costs ~13 s of log recovery on this
 # machine, so three keep the test near two minutes; the stall it guards against showed in 2 of 3 kills.
@@ -267,3 +267,29 @@ def test_frozen_postgres_is_reported_within_15_s_and_survived(config: Settings, 
         finally:
             load.stop_flag.set()
             member.stop()
+
+
+def test_verify_reports_the_group_lag_and_fails_while_it_lags(config: Settings, tmp_path: Path) -> None:
+    """Equal boards prove nothing while the group is stuck: verify also compares committed and end offsets."""
+    produce_stream(config, 300, seed=3)
+    member = ConsumerProcess(config, tmp_path)
+    try:
+        member.wait_ready()
+        wait_until(lambda: caught_up(config), 60, "the consumer to catch up")
+    finally:
+        assert member.stop() == 0
+    ok = leaderboard_cli(config, "verify", "--attempts", "1")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"consumer group {config.consumer_group} lags 0 record(s)" in ok.stdout
+    before = sum(end_offsets(config, config.topic).values())
+    produce_stream(config, 200, seed=4)  # nobody consumes these
+    waiting = sum(end_offsets(config, config.topic).values()) - before
+    assert waiting >= 200
+    lagging = leaderboard_cli(config, "verify", "--attempts", "1")
+    assert lagging.returncode == 1, lagging.stdout + lagging.stderr
+    assert f"LAGGING: consumer group {config.consumer_group} has {waiting} record(s) not committed" in (
+        lagging.stderr
+    )
+    assert "Traceback" not in lagging.stderr
+    allowed = leaderboard_cli(config, "verify", "--attempts", "1", "--max-lag", str(waiting))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
