@@ -213,6 +213,7 @@ def test_broker_killed_repeatedly_every_member_commits_again_and_nothing_is_lost
                 f"every member owning partitions to commit again after restart {kill}",
                 interval=0.5,
             )
+            print(f"kill {kill}: every member committing again {time.time() - back:.1f} s after the restart")
         truth = load.finish()
         wait_until(
             lambda: assert_not_silently_stuck(members) or caught_up(config), 120, "the group to catch up"
@@ -247,6 +248,7 @@ def test_frozen_postgres_is_reported_within_15_s_and_survived(config: Settings, 
             frozen_at = time.monotonic()
             try:
                 wait_until(lambda: member.get("/readyz")[0] == 503, NOT_READY_WITHIN_S, "not-ready", 0.2)
+                not_ready_after = time.monotonic() - frozen_at
                 wait_until(
                     lambda: member.metric("leaderboard_consumer_sink_errors_total", '{sink="postgres"}') >= 1,
                     NOT_READY_WITHIN_S - (time.monotonic() - frozen_at),
@@ -254,13 +256,17 @@ def test_frozen_postgres_is_reported_within_15_s_and_survived(config: Settings, 
                     0.2,
                 )
                 assert member.metric("leaderboard_consumer_ready") == 0
+                error_after = time.monotonic() - frozen_at
+                print(f"not ready {not_ready_after:.1f} s, postgres sink error {error_after:.1f} s after SIGSTOP")
                 offsets = committed(cfg)
                 time.sleep(max(0.0, FREEZE_S - (time.monotonic() - frozen_at)))
                 assert committed(cfg) == offsets, "offsets moved while PostgreSQL was frozen"
                 assert member.alive()
             finally:
                 pgs.thaw()
+            thawed_at = time.monotonic()
             wait_until(lambda: member.get("/readyz")[0] == 200, 60, "ready again after SIGCONT")
+            print(f"ready again {time.monotonic() - thawed_at:.1f} s after SIGCONT")
             truth = load.finish()
             wait_until(lambda: caught_up(cfg), 90, "the consumer to catch up")
             assert_stored_once(cfg, truth, len(load.points))

@@ -1,10 +1,16 @@
-"""The watchdog's decisions and the readiness it reports (pure logic, a fake clock, no services)."""
+"""The watchdog's decisions, the readiness it reports and bounded calls (a fake clock, no services)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumers.bounded import GRACE_S, CallStuck, bounded
 from consumers.health import Readiness
 from consumers.metrics import ConsumerMetrics
 from consumers.watchdog import Progress, Watchdog, assess, overdue, spans_of
@@ -203,3 +209,26 @@ def test_watchdog_flags_records_waiting_with_no_commit() -> None:
     fake.now = 32.0
     dog.check()
     assert readiness.problem() is None
+
+
+def test_bounded_returns_results_and_raises_what_the_call_raises() -> None:
+    assert bounded("add", 1.0, lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(KafkaException, match="boom"):
+        bounded("fail", 1.0, _raise, KafkaException(KafkaError(KafkaError._FAIL, "boom")))
+
+
+def test_bounded_gives_up_on_a_call_that_ignores_its_timeout() -> None:
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(CallStuck) as caught:
+        bounded("stuck", 0.1, release.wait, 30.0)
+    took = time.monotonic() - started
+    release.set()
+    assert 0.1 + GRACE_S <= took < 0.1 + GRACE_S + 1.0
+    err = caught.value.args[0]
+    assert err.code() == KafkaError._TIMED_OUT
+    assert err.retriable()
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
