@@ -257,7 +257,7 @@ def test_frozen_postgres_is_reported_within_15_s_and_survived(config: Settings, 
                 )
                 assert member.metric("leaderboard_consumer_ready") == 0
                 error_after = time.monotonic() - frozen_at
-                print(f"not ready {not_ready_after:.1f} s, postgres sink error {error_after:.1f} s after SIGSTOP")
+                print(f"not ready {not_ready_after:.1f} s, sink error {error_after:.1f} s after SIGSTOP")
                 offsets = committed(cfg)
                 time.sleep(max(0.0, FREEZE_S - (time.monotonic() - frozen_at)))
                 assert committed(cfg) == offsets, "offsets moved while PostgreSQL was frozen"
