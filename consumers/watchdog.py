@@ -3,8 +3,8 @@
 librdkafka's and libpq's blocking calls hold the batch loop's thread, so whatever reports and bounds them
 must run on another one. Every half second the watchdog
 (1) marks the member not-ready and counts a stall when a batch has not committed within the bound, when the
-    loop stopped beating, or when records wait on owned partitions and nothing was committed for twice the
-    bound (a member that stopped fetching);
+    loop stopped beating, or when records have waited on owned partitions that long with no commit (a
+    member that stopped fetching);
 (2) breaks the PostgreSQL connection when one stretch of work on it outlives its bound: a frozen server
     (SIGSTOP) never enforces its own statement_timeout and the kernel still ACKs, so only the client can
     end the wait;
@@ -90,7 +90,7 @@ class Verdict:
 
 def assess(progress: Progress, waiting_since: float | None, now: float, stall_after: float) -> Verdict:
     """Stalled when the batch in progress is older than ``stall_after``, when the loop has not beaten for
-    that long, or when records have waited (since ``waiting_since``) with no commit for twice that long."""
+    that long, or when records have waited (since ``waiting_since``) that long with no commit."""
     batch = progress.batch
     age = 0.0 if batch is None else max(0.0, now - batch.started)
     if batch is not None and age > stall_after:
@@ -102,7 +102,7 @@ def assess(progress: Progress, waiting_since: float | None, now: float, stall_af
         return Verdict(age, why, ("loop", progress.beat))
     if waiting_since is not None:
         since = max(waiting_since, progress.committed_at)
-        if now - since > 2 * stall_after:
+        if now - since > stall_after:
             why = f"stalled: records have waited {now - since:.0f} s and nothing was committed"
             return Verdict(age, why, ("idle", since))
     return Verdict(age, None)
