@@ -448,6 +448,7 @@ class Processor:
                     recheck = False
                     if not left:
                         log.info("the failed commit had landed; batch done")
+                        self.metrics.last_commit.set(time.time())
                         break
                     records = left
                 self._attempt(records)
