@@ -88,19 +88,29 @@ class Verdict:
     """Identifies one stall (its kind and start), so each is counted once."""
 
 
-def assess(progress: Progress, waiting_since: float | None, now: float, stall_after: float) -> Verdict:
+def assess(
+    progress: Progress,
+    waiting_since: float | None,
+    now: float,
+    stall_after: float,
+    recovering: bool = False,
+) -> Verdict:
     """Stalled when the batch in progress is older than ``stall_after``, when the loop has not beaten for
-    that long, or when records have waited (since ``waiting_since``) that long with no commit."""
+    that long, or when records have waited (since ``waiting_since``) that long with no commit.
+
+    While boards are being rebuilt (``recovering``, already a not-ready reason) a batch may wait for
+    minutes: only a loop that stopped beating (no rebuild progress either) is a stall then.
+    """
     batch = progress.batch
     age = 0.0 if batch is None else max(0.0, now - batch.started)
-    if batch is not None and age > stall_after:
+    if batch is not None and age > stall_after and not recovering:
         why = f"stalled: a batch of {batch.records} record(s) not committed for {age:.0f} s"
         return Verdict(age, why, ("batch", batch.started))
     silent = now - progress.beat
     if silent > stall_after:
         why = f"stalled: the batch loop has been blocked for {silent:.0f} s"
         return Verdict(age, why, ("loop", progress.beat))
-    if waiting_since is not None:
+    if waiting_since is not None and not recovering:
         since = max(waiting_since, progress.committed_at)
         if now - since > stall_after:
             why = f"stalled: records have waited {now - since:.0f} s and nothing was committed"
@@ -172,7 +182,8 @@ class Watchdog:
             self._waiting_since = None
         elif self._waiting_since is None:
             self._waiting_since = now
-        verdict = assess(self.progress, self._waiting_since, now, self.stall_after)
+        recovering = self.readiness.problem("recovery") is not None
+        verdict = assess(self.progress, self._waiting_since, now, self.stall_after, recovering)
         self.metrics.batch_age.set(verdict.batch_age)
         if verdict.episode is not None and verdict.episode != self._counted:
             self._counted = verdict.episode

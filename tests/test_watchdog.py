@@ -65,6 +65,16 @@ def test_records_waiting_without_a_commit_for_the_bound_is_a_stall() -> None:
     assert assess(p, None, 106.0, BOUND).stall is None
 
 
+def test_a_rebuild_in_progress_is_no_stall_while_it_progresses() -> None:
+    p = progress(0.0)
+    p.begin(0.0, 5, {0: (0, 5)})
+    p.alive(100.0)  # rebuild chunks beat
+    assert assess(p, 0.0, 110.0, BOUND, recovering=True).stall is None
+    assert assess(p, 0.0, 110.0, BOUND).stall is not None
+    stuck = assess(p, 0.0, 116.0, BOUND, recovering=True)
+    assert stuck.stall == "stalled: the batch loop has been blocked for 16 s"
+
+
 def test_a_batch_given_up_does_not_count_as_a_commit() -> None:
     p = progress(0.0)
     p.begin(50.0, 3, {0: (0, 3)})
