@@ -61,8 +61,8 @@ _KAFKA_FAILURES_BEFORE_NEW_PRODUCER = 2
 # PostgreSQL: the server ends a statement after _PG_STATEMENT_S; a server that answers nothing (frozen,
 # partitioned) is cut off by the watchdog after _PG_BREAK_S of continuous work on the batch connection.
 _PG_CONNECT_S = 3
-_PG_STATEMENT_S = 10
-_PG_BREAK_S = 12.0
+_PG_STATEMENT_S = 8
+_PG_BREAK_S = 10.0
 # TCP keepalives and tcp_user_timeout (ms): a host gone or a network cut fails the connection.
 _PG_TCP = {
     "keepalives": 1,
