@@ -9,6 +9,7 @@ from consumers.health import HealthServer
 from consumers.metrics import ConsumerMetrics
 from consumers.processor import Processor
 from leaderboard import boards as boards_mod
+from leaderboard.errors import UserError
 from leaderboard.settings import Settings
 
 HELP = "run one consumer-group member: Kafka -> PostgreSQL + Redis, exactly once"
@@ -23,13 +24,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(config: Settings, args: argparse.Namespace) -> int:
+    """Run until stopped. The CLI checked Kafka, Redis and PostgreSQL just before (bounded, one line if
+    not); an outage that begins later is the processor's to ride out (backoff, not-ready)."""
     boards = boards_mod.load(config.boards_file)
     metrics = ConsumerMetrics()
+    port = config.consumer_metrics_port if args.metrics_port is None else args.metrics_port
+    if not 0 <= port <= 65535:
+        raise UserError(f"--metrics-port {port}: expected a port in [0, 65535]")
     processor = Processor(config, boards, metrics)
     processor.install_signals()
-    port = config.consumer_metrics_port if args.metrics_port is None else args.metrics_port
-    health = HealthServer(args.metrics_host, port, metrics.registry, lambda: processor.problem)
-    health.start()
+    try:
+        health = HealthServer(args.metrics_host, port, metrics.registry, lambda: processor.problem)
+        health.start()
+    except OSError as exc:
+        processor.close()
+        raise UserError(
+            f"cannot listen on {args.metrics_host}:{port} for /metrics ({exc.strerror or exc}): "
+            "set LEADERBOARD_CONSUMER_METRICS_PORT or --metrics-port (0 picks a free port)"
+        ) from None
     log.info("health endpoint listening", extra={"port": health.port})
     try:
         processor.run()
