@@ -134,12 +134,14 @@ def postgres_problem(exc: BaseException) -> tuple[int, str]:
         return EXIT_CONFIG, f"PostgreSQL: {text}: check the database name in LEADERBOARD_DATABASE_URL"
     if sqlstate == "42P01":  # undefined_table
         return EXIT_CONFIG, f"PostgreSQL: {text}: the schema is not migrated; run `leaderboard migrate`"
+    if sqlstate == "42501":  # insufficient_privilege
+        return EXIT_CONFIG, f"PostgreSQL: {text}: grant the user of LEADERBOARD_DATABASE_URL the privilege"
     if isinstance(exc, psycopg.OperationalError):
         return EXIT_UNAVAILABLE, (
             f"PostgreSQL not reachable ({text}): is it running? "
             "check host and port in LEADERBOARD_DATABASE_URL"
         )
-    return EXIT_UNAVAILABLE, f"PostgreSQL error: {text}"
+    return EXIT_INTERNAL, f"PostgreSQL error: {text} ({DEBUG_HINT})"
 
 
 def redis_problem(exc: BaseException) -> tuple[int, str]:
@@ -163,10 +165,13 @@ def redis_problem(exc: BaseException) -> tuple[int, str]:
             f"Redis: {text}: the database number at the end of LEADERBOARD_REDIS_URL "
             "must be below the server's 'databases' setting (16 by default)"
         )
+    if isinstance(exc, redis.exceptions.NoPermissionError) or "noperm" in lowered:
+        return EXIT_CONFIG, f"Redis: {text}: the ACL user of LEADERBOARD_REDIS_URL lacks a permission"
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return EXIT_UNAVAILABLE, (
             f"Redis not reachable ({text}): is it running? check host and port in LEADERBOARD_REDIS_URL"
         )
+    # BUSY loading, OOM, READONLY replica...: the server's state, which an operator has to fix.
     return EXIT_UNAVAILABLE, f"Redis error: {text}"
 
 

@@ -27,7 +27,7 @@ from leaderboard.settings import Settings
 
 CONNECT_TIMEOUT_S: Final = 3.0
 """TCP connect and PostgreSQL/Redis log-in bound per service."""
-KAFKA_METADATA_TIMEOUT_S: Final = 6.0
+KAFKA_METADATA_TIMEOUT_S: Final = 5.0
 """A broker that accepts TCP must answer a metadata request (after TLS/SASL) within this."""
 
 
@@ -99,8 +99,9 @@ def check_kafka(config: Settings) -> None:
             detail = one_line((cause or exc.args[0]).str() if (cause or exc.args) else str(exc))
             line = (
                 f"Kafka at {config.kafka_bootstrap} accepts connections but gave no metadata within "
-                f"{KAFKA_METADATA_TIMEOUT_S:.0f} s ({detail}): check security.protocol and the TLS/SASL "
-                "settings in LEADERBOARD_KAFKA_CONFIG / LEADERBOARD_KAFKA_CONFIG_FILE"
+                f"{KAFKA_METADATA_TIMEOUT_S:.0f} s ({detail}): check that LEADERBOARD_KAFKA_BOOTSTRAP names "
+                "a healthy broker and that security.protocol and the TLS/SASL settings in "
+                "LEADERBOARD_KAFKA_CONFIG / LEADERBOARD_KAFKA_CONFIG_FILE match it"
             )
         raise ServiceError(line, unavailable=code == EXIT_UNAVAILABLE) from None
 

@@ -9,10 +9,13 @@ command x every setting) calls ``cli.main`` in-process, plus a few real processe
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -84,12 +87,35 @@ FAULTS = (
     Fault("kafka-down", K, errors.EXIT_UNAVAILABLE, ("Kafka", "LEADERBOARD_KAFKA_BOOTSTRAP")),
     Fault("redis-down", R, errors.EXIT_UNAVAILABLE, ("Redis", "LEADERBOARD_REDIS_URL")),
     Fault("postgres-down", P, errors.EXIT_UNAVAILABLE, ("PostgreSQL", "LEADERBOARD_DATABASE_URL")),
+    Fault("kafka-hung", K, errors.EXIT_UNAVAILABLE, ("Kafka", "LEADERBOARD_KAFKA_BOOTSTRAP", "metadata")),
+    Fault("redis-hung", R, errors.EXIT_UNAVAILABLE, ("Redis", "LEADERBOARD_REDIS_URL", "Timeout")),
+    Fault("postgres-hung", P, errors.EXIT_UNAVAILABLE, ("PostgreSQL", "LEADERBOARD_DATABASE_URL", "timeout")),
     Fault("postgres-wrong-password", P, errors.EXIT_CONFIG, ("PostgreSQL", "password", "DATABASE_URL")),
     Fault("redis-wrong-password", R, errors.EXIT_CONFIG, ("Redis", "LEADERBOARD_REDIS_URL", "password")),
     Fault("redis-db-out-of-range", R, errors.EXIT_CONFIG, ("Redis", "LEADERBOARD_REDIS_URL", "database")),
     Fault("boards-not-utf8", None, errors.EXIT_CONFIG, ("LEADERBOARD_BOARDS_FILE", "UTF-8")),
     Fault("boards-not-tables", None, errors.EXIT_CONFIG, ("LEADERBOARD_BOARDS_FILE", "[[board]]")),
 )
+
+
+class Hung:
+    """A server that accepts connections and never answers: a frozen service, as the client sees it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
 
 
 @dataclass(frozen=True)
@@ -128,9 +154,21 @@ def _argv(command: Command) -> tuple[str, ...]:
     return command.argv
 
 
+SUCCESS_FAULTS = frozenset(
+    {"kafka-down", "redis-down", "postgres-down", "boards-not-utf8", "boards-not-tables"}
+)
+"""Faults under which the commands that do not need the broken part are run to show they still work (for
+the other faults of the same service that run would repeat the same code path)."""
+
+
 def _case_ids() -> list[tuple[Command, Fault]]:
     # A long-running command that does not need the broken service would run until stopped: not a case.
-    return [(c, f) for c in COMMANDS for f in FAULTS if not (c.long_running and not _fails(c, f))]
+    return [
+        (c, f)
+        for c in COMMANDS
+        for f in FAULTS
+        if _fails(c, f) or (f.name in SUCCESS_FAULTS and not c.long_running)
+    ]
 
 
 def _fails(command: Command, fault: Fault) -> bool:
@@ -168,6 +206,7 @@ def world(
     }
     env["LEADERBOARD_STACK_DIR"] = str(tmp_path_factory.mktemp("stack"))
     private = RedisServer()
+    hung = [Hung(), Hung(), Hung()]
     try:
         private.start()
         with redis.Redis.from_url(private.url) as r:
@@ -187,6 +226,11 @@ def world(
             "kafka-down": {"LEADERBOARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"},
             "redis-down": {"LEADERBOARD_REDIS_URL": f"redis://:{DOWN_PASSWORD}@127.0.0.1:{free_port()}/0"},
             "postgres-down": {"LEADERBOARD_DATABASE_URL": down_pg},
+            "kafka-hung": {"LEADERBOARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{hung[0].port}"},
+            "redis-hung": {"LEADERBOARD_REDIS_URL": f"redis://:{DOWN_PASSWORD}@127.0.0.1:{hung[1].port}/0"},
+            "postgres-hung": {
+                "LEADERBOARD_DATABASE_URL": f"postgresql://leaderboard:{DOWN_PASSWORD}@127.0.0.1:{hung[2].port}/lb"
+            },
             "postgres-wrong-password": {"LEADERBOARD_DATABASE_URL": pg_wrong},
             "redis-wrong-password": {
                 "LEADERBOARD_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{private.port}/0"
@@ -206,6 +250,8 @@ def world(
         results = {key: future.result() for key, future in futures.items()}
         yield World(env, fault_env, results)
     finally:
+        for server in hung:
+            server.close()
         private.cleanup()
         delete_topics(admin, [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic])
         with redis.Redis.from_url(base_settings.redis_url) as r:
