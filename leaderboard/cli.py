@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -99,10 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def fail(command: str, exc: BaseException) -> int:
     """Print ``exc`` as one redacted line; return its exit code. DEBUG logging adds the traceback."""
     code, line = errors.explain(exc)
-    if code == errors.EXIT_INTERNAL:
-        logging.getLogger(__name__).debug("unexpected error", exc_info=exc)
-    text = errors.redact(errors.one_line(line, 1000), settings.secrets_in())
-    print(f"leaderboard {command}: {text}", file=sys.stderr)
+    secrets = settings.secrets_in()
+    log = logging.getLogger(__name__)
+    if code == errors.EXIT_INTERNAL and log.isEnabledFor(logging.DEBUG):
+        trace = "".join(traceback.format_exception(exc))
+        log.debug("unexpected error", extra={"traceback": errors.redact(trace, secrets)})
+    print(f"leaderboard {command}: {errors.redact(errors.one_line(line, 1000), secrets)}", file=sys.stderr)
     return code
 
 

@@ -522,3 +522,28 @@ def test_unexpected_errors_are_one_line_with_a_hint() -> None:
 
 def test_every_command_has_its_needs() -> None:
     assert set(cli.COMMANDS) == {c.argv[0] for c in COMMANDS}
+
+
+def test_unexpected_error_is_one_line_and_debug_adds_the_traceback(
+    base_settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import consumers.migrate  # noqa: PLC0415
+
+    def boom(config: Settings, args: object) -> int:
+        raise RuntimeError(f"bug while holding {DOWN_PASSWORD}\nsecond line")
+
+    monkeypatch.setattr(consumers.migrate, "run", boom)
+    monkeypatch.setenv("LEADERBOARD_INGEST_TOKEN", DOWN_PASSWORD)
+    assert cli.main(["migrate"]) == errors.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("leaderboard migrate: unexpected RuntimeError: bug while holding *** second line")
+    assert "LEADERBOARD_LOG_LEVEL=DEBUG" in err
+    assert DOWN_PASSWORD not in err
+
+    monkeypatch.setenv("LEADERBOARD_LOG_LEVEL", "DEBUG")
+    assert cli.main(["migrate"]) == errors.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err  # asked for: in the JSON log line's "traceback", redacted too
+    assert DOWN_PASSWORD not in err
+    assert err.strip().splitlines()[-1].startswith("leaderboard migrate: unexpected RuntimeError")
