@@ -38,8 +38,13 @@ class ServiceError(UserError):
         self.exit_code = EXIT_UNAVAILABLE if unavailable else EXIT_CONFIG
 
 
+_QUERY_PASSWORD = re.compile(r"[?&]password=([^&#\s]+)", re.IGNORECASE)
+"""libpq and redis-py also take the password as a query parameter."""
+
+
 def mask_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``***``; anything unparsable is returned unchanged."""
+    url = _QUERY_PASSWORD.sub(lambda m: m.group(0).replace(m.group(1), MASK), url)
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -58,16 +63,17 @@ def url_secrets(url: str) -> list[str]:
     A password equal to the user name (local development defaults) is no secret: the user name is shown in
     messages anyway, and masking it would mangle every mention of the user.
     """
+    found = [m.group(1) for m in _QUERY_PASSWORD.finditer(url)]
     match = re.search(r"//([^:/@]*):([^@/]*)@", url)
-    if not match or not match.group(2) or match.group(2) == match.group(1):
-        return []
-    raw = match.group(2)
-    return [raw, unquote(raw)]
+    if match and match.group(2) and match.group(2) != match.group(1):
+        found.append(match.group(2))
+    return [form for raw in found for form in (raw, unquote(raw))]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every URL password and every one of ``secrets`` masked."""
     text = re.sub(r"(://[^:/@\s'\"]*:)[^@\s]+@", rf"\1{MASK}@", text)
+    text = re.sub(r"(password=)[^&\s'\"]+", rf"\1{MASK}", text, flags=re.IGNORECASE)
     for secret in sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text

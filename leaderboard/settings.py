@@ -67,7 +67,9 @@ class Settings:
 _ENV = {f.name: f"LEADERBOARD_{f.name.upper()}" for f in fields(Settings) if f.metadata.get("env", True)}
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}))?$")
-_SECRET_KEY = re.compile(r"password|secret|token|(^|\.)key(\.pem)?$|credentials", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"password|secret|token|(^|\.)key(\.pem)?$|credentials|oauthbearer\.config", re.IGNORECASE
+)
 """librdkafka keys whose values are secrets (sasl.password, ssl.key.password, ssl.key.pem, ...)."""
 _SECRET_VAR = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
 

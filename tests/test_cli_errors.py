@@ -131,7 +131,6 @@ class World:
     env: dict[str, str]
     """A healthy, isolated environment (own topics, group, Redis prefix, PostgreSQL schema)."""
     fault_env: dict[str, dict[str, str]]
-    results: dict[tuple[str, str], Result]
 
 
 def _run(argv: tuple[str, ...], env: dict[str, str]) -> Result:
@@ -161,13 +160,23 @@ SUCCESS_FAULTS = frozenset(
 the other faults of the same service that run would repeat the same code path)."""
 
 
+HUNG_COMMANDS = {
+    "kafka-hung": {"consume", "dlq"},
+    "redis-hung": {"api", "verify"},
+    "postgres-hung": {"consume", "migrate"},
+}
+"""A hung service differs from a refused connection only inside the start-up check, which is the same for
+every command: a few commands show the bound (each waits out a timeout)."""
+
+
 def _case_ids() -> list[tuple[Command, Fault]]:
     # A long-running command that does not need the broken service would run until stopped: not a case.
     return [
         (c, f)
         for c in COMMANDS
         for f in FAULTS
-        if _fails(c, f) or (f.name in SUCCESS_FAULTS and not c.long_running)
+        if (_fails(c, f) and c.name in HUNG_COMMANDS.get(f.name, {c.name}))
+        or (f.name in SUCCESS_FAULTS and not c.long_running)
     ]
 
 
@@ -242,13 +251,7 @@ def world(
         # verify compares against a live generation: make one first (an empty event log).
         prepared = _run(("rebuild", "--from", "postgres"), env)
         assert prepared.code == 0, prepared.stderr
-        cases = _case_ids()
-        with ThreadPoolExecutor(4) as pool:
-            futures = {
-                (c.name, f.name): pool.submit(_run, _argv(c), {**env, **fault_env[f.name]}) for c, f in cases
-            }
-        results = {key: future.result() for key, future in futures.items()}
-        yield World(env, fault_env, results)
+        yield World(env, fault_env)
     finally:
         for server in hung:
             server.close()
@@ -280,11 +283,22 @@ def assert_one_line(result: Result, command: str, mentions: tuple[str, ...]) -> 
     return line
 
 
+@pytest.fixture(scope="module")
+def results(world: World) -> dict[tuple[str, str], Result]:
+    """Every case of the matrix, run once, in parallel."""
+    with ThreadPoolExecutor(4) as pool:
+        futures = {
+            (c.name, f.name): pool.submit(_run, _argv(c), {**world.env, **world.fault_env[f.name]})
+            for c, f in _case_ids()
+        }
+    return {key: future.result() for key, future in futures.items()}
+
+
 @pytest.mark.parametrize(
     ("command", "fault"), _case_ids(), ids=[f"{c.name}-{f.name}" for c, f in _case_ids()]
 )
-def test_service_faults(world: World, command: Command, fault: Fault) -> None:
-    result = world.results[(command.name, fault.name)]
+def test_service_faults(results: dict[tuple[str, str], Result], command: Command, fault: Fault) -> None:
+    result = results[(command.name, fault.name)]
     assert_clean(result)
     if _fails(command, fault):
         assert result.code == fault.exit_code, result.stderr
@@ -506,6 +520,13 @@ def test_mask_url_hides_the_password(user: str, password: str, scheme: str) -> N
     assert masked == f"{scheme}://{user}:***@db.example:5432/name"
     assert password not in errors.redact(f"failed for {url}", [password]) or len(password) < 3
     assert f":{password}@" not in errors.redact(f"failed for {url}", [])
+
+
+def test_query_passwords_are_secrets_too() -> None:
+    url = "postgresql://u@h/db?sslmode=require&password=qpass%2Cx"
+    assert errors.mask_url(url) == "postgresql://u@h/db?sslmode=require&password=***"
+    assert {"qpass%2Cx", "qpass,x"} <= set(errors.url_secrets(url))
+    assert "qpass" not in errors.redact(f"bad dsn: {url}", [])
 
 
 def test_mask_url_leaves_urls_without_password() -> None:
