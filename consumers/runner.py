@@ -31,17 +31,23 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     port = config.consumer_metrics_port if args.metrics_port is None else args.metrics_port
     if not 0 <= port <= 65535:
         raise UserError(f"--metrics-port {port}: expected a port in [0, 65535]")
-    processor = Processor(config, boards, metrics)
-    processor.install_signals()
+    processors: list[Processor] = []  # the health server binds first: a busy port fails before Kafka work
     try:
-        health = HealthServer(args.metrics_host, port, metrics.registry, lambda: processor.problem)
-        health.start()
+        health = HealthServer(
+            args.metrics_host,
+            port,
+            metrics.registry,
+            lambda: processors[0].problem if processors else "starting",
+        )
     except OSError as exc:
-        processor.close()
         raise UserError(
             f"cannot listen on {args.metrics_host}:{port} for /metrics ({exc.strerror or exc}): "
             "set LEADERBOARD_CONSUMER_METRICS_PORT or --metrics-port (0 picks a free port)"
         ) from None
+    processor = Processor(config, boards, metrics)
+    processors.append(processor)
+    processor.install_signals()
+    health.start()
     log.info("health endpoint listening", extra={"port": health.port})
     try:
         processor.run()

@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def fail(command: str, exc: BaseException) -> int:
     """Print ``exc`` as one redacted line; return its exit code. DEBUG logging adds the traceback."""
     code, line = errors.explain(exc)
+    if command == "demo" and code == errors.EXIT_UNAVAILABLE:
+        line += " (the demo runs on the local stack: `make up` first)"
     secrets = settings.secrets_in()
     log = logging.getLogger(__name__)
     if code == errors.EXIT_INTERNAL and log.isEnabledFor(logging.DEBUG):

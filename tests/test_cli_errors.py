@@ -568,3 +568,12 @@ def test_unexpected_error_is_one_line_and_debug_adds_the_traceback(
     assert "Traceback" in err  # asked for: in the JSON log line's "traceback", redacted too
     assert DOWN_PASSWORD not in err
     assert err.strip().splitlines()[-1].startswith("leaderboard migrate: unexpected RuntimeError")
+
+
+def test_consume_with_its_metrics_port_taken(world: World) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = _run(("consume", "--metrics-port", str(port)), world.env)
+    assert_clean(result)
+    assert result.code == errors.EXIT_CONFIG
+    assert_one_line(result, "consume", (f"127.0.0.1:{port}", "LEADERBOARD_CONSUMER_METRICS_PORT"))
