@@ -45,7 +45,6 @@ REDIS_PASSWORD = f"redis-wrong-{uuid.uuid4().hex[:8]}"
 KAFKA_PASSWORD = f"sasl-{uuid.uuid4().hex[:8]},with-comma"
 DOWN_PASSWORD = f"down-{uuid.uuid4().hex[:8]}"
 SECRETS = (PG_PASSWORD, REDIS_PASSWORD, KAFKA_PASSWORD, *KAFKA_PASSWORD.split(","), DOWN_PASSWORD)
-VAR = {K: "LEADERBOARD_KAFKA_BOOTSTRAP", R: "LEADERBOARD_REDIS_URL", P: "LEADERBOARD_DATABASE_URL"}
 
 
 @dataclass(frozen=True)
