@@ -93,8 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _module(args.command).run(config, args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
+    except Exception as exc:  # the one place every failure becomes one line
         return fail(args.command, exc)
+    except:  # noqa: E722 - librdkafka can raise objects that are no BaseException (e.g. KafkaError)
+        raised = sys.exc_info()[1]
+        if isinstance(raised, BaseException):
+            raise  # SystemExit and friends keep their meaning
+        return fail(args.command, RuntimeError(f"{type(raised).__name__}: {raised}"))
 
 
 def fail(command: str, exc: BaseException) -> int:
