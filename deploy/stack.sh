@@ -26,7 +26,8 @@ KAFKA_JVM_OPTS=(-Xmx512m -Xms512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:Initi
   "-Dlog4j2.configurationFile=$DEPLOY/kafka/log4j2.properties")
 TOPICS=("${LEADERBOARD_TOPIC:-match-won.v1}:12"
   "${LEADERBOARD_DLQ_TOPIC:-match-won.v1.dlq}:3"
-  "${LEADERBOARD_PERIOD_CLOSED_TOPIC:-period-closed.v1}:3")
+  "${LEADERBOARD_PERIOD_CLOSED_TOPIC:-period-closed.v1}:3"
+  "${LEADERBOARD_MODERATION_TOPIC:-moderation.v1}:3")
 declare -A READY_TIMEOUT=([kafka]=90 [redis]=30 [postgres]=60)
 
 die() {

@@ -31,6 +31,8 @@ class Settings:
     topic: str = "match-won.v1"
     dlq_topic: str = "match-won.v1.dlq"
     period_closed_topic: str = "period-closed.v1"
+    moderation_topic: str = "moderation.v1"
+    """Moderation actions (schemas/moderation.v1.json), published after PostgreSQL holds them."""
     consumer_group: str = "leaderboard"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -59,6 +61,8 @@ class Settings:
     boards_file: Path | None = None
     ingest_token: str = field(default="", repr=False)
     """Bearer token that POST /v1/scores requires; empty disables ingest (503)."""
+    admin_token: str = field(default="", repr=False)
+    """Bearer token of the /v1/admin routes (moderation); empty: those routes answer 404, never open."""
     batch_size: int = 5000
     batch_timeout_ms: int = 25
     log_level: str = "INFO"
@@ -152,7 +156,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             if not path.is_file():
                 raise SettingsError(f"{var}={text!r}: no such file")
             values[name] = path
-        elif name in ("topic", "dlq_topic", "period_closed_topic", "consumer_group", "redis_prefix"):
+        elif name in (
+            "topic",
+            "dlq_topic",
+            "period_closed_topic",
+            "moderation_topic",
+            "consumer_group",
+            "redis_prefix",
+        ):
             if not _NAME.match(text):
                 raise SettingsError(f"{var}={text!r}: use letters, digits, '.', '_' or '-'")
             values[name] = text
