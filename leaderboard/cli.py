@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "consumers.dlq_tool",
     "migrate": "consumers.migrate",
     "demo": "leaderboard.demo",
+    "moderate": "leaderboard.moderation.cli",
 }
 
 

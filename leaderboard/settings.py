@@ -69,6 +69,9 @@ class Settings:
     max_future_skew_s: int = 300
     """How far occurred_at may lie after the record's broker timestamp; later events are dead-lettered
     with reason ``future`` (the broker's clock, so a replay decides the same)."""
+    erasure_horizon_s: int = 604_800
+    """How long Kafka may still hold an erased player's raw records (set it to the longest retention of the
+    match-won, dead-letter and moderation topics; Kafka's default is 7 days): their digest is kept that long."""
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
 
@@ -143,6 +146,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 65535)
         elif name == "batch_size":
             values[name] = _int(var, text, 1, 100_000)
+        elif name == "erasure_horizon_s":
+            values[name] = _int(var, text, 0, 10 * 366 * 86_400)
         elif name == "max_future_skew_s":
             values[name] = _int(var, text, 0, 366 * 86_400)
         elif name == "batch_timeout_ms":

@@ -44,6 +44,11 @@ class Action(
     schema_version: Literal[1] = 1
 
     @property
+    def kind(self) -> str:
+        """The wire ``kind`` (the struct's tag)."""
+        return str(self.__struct_config__.tag)
+
+    @property
     def player(self) -> str | None:
         """The player the action is about, if it names one (the Kafka key, the audit index)."""
         return None
