@@ -70,8 +70,8 @@ class Settings:
     """How far occurred_at may lie after the record's broker timestamp; later events are dead-lettered
     with reason ``future`` (the broker's clock, so a replay decides the same)."""
     erasure_horizon_s: int = 604_800
-    """How long Kafka may still hold an erased player's raw records (set it to the longest retention of the
-    match-won, dead-letter and moderation topics; Kafka's default is 7 days): their digest is kept that long."""
+    """How long Kafka may still hold an erased player's raw records (the longest retention of the match-won,
+    dead-letter and moderation topics; Kafka's default is 7 days): their digest is kept that long."""
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
 

@@ -22,7 +22,7 @@ from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from producers.ingest import IngestRouter, make_router
 from producers.publisher import Publisher
-from query_api import docs_page, health, http, problems, routes, stream
+from query_api import admin, docs_page, health, http, problems, routes, stream
 from query_api.context import Context
 from query_api.fastpath import FastReads
 from query_api.limits import BodyLimit
@@ -72,8 +72,9 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         for item in schema.get("paths", {}).values():
             for op in item.values():
                 responses = op.setdefault("responses", {})
-                if responses.pop("422", None) is not None and "400" not in responses:
-                    responses["400"] = {"description": "Invalid parameter"}
+                if responses.get("422", {}).get("description") == "Validation Error":  # FastAPI's own
+                    del responses["422"]
+                    responses.setdefault("400", {"description": "Invalid parameter"})
                 for code, text in LIMIT_RESPONSES.items():
                     if code != "413" or "requestBody" in op:
                         responses.setdefault(code, {"description": text})
@@ -144,6 +145,7 @@ def create_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_
     app.include_router(stream.router)
     app.include_router(health.router)
     app.include_router(ingest)
+    app.include_router(admin.make_router(config, frozenset(b.id for b in board_list)))  # moderation
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -31,9 +31,13 @@ EventIds = Annotated[list[ActionId], msgspec.Meta(min_length=1, max_length=MAX_T
 MatchIds = Annotated[list[MatchId], msgspec.Meta(min_length=1, max_length=MAX_TARGETS)]
 
 
-
 class Action(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", forbid_unknown_fields=True, omit_defaults=True
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    tag_field="kind",
+    forbid_unknown_fields=True,
+    omit_defaults=True,
 ):
     """Fields every action has. ``at`` is RFC 3339 text, normalised to UTC ``...Z`` by :func:`decode`."""
 
@@ -179,7 +183,9 @@ def _checked(action: AnyAction) -> AnyAction:
                 raise _Bad(f"void: from ({start}) must be before until ({end})")
             changes["from_"], changes["until"] = start, end
         if action.event_ids is not None:
-            changes["event_ids"] = list(dict.fromkeys(e.lower() for e in _unique(action.event_ids, "event_ids")))
+            changes["event_ids"] = list(
+                dict.fromkeys(e.lower() for e in _unique(action.event_ids, "event_ids"))
+            )
         if action.match_ids is not None:
             changes["match_ids"] = _unique(action.match_ids, "match_ids")
     return msgspec.structs.replace(action, **changes)

@@ -103,7 +103,8 @@ def test_normalises_ids_and_instants() -> None:
         }
     )
     assert isinstance(action, moderation.Void)
-    assert action.action_id == eid and action.event_ids == [eid]
+    assert action.action_id == eid
+    assert action.event_ids == [eid]
     assert action.at == "2024-06-01T12:00:00Z"
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import uuid_utils
 
 from leaderboard.errors import UserError
-from leaderboard.moderation import rules, service
+from leaderboard.moderation import rules, service, store
 from leaderboard.settings import Settings
 from schemas import moderation as m
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("list", help="the audit trail, oldest first, one JSON object a line")
     p.add_argument("--player", default=None)
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only actions after this seq")
-    p.add_argument("--limit", type=int, default=100, help=f"at most this many (1-{service.store.MAX_LIST})")
+    p.add_argument("--limit", type=int, default=100, help=f"at most this many (1-{store.MAX_LIST})")
     sub.add_parser("publish", help="send actions still waiting for Kafka (safe to repeat)")
 
 
@@ -101,8 +101,8 @@ def document(args: argparse.Namespace) -> dict[str, object]:
 
 def run(config: Settings, args: argparse.Namespace) -> int:
     if args.action == "list":
-        if not 1 <= args.limit <= service.store.MAX_LIST:
-            raise UserError(f"--limit must be in [1, {service.store.MAX_LIST}]")
+        if not 1 <= args.limit <= store.MAX_LIST:
+            raise UserError(f"--limit must be in [1, {store.MAX_LIST}]")
         for e in service.entries(config, player=args.player, after=args.after, limit=args.limit):
             line = {
                 "seq": e.seq,

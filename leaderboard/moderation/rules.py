@@ -129,14 +129,16 @@ def _void(action: m.Void, state: State) -> Plan:
         if missing:
             raise Refused("unknown-match", f"{len(missing)} unknown match id(s), first: {missing[0]!r}")
         return Plan(void_matches=tuple(action.match_ids))
-    assert action.from_ is not None and action.until is not None  # the model guarantees the window
+    assert action.from_ is not None
+    assert action.until is not None
     _need_player(action, state)
     start, end = m.instant(action.from_), m.instant(action.until)
     for other in state.windows:
         if other.starts_at < end and start < other.ends_at:
             raise Refused(
                 "overlapping-window",
-                f"overlaps void {other.action_id} [{m.utc_text(other.starts_at)}, {m.utc_text(other.ends_at)})",
+                f"overlaps void {other.action_id}"
+                f" [{m.utc_text(other.starts_at)}, {m.utc_text(other.ends_at)})",
             )
     return Plan(void_window=(start, end))
 

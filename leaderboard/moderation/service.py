@@ -52,7 +52,9 @@ def submit(config: Settings, action: m.AnyAction, boards: frozenset[str] | None 
     horizon = timedelta(seconds=config.erasure_horizon_s)
     with connect(config) as conn:
         try:
-            recorded = store.record(conn, action, board_ids(config) if boards is None else boards, horizon=horizon)
+            recorded = store.record(
+                conn, action, board_ids(config) if boards is None else boards, horizon=horizon
+            )
         except psycopg.errors.UndefinedTable:
             raise Unavailable("the moderation tables are missing: run `leaderboard migrate`") from None
         except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:

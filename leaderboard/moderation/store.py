@@ -122,8 +122,16 @@ def record(
         )
         _apply(conn, action, plan)
         if plan.erase:
-            assert pseudonym is not None and action.player is not None
-            erase(conn, action.player, pseudonym, action.action_id, m.instant(action.at), horizon)
+            assert pseudonym is not None
+            assert action.player is not None
+            erase(
+                conn,
+                action.player,
+                pseudonym,
+                action_id=action.action_id,
+                at=m.instant(action.at),
+                horizon=horizon,
+            )
         return Recorded(action.action_id, seq, action.kind, duplicate=False)
 
 
@@ -179,8 +187,7 @@ def _state(conn: psycopg.Connection, action: m.AnyAction) -> rules.State:
     assert player is not None
     known = _player_known(conn, player)
     excluded = frozenset(
-        r[0]
-        for r in conn.execute("SELECT board FROM moderation_exclusions WHERE player_id = %s", (player,))
+        r[0] for r in conn.execute("SELECT board FROM moderation_exclusions WHERE player_id = %s", (player,))
     )
     windows: tuple[rules.Window, ...] = ()
     if isinstance(action, m.Void):
@@ -211,7 +218,8 @@ def _apply(conn: psycopg.Connection, action: m.AnyAction, plan: rules.Plan) -> N
         )
     if plan.void_events:
         conn.execute(
-            "INSERT INTO moderation_void_events (event_id, action_id) SELECT e, %s FROM unnest(%s::uuid[]) AS e",
+            "INSERT INTO moderation_void_events (event_id, action_id)"
+            " SELECT e, %s FROM unnest(%s::uuid[]) AS e",
             (aid, list(plan.void_events)),
         )
     if plan.void_matches:
@@ -228,11 +236,17 @@ def _apply(conn: psycopg.Connection, action: m.AnyAction, plan: rules.Plan) -> N
         )
     if plan.unvoid is not None:
         for table in ("moderation_void_events", "moderation_void_matches", "moderation_void_windows"):
-            conn.execute(f"DELETE FROM {table} WHERE action_id = %s", (plan.unvoid,))  # noqa: S608
+            conn.execute(f"DELETE FROM {table} WHERE action_id = %s", (plan.unvoid,))
 
 
 def erase(
-    conn: psycopg.Connection, player: str, pseudonym: str, action_id: str, at: datetime, horizon: timedelta
+    conn: psycopg.Connection,
+    player: str,
+    pseudonym: str,
+    *,
+    action_id: str,
+    at: datetime,
+    horizon: timedelta,
 ) -> None:
     """The PostgreSQL part of an erasure (inside the caller's transaction): the id becomes ``pseudonym``
     in every column of PLAYER_COLUMNS, display names go, earlier audit records name the pseudonym.
@@ -243,9 +257,10 @@ def erase(
     names = {table: column for table, column in NAME_COLUMNS}
     for table, column in PLAYER_COLUMNS:
         sets = f"{column} = %s" + (f", {names[table]} = NULL" if table in names else "")
-        conn.execute(f"UPDATE {table} SET {sets} WHERE {column} = %s", (pseudonym, player))  # noqa: S608
+        conn.execute(f"UPDATE {table} SET {sets} WHERE {column} = %s", (pseudonym, player))
     conn.execute(
-        "UPDATE moderation_actions SET player_id = %s, record = jsonb_set(record, '{player_id}', to_jsonb(%s::text))"
+        "UPDATE moderation_actions"
+        " SET player_id = %s, record = jsonb_set(record, '{player_id}', to_jsonb(%s::text))"
         " WHERE player_id = %s AND record ? 'player_id'",
         (pseudonym, pseudonym, player),
     )
@@ -262,7 +277,8 @@ def forget_digests(conn: psycopg.Connection, now: datetime) -> int:
     with conn.transaction():
         _bounds(conn)
         cur = conn.execute(
-            "UPDATE moderation_erasures SET id_digest = NULL WHERE id_digest IS NOT NULL AND digest_until <= %s",
+            "UPDATE moderation_erasures SET id_digest = NULL"
+            " WHERE id_digest IS NOT NULL AND digest_until <= %s",
             (now,),
         )
         return cur.rowcount
@@ -294,7 +310,7 @@ def listing(
         "SELECT a.seq, a.action_id::text, a.kind, a.record, a.recorded_at,"
         " NOT EXISTS (SELECT 1 FROM moderation_outbox o WHERE o.action_id = a.action_id),"
         " (SELECT u.action_id::text FROM moderation_actions u WHERE u.target = a.action_id)"
-        f" FROM moderation_actions a WHERE {where} ORDER BY a.seq LIMIT %s",  # noqa: S608
+        f" FROM moderation_actions a WHERE {where} ORDER BY a.seq LIMIT %s",
         params,
     ).fetchall()
     return [Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
