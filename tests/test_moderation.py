@@ -335,6 +335,8 @@ def test_cli_actions_list_and_one_line_errors(config: Settings, db: psycopg.Conn
     ]
     erase = run_cli(config, "erase", "erin")
     assert erase.returncode == 0, erase.stderr
+    kept = run_cli(config, "forget-digests")  # the horizon (7 days) has not passed: the digest stays
+    assert (kept.returncode, kept.stdout) == (0, "0 digest(s) cleared\n")
     assert "erin" not in dump_schema(config)
     assert "Erin" not in dump_schema(config)
 

@@ -68,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only actions after this seq")
     p.add_argument("--limit", type=int, default=100, help=f"at most this many (1-{store.MAX_LIST})")
     sub.add_parser("publish", help="send actions still waiting for Kafka (safe to repeat)")
+    sub.add_parser(
+        "forget-digests",
+        help="clear erased ids' digests whose horizon (LEADERBOARD_ERASURE_HORIZON_S) passed",
+    )
 
 
 def document(args: argparse.Namespace) -> dict[str, object]:
@@ -112,6 +116,9 @@ def run(config: Settings, args: argparse.Namespace) -> int:
                 **e.record,
             }
             print(json.dumps(line, ensure_ascii=False))
+        return 0
+    if args.action == "forget-digests":
+        print(f"{service.forget_digests(config)} digest(s) cleared")
         return 0
     if args.action == "publish":
         left = service.republish(config)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -69,6 +69,14 @@ def republish(config: Settings) -> int:
     with connect(config) as conn:
         try:
             return publish.publish_pending(config, conn)
+        except psycopg.errors.UndefinedTable:
+            raise Unavailable("the moderation tables are missing: run `leaderboard migrate`") from None
+
+
+def forget_digests(config: Settings) -> int:
+    with connect(config) as conn:
+        try:
+            return store.forget_digests(conn, datetime.now(UTC))
         except psycopg.errors.UndefinedTable:
             raise Unavailable("the moderation tables are missing: run `leaderboard migrate`") from None
 
