@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
 
 from consumers.migrate import migrate
-from leaderboard.moderation import rules, service, store
+from leaderboard.moderation import publish, rules, service, store
 from leaderboard.settings import Settings
 from schemas import moderation as m
 from tests.procs import leaderboard_cli, read_topic
@@ -262,10 +263,8 @@ def test_kafka_away_keeps_the_action_durable_and_pending(config: Settings, db: p
     add_events(db, [event("dave", 2)])
     away = replace(config, kafka_bootstrap="127.0.0.1:1")
     ban = action("exclude", player_id="dave", boards="all")
-    from leaderboard.moderation import publish  # noqa: PLC0415
-
     with service.connect(away) as conn:
-        store.record(conn, ban, BOARDS, horizon=store.timedelta(0))
+        store.record(conn, ban, BOARDS, horizon=timedelta(0))
         assert publish.publish_pending(away, conn, timeout=1.0) == 1
     assert exclusions(db) == {("dave", "*")}
     assert service.republish(config) == 0
@@ -353,3 +352,20 @@ def test_tables_missing_is_one_line(config: Settings) -> None:
     out = leaderboard_cli(config, "moderate", "list", timeout=60)
     assert out.returncode == 2, out.stderr
     assert "leaderboard migrate" in out.stderr, out.stderr
+
+
+def test_racing_submissions_of_one_action_count_once(config: Settings, db: psycopg.Connection) -> None:
+    """Eight clients send the same action at once (a retrying fleet): one row, one effect, one record."""
+    add_events(db, [event("frank", 2)])
+    ban = action("exclude", player_id="frank", boards=["global"])
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: submit(config, ban), range(8)))
+    assert sorted(o.recorded.duplicate for o in outcomes) == [False] + [True] * 7
+    assert len({o.recorded.seq for o in outcomes}) == 1
+    assert db.execute("SELECT count(*) FROM moderation_actions").fetchone() == (1,)
+    assert exclusions(db) == {("frank", "global")}
+    # Each submission also flushes the outbox, so the record may be sent more than once: readers
+    # de-duplicate by action_id, and every copy is the same action.
+    copies = [m.decode(v or b"") for _, v, _ in read_topic(config, config.moderation_topic)]
+    assert copies
+    assert all(c == ban for c in copies)

@@ -224,3 +224,13 @@ def test_openapi_documents_the_admin_routes(config: Settings) -> None:
     assert {b["properties"]["kind"]["const"] for b in body["oneOf"]} == set(m.KINDS)
     assert all("action_id" not in b["required"] for b in body["oneOf"])
     assert "$ref" not in str(body)
+
+
+def test_postgres_down_is_503_and_retryable(config: Settings) -> None:
+    cfg = replace(config, admin_token=ADMIN, database_url="postgresql://nobody@127.0.0.1:1/none")
+    post, listing = call(
+        cfg, ("POST", PATH, {"json": exclude("alice"), **bearer(ADMIN)}), ("GET", PATH, bearer(ADMIN))
+    )
+    for r in (post, listing):
+        assert is_problem(r, 503)["type"] == "/problems/postgres-unavailable"
+        assert r.headers["retry-after"] == "5"
