@@ -29,6 +29,8 @@ from schemas import moderation as m
 from schemas.model import check_bytes
 
 PREFIX = "/v1/admin"
+_PLAYER = "^[^\x00-\x1f\x7f-\x9f]+$"
+"""A player id has no control characters (as schemas.model.PlayerId); PostgreSQL cannot even hold NUL."""
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No `Authorization: Bearer <admin token>` header"},
     403: {"description": "Wrong admin token"},
@@ -171,8 +173,8 @@ def make_router(config: Settings, boards: frozenset[str]) -> APIRouter:
         responses=_AUTH_RESPONSES,
     )
     async def list_actions(
-        player: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-        after: Annotated[int, Query(ge=0)] = 0,
+        player: Annotated[str | None, Query(min_length=1, max_length=64, pattern=_PLAYER)] = None,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=store.MAX_LIST)] = 100,
     ) -> Response:
         try:

@@ -218,6 +218,14 @@ def validate(payload: object) -> AnyAction:
     return result
 
 
+def player_id(text: str) -> str:
+    """``text`` if it is a valid player id (1-64 characters, no control characters); else ValueError."""
+    try:
+        return msgspec.convert(text, PlayerId)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"player id: {exc}") from None
+
+
 def encode(action: AnyAction) -> bytes:
     """The wire form (what is published on moderation.v1 and kept as the audit record)."""
     return _encoder.encode(action)

@@ -320,6 +320,7 @@ def test_cli_actions_list_and_one_line_errors(config: Settings, db: psycopg.Conn
         ["unvoid", str(uuid.uuid4())],
         ["reinstate", "erin", "--board", "global"],  # excluded from all boards
         ["list", "--limit", "0"],
+        ["list", "--player", "a\x01b"],
     ):
         out = run_cli(config, *bad)
         assert out.returncode == 2, (bad, out.stdout, out.stderr)

@@ -107,6 +107,13 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     if args.action == "list":
         if not 1 <= args.limit <= store.MAX_LIST:
             raise UserError(f"--limit must be in [1, {store.MAX_LIST}]")
+        if not 0 <= args.after < 2**63:
+            raise UserError("--after must be a seq (0 or more)")
+        if args.player is not None:
+            try:
+                m.player_id(args.player)
+            except ValueError as exc:
+                raise UserError(f"--player: {exc}") from None
         for e in service.entries(config, player=args.player, after=args.after, limit=args.limit):
             line = {
                 "seq": e.seq,
