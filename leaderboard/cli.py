@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "consumers.dlq_tool",
     "migrate": "consumers.migrate",
     "demo": "leaderboard.demo",
+    "moderate": "leaderboard.moderation.cli",
 }
 
 
@@ -64,6 +65,8 @@ def needs(command: str, args: argparse.Namespace, config: settings.Settings) -> 
         return sinks if (args.list or args.dry_run) else all_three
     if command == "migrate":
         return {Service.POSTGRES}
+    if command == "moderate":
+        return {Service.POSTGRES}  # durable in PostgreSQL first; Kafka publication can catch up later
     raise AssertionError(f"needs() misses {command}")
 
 

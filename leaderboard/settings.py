@@ -37,6 +37,8 @@ class Settings:
     topic: str = "match-won.v1"
     dlq_topic: str = "match-won.v1.dlq"
     period_closed_topic: str = "period-closed.v1"
+    moderation_topic: str = "moderation.v1"
+    """Moderation actions (schemas/moderation.v1.json), published after PostgreSQL holds them."""
     consumer_group: str = "leaderboard"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -65,12 +67,17 @@ class Settings:
     boards_file: Path | None = None
     ingest_token: str = field(default="", repr=False)
     """Bearer token that POST /v1/scores requires; empty disables ingest (503)."""
+    admin_token: str = field(default="", repr=False)
+    """Bearer token of the /v1/admin routes (moderation); empty: those routes answer 404, never open."""
     batch_size: int = 5000
     batch_timeout_ms: int = 25
     log_level: str = "INFO"
     max_future_skew_s: int = 300
     """How far occurred_at may lie after the record's broker timestamp; later events are dead-lettered
     with reason ``future`` (the broker's clock, so a replay decides the same)."""
+    erasure_horizon_s: int = 604_800
+    """How long Kafka may still hold an erased player's raw records (the longest retention of the match-won,
+    dead-letter and moderation topics; Kafka's default is 7 days): their digest is kept that long."""
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
     kafka_file_settings: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"env": False})
@@ -85,6 +92,22 @@ class Settings:
         conf.update(self.kafka_file_settings)
         conf.update(parse_kv(self.kafka_config, "LEADERBOARD_KAFKA_CONFIG"))
         return conf
+
+
+PRODUCER_DEFAULTS: dict[str, str | int] = {
+    "enable.idempotence": "true",  # broker de-duplicates producer retries: no doubles, order kept
+    "acks": "all",
+    "compression.type": "lz4",  # cheapest CPU per byte saved on small JSON records
+    "linger.ms": 10,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "message.timeout.ms": 120_000,
+    # Kafka's canonical (Java) key hash: a player lands on the same partition whichever client sends.
+    "partitioner": "murmur2_random",
+}
+"""Every producer of the product (SDK, ingest, moderation, benchmarks): durable, ordered, idempotent."""
 
 
 _API_LIMITS: dict[str, tuple[int, int]] = {
@@ -264,6 +287,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 65535)
         elif name == "batch_size":
             values[name] = _int(var, text, 1, 100_000)
+        elif name == "erasure_horizon_s":
+            values[name] = _int(var, text, 0, 10 * 366 * 86_400)
         elif name == "max_future_skew_s":
             values[name] = _int(var, text, 0, 366 * 86_400)
         elif name == "batch_timeout_ms":
@@ -282,7 +307,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             if not path.is_file():
                 raise SettingsError(f"{var}={text!r}: no such file")
             values[name] = path
-        elif name in ("topic", "dlq_topic", "period_closed_topic", "consumer_group", "redis_prefix"):
+        elif name in (
+            "topic",
+            "dlq_topic",
+            "period_closed_topic",
+            "moderation_topic",
+            "consumer_group",
+            "redis_prefix",
+        ):
             if not _NAME.match(text):
                 raise SettingsError(f"{var}={text!r}: use letters, digits, '.', '_' or '-'")
             values[name] = text
