@@ -8,7 +8,6 @@ import time
 from typing import cast
 
 import psycopg
-import redis
 
 from consumers.generations import load_from_postgres
 from consumers.rebuild import select_boards
@@ -16,6 +15,7 @@ from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
+from leaderboard.redis_client import FAILURES, SyncClient, sync_client
 from leaderboard.settings import Settings
 
 HELP = "compare Redis boards with PostgreSQL ground truth; exit 1 on any difference"
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def differences(
-    client: redis.Redis, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
+    client: SyncClient, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
 ) -> tuple[list[str], int]:
     """Readable difference lines and the number of periods compared."""
     expected: dict[str, dict[str, int]] = {}
@@ -75,7 +75,7 @@ def _text(value: bytes | str) -> str:
 
 def run(config: Settings, args: argparse.Namespace) -> int:
     boards = select_boards(config, args.board)
-    client = redis.Redis.from_url(config.redis_url)
+    client = sync_client(config)
     keys = Keys(config.redis_prefix)
     try:
         with psycopg.connect(config.database_url, autocommit=True) as conn:
@@ -91,7 +91,9 @@ def run(config: Settings, args: argparse.Namespace) -> int:
                     return 0
                 if attempt + 1 < args.attempts:
                     time.sleep(1.0)
-    except (psycopg.OperationalError, redis.ConnectionError) as exc:
+    except psycopg.OperationalError as exc:
+        raise UserError(f"cannot reach a sink: {exc}") from exc
+    except FAILURES as exc:
         raise UserError(f"cannot reach a sink: {exc}") from exc
     finally:
         client.close()

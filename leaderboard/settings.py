@@ -27,6 +27,8 @@ class Settings:
     """Extra librdkafka settings for every client, 'key=value,key=value' (TLS/SASL pass through here)."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "lb"
+    redis_cluster: bool = False
+    """LEADERBOARD_REDIS_URL names any node of a Redis Cluster (leaderboard/redis_client.py)."""
     database_url: str = "postgresql://leaderboard:leaderboard@127.0.0.1:5432/leaderboard"
     topic: str = "match-won.v1"
     dlq_topic: str = "match-won.v1.dlq"
@@ -160,7 +162,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             if text.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                 raise SettingsError(f"{var}={text!r}: expected DEBUG, INFO, WARNING or ERROR")
             values[name] = text.upper()
-        elif name == "auto_close_periods":
+        elif name in ("auto_close_periods", "redis_cluster"):
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise SettingsError(f"{var}={text!r}: expected true or false")
             values[name] = text.lower() in ("true", "1", "yes")
