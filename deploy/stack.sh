@@ -376,15 +376,17 @@ up_kafka_cluster() {
     "$(kc_bootstrap)" "$(since "$t0")"
 }
 
-down_kafka_cluster() {
-  local id pid
+down_kafka_cluster() { # all at once: the last broker stopped alone would wait for a controller quorum
+  local id pid stops=()
   for id in $(kc_ids); do
     pid=$(kc_pid "$id")
     [[ -n $pid ]] || continue
-    stop_pid "$pid" 30
-    rm -f "$RUN/kafka-cluster-$id.pid"
-    printf '%-13s down (stopped node %s, pid %s)\n' kafka-cluster "$id" "$pid"
+    stop_pid "$pid" 30 &
+    stops+=($!)
+    printf '%-13s down (stopping node %s, pid %s)\n' kafka-cluster "$id" "$pid"
   done
+  ((${#stops[@]} == 0)) || wait "${stops[@]}"
+  for id in $(kc_ids); do rm -f "$RUN/kafka-cluster-$id.pid"; done
 }
 
 status_kafka_cluster() {

@@ -1,4 +1,4 @@
-"""The read API on a real local Redis Cluster (3 masters + 3 replicas) started by `deploy/stack.sh up redis-cluster`.
+"""The read API on a real local Redis Cluster (3 masters + 3 replicas) of `stack.sh up redis-cluster`.
 
 Boards are written into the cluster with plain commands in the key layout (leaderboard.keys) and the same
 boards into the single shared Redis; both apps must give the same bodies, and the answers are checked
@@ -163,7 +163,8 @@ def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: S
     assert (player["rank"], player["score"], player["display_name"], player["total"]) == (2, 30, "Cy", 5)
     assert [e["player_id"] for e in around["entries"]] == ["p2", "p4", "p5"]
     assert [e["player_id"] for e in score_range["entries"]] == ["p3", "p2", "p4"]
-    assert [e["player_id"] for e in lookup["entries"]] == ["p1", "p5"] and lookup["absent"] == ["nobody"]
+    assert [e["player_id"] for e in lookup["entries"]] == ["p1", "p5"]
+    assert lookup["absent"] == ["nobody"]
     assert (stats["players"], stats["top_score"], stats["events"]) == (5, 50, 9)
 
 
@@ -215,7 +216,8 @@ def test_master_sigkill_answers_503_until_the_replica_takes_over(cluster: Cluste
             if resp.status_code == 503:
                 assert resp.headers["content-type"] == PROBLEM
                 doc = resp.json()
-                assert doc["type"] == "/problems/redis-unavailable" and doc["status"] == 503, doc
+                assert doc["type"] == "/problems/redis-unavailable", doc
+                assert doc["status"] == 503
                 assert resp.headers["retry-after"]
             else:
                 assert resp.status_code == 200, resp.text
