@@ -4,7 +4,8 @@ Every live read is one EVALSHA that checks the active generation and computes th
 atomically, so a read never mixes two generations. The script's keys are all declared and all in the
 board's ``{board}`` slot (Redis Cluster): the store remembers each board's active generation, names that
 generation's keys, and calls again if the script answers that another generation is now active (a flip).
-Display names live in one shared hash (another slot): they are read with an HMGET of their own, in
+Display names live in one shared hash: on a single node the script declares and reads it too (one round
+trip); on a Redis Cluster it is in another slot, so names are read with an HMGET of their own, in
 parallel with the script when the players are known up front (player, lookup), after it otherwise.
 No active generation (Redis lost, rebuild under way) answers 503 with Retry-After rather than ranks from
 a half-built board; so does every Redis or Redis Cluster failure (never 500). A period whose key is absent in
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from leaderboard import periods, ranking, scoring, timefmt
 from leaderboard.boards import Board
@@ -101,6 +103,12 @@ def entries(res: dict[str, Any], start: int, names: Sequence[object]) -> list[di
     ]
 
 
+def _script_names(res: dict[str, Any]) -> list[object]:
+    """Names a script read itself (false where unknown; cjson encodes an empty array as {})."""
+    names: list[object] = res.get("names") or []
+    return names
+
+
 def _snap_entry(row: Sequence[Any]) -> dict[str, Any]:
     return {"rank": row[0], "player_id": row[1], "score": int(row[2]), "display_name": row[4]}
 
@@ -124,11 +132,16 @@ class Store:
         self._scripts = {name: client.register_script(script_text(name)) for name in SCRIPTS}
         self._gen: dict[str, str] = {}
         """board -> the generation last seen active (names the scripts' keys)."""
+        self._names_in_script = not isinstance(client, AsyncRedisCluster)
+        """One node: the scripts read names too. A cluster: the names hash is in another slot."""
 
     def _script_keys(self, board: str, gen: str, period: str) -> list[str]:
         g = int(gen)
         k = self._keys
-        return [k.meta(board), k.board(board, g, period), k.stats(board, g, period), k.periods(board, g)]
+        out = [k.meta(board), k.board(board, g, period), k.stats(board, g, period), k.periods(board, g)]
+        if self._names_in_script:
+            out.append(self._names)
+        return out
 
     async def _bounded(self, call: Awaitable[Any]) -> Any:
         try:
@@ -172,7 +185,10 @@ class Store:
     async def _with_names(
         self, call: Awaitable[dict[str, Any]], members: Sequence[str]
     ) -> tuple[dict[str, Any], list[object]]:
-        """A script call and the names of players known up front, concurrently (one round trip's wait)."""
+        """A script call and the names of players known up front (on a cluster: concurrently)."""
+        if self._names_in_script:
+            res = await call
+            return res, _script_names(res)
         names = asyncio.ensure_future(self._names_of(members))
         try:
             res = await call
@@ -182,6 +198,9 @@ class Store:
         return res, await names
 
     async def _rows_named(self, res: dict[str, Any]) -> list[object]:
+        """The names of a reply's rows: from the reply (one node), else one HMGET (a cluster)."""
+        if "names" in res:
+            return _script_names(res)
         return await self._names_of(rows_of(res)[0::2]) if res["s"] == "ok" else []
 
     async def _closed(self, board: Board, period: str) -> bool:

@@ -2,9 +2,11 @@
 -- rows, all inside the one EVALSHA of a request.
 -- Every key is DECLARED, all in the board's {board} hash-tag slot (Redis Cluster):
 --   KEYS[1] meta hash, KEYS[2] the period's sorted set, KEYS[3] its stats hash, KEYS[4] the periods set,
---   all three of generation ARGV[1] (the generation the caller believes active: it builds the key names).
+--   the last three of generation ARGV[1] (the generation the caller believes active: it names the keys);
+--   KEYS[5], on a single node only, the shared display-names hash.
 -- If the active generation is another one (a flip), the script answers {s: stale, gen} and the caller
--- calls again with the keys of that generation. Display names (another slot) are read by the caller.
+-- calls again with the keys of that generation. On a Redis Cluster the names hash is in another slot: the
+-- caller does not declare it and reads the names with an HMGET of its own (the reply then has no names).
 -- Replies are one JSON string (cjson): a single bulk reply is far cheaper for the client to parse than
 -- nested RESP arrays. Scores stay strings (cjson prints numbers with 14 digits; packed scores need 16).
 local SPAN = 16777216          -- 2^24, leaderboard.scoring.TIME_SPAN
@@ -22,4 +24,16 @@ local function absent(gen, updated) return cjson.encode({s = 'absent', gen = gen
 local function rank_of(z, packed)
   local pts = math.floor(tonumber(packed) / SPAN)
   return redis.call('ZCOUNT', z, num((pts + 1) * SPAN), '+inf') + 1
+end
+-- Display names of players (false where unknown), or nil (omitted from the reply) without KEYS[5].
+local function names_of(members)
+  if not KEYS[5] then return nil end
+  if #members == 0 then return {} end
+  return redis.call('HMGET', KEYS[5], unpack(members))
+end
+-- The names of the members of a WITHSCORES reply.
+local function row_names(rows)
+  local members = {}
+  for i = 1, #rows, 2 do members[#members + 1] = rows[i] end
+  return names_of(members)
 end

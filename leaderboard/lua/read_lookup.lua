@@ -1,5 +1,5 @@
 -- Several players at once: ARGV[2..] player ids.
--- JSON: {s: nometa} | {s: stale, gen} | {s: absent, ...} | {s: ok, gen, updated, total, scores, ranks};
+-- JSON: {s: nometa} | {s: stale, gen} | {s: absent, ...} | {s: ok, gen, updated, total, scores, ranks, names};
 -- per requested id: score false and rank 0 when not on the board.
 local gen, updated = open()
 if not gen then return updated end
@@ -13,4 +13,5 @@ local ranks = {}
 for i = 1, #ids do
   if scores[i] then ranks[i] = rank_of(z, scores[i]) else ranks[i] = 0 end
 end
-return cjson.encode({s = 'ok', gen = gen, updated = updated, total = total, scores = scores, ranks = ranks})
+return cjson.encode({s = 'ok', gen = gen, updated = updated, total = total, scores = scores, ranks = ranks,
+                     names = names_of(ids)})

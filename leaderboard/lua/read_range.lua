@@ -1,7 +1,7 @@
 -- Players within a packed-score range, descending: ARGV[2] lowest packed (inclusive), ARGV[3] highest packed
 -- (inclusive), ARGV[4] offset, ARGV[5] limit.
 -- JSON: {s: nometa} | {s: stale, gen} | {s: absent, ...}
---     | {s: ok, gen, updated, total, matching, first_rank, first (0-based position), rows}.
+--     | {s: ok, gen, updated, total, matching, first_rank, first (0-based position), rows, names}.
 local gen, updated = open()
 if not gen then return updated end
 local z = KEYS[2]
@@ -15,4 +15,4 @@ if #rows > 0 then
   pos = redis.call('ZCOUNT', z, '(' .. rows[2], '+inf')
 end
 return cjson.encode({s = 'ok', gen = gen, updated = updated, total = total, matching = matching,
-                     first_rank = first, first = pos, rows = rows})
+                     first_rank = first, first = pos, rows = rows, names = row_names(rows)})
