@@ -168,6 +168,28 @@ def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: S
     assert (stats["players"], stats["top_score"], stats["events"]) == (5, 50, 9)
 
 
+def test_a_generation_flip_on_the_cluster_is_followed(cluster: Cluster, config: Settings) -> None:
+    """The store names generation 1's keys; after a flip to 2 the script says stale and it follows."""
+    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
+    rc = sync_client(on_cluster)
+    keys = Keys(config.redis_prefix)
+    write_boards(rc, keys)
+    url = "/v1/leaderboards/global/entries?period=all_time&limit=10"
+    with TestClient(create_app(on_cluster, BOARDS)) as api:
+        assert api.get("/readyz").status_code == 200
+        assert [e["player_id"] for e in api.get(url).json()["entries"]] == ["p1", "p3", "p2", "p4", "p5"]
+        rc.zadd(keys.board("global", 2, PERIOD), {"solo": scoring.pack(7, scoring.tiebreak(1))})
+        rc.sadd(keys.periods("global", 2), PERIOD)
+        rc.hset(keys.meta("global"), mapping={"active": 2, "writing": 2})
+        doc = api.get(url).json()
+        assert [(e["player_id"], e["score"]) for e in doc["entries"]] == [("solo", 7)]
+        rc.hdel(keys.meta("global"), "active")
+        gone = api.get(url)
+        assert gone.status_code == 503
+        assert gone.json()["type"] == "/problems/board-rebuilding"
+    rc.close()
+
+
 def _owner(rc: RedisCluster, key: str) -> tuple[int, int]:
     """(port, pid) of the master that owns ``key``'s slot."""
     node = rc.get_node_from_key(key)
