@@ -252,3 +252,48 @@ def test_master_sigkill_answers_503_until_the_replica_takes_over(cluster: Cluste
     rc.close()
     assert set(statuses) <= {200, 503}
     assert statuses.count(503) >= 1
+
+
+def test_a_slot_without_any_node_answers_503_on_every_board(cluster: Cluster, config: Settings) -> None:
+    """Master and replicas of one slot SIGKILLed: the cluster goes down (CLUSTERDOWN from the survivors).
+
+    Last test of the module: it leaves the cluster failed (the fixture then stops what is left).
+    """
+    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
+    rc = sync_client(on_cluster)
+    assert isinstance(rc, RedisCluster)
+    keys = Keys(config.redis_prefix)
+    victim = rc.get_node_from_key(keys.meta("global"))
+    assert victim is not None
+    other_id = next(
+        f"b{i}" for i in range(100) if rc.get_node_from_key(keys.meta(f"b{i}")).port != victim.port
+    )
+    boards = (*BOARDS, Board(id=other_id))
+    for board in boards:
+        rc.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
+        rc.zadd(keys.board(board.id, 1, PERIOD), {"p1": scoring.pack(1, scoring.tiebreak(1))})
+    survivor = next(n for n in rc.get_primaries() if n.port != victim.port)
+    node_id = rc.execute_command("CLUSTER", "MYID", target_nodes=victim)
+    replicas = rc.execute_command("CLUSTER", "REPLICAS", node_id, target_nodes=victim)
+    ports = [int(victim.port)] + [int(line.split()[1].split(":")[1].split("@")[0]) for line in replicas]
+    pids = [int(redis.Redis(port=p).info("server")["process_id"]) for p in ports]
+    urls = [f"/v1/leaderboards/{b}/entries?period=all_time&limit=3" for b in ("global", other_id)]
+    with TestClient(create_app(on_cluster, boards)) as api:
+        assert [api.get(u).status_code for u in urls] == [200, 200]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        check = redis.Redis(port=int(survivor.port), socket_timeout=2)
+        end = time.monotonic() + 20
+        while b"cluster_state:fail" not in check.execute_command("CLUSTER", "INFO"):
+            if time.monotonic() > end:
+                raise TimeoutError("the cluster did not notice the lost slot within 20 s")
+            time.sleep(0.1)
+        check.close()
+        for u in urls * 3:
+            resp = api.get(u)
+            assert resp.status_code == 503, resp.text
+            assert resp.headers["content-type"] == PROBLEM
+            assert resp.json()["type"] == "/problems/redis-unavailable"
+        ready = api.get("/readyz")
+        assert ready.status_code == 503, ready.text
+    rc.close()
