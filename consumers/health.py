@@ -1,4 +1,4 @@
-"""A small HTTP endpoint beside the consumer loop: /metrics, /healthz, /readyz."""
+"""The consumer's HTTP endpoint (/metrics, /healthz, /readyz) and the readiness it reports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,38 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+
+class Readiness:
+    """The member's readiness, owned in one place so /readyz and the ready gauge never disagree.
+
+    Several parts report a problem under their own name (the batch loop, the watchdog thread, recovery,
+    start-up); the member is ready when none has one. Thread-safe: the watchdog sets its part while the
+    batch loop is blocked inside a call.
+    """
+
+    def __init__(self, gauge: Gauge, starting: str = "starting") -> None:
+        self._gauge = gauge
+        self._lock = threading.Lock()
+        self._problems: dict[str, str] = {"start": starting}
+        gauge.set(0)
+
+    def set(self, source: str, problem: str | None) -> None:
+        """Report (or clear, with None) the problem ``source`` sees."""
+        with self._lock:
+            if problem is None:
+                self._problems.pop(source, None)
+            else:
+                self._problems[source] = problem
+            self._gauge.set(0 if self._problems else 1)
+
+    def problem(self, source: str | None = None) -> str | None:
+        """Why the member is not ready (every part's reason, joined), or None when it is."""
+        with self._lock:
+            if source is not None:
+                return self._problems.get(source)
+            return "; ".join(self._problems.values()) or None
 
 
 class HealthServer:

@@ -52,7 +52,8 @@ class ConsumerMetrics:
         )
         self.lag = Gauge(
             "leaderboard_consumer_lag_messages",
-            "Records behind the partition's high watermark.",
+            "Records between this member's last committed offset and the partition's high watermark "
+            "(exported by the watchdog thread, so also while a batch is stuck).",
             ["partition"],
             registry=r,
         )
@@ -70,7 +71,7 @@ class ConsumerMetrics:
         )
         self.ready = Gauge(
             "leaderboard_consumer_ready",
-            "1 when the last batch reached both sinks, 0 while retrying.",
+            "1 when ready; 0 while a batch retries, is stalled, or boards are being recovered.",
             registry=r,
         )
         self.recoveries = Counter(
@@ -83,6 +84,16 @@ class ConsumerMetrics:
         )
         self.last_commit = Gauge(
             "leaderboard_consumer_last_commit_timestamp_seconds",
-            "When offsets were last committed.",
+            "When offsets were last committed (the start time until the first commit).",
+            registry=r,
+        )
+        self.batch_age = Gauge(
+            "leaderboard_consumer_batch_age_seconds",
+            "How long the batch in progress has been waiting to commit; 0 between batches.",
+            registry=r,
+        )
+        self.stalls = Counter(
+            "leaderboard_consumer_stalls",
+            "Batches not committed within the stall bound, or batch-loop blockages (member not-ready).",
             registry=r,
         )

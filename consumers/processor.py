@@ -5,12 +5,19 @@ idempotent by watermark) -> one Kafka transaction holding the dead letters AND t
 Offsets therefore move only after both sinks have the batch, and dead letters appear exactly once for
 read_committed readers. Any failure aborts the Kafka transaction, pauses the partitions and retries the same
 batch with backoff (both sinks are idempotent), so outages lose and double nothing.
+
+Every blocking call on this path has a bound the process enforces: PostgreSQL by statement_timeout and, for
+a server that stopped answering at all, by the watchdog breaking the connection; Redis by socket timeouts;
+Kafka by short explicit timeouts on the transactional calls. The watchdog thread (consumers/watchdog.py)
+reports a batch that does not commit within its bound as not-ready and counts it, while the loop is blocked.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -21,15 +28,19 @@ from types import FrameType
 
 import psycopg
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from psycopg.conninfo import make_conninfo
 
 from consumers import close_period, dlq, pg_sink
+from consumers.bounded import TransactionalProducer, bounded
 from consumers.decoded import Record, decode_messages
 from consumers.generations import Generations, rebuild_from_postgres
+from consumers.health import Readiness
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
 from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisLost, RedisSink
+from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
@@ -40,7 +51,28 @@ log = logging.getLogger(__name__)
 _BACKOFF_MIN_S = 0.2
 _BACKOFF_MAX_S = 5.0
 _IDLE_CHECK_S = 2.0
-_TX_TIMEOUT_S = 30.0
+# Kafka transactional calls: a batch commits in milliseconds, so anything near these is an outage. On
+# timeout the transaction is aborted (and the producer recreated when that fails too) and the batch retried.
+_TX_TIMEOUT_S = 10.0
+_ABORT_TIMEOUT_S = 5.0
+_INIT_TIMEOUT_S = 10.0
+_COMMITTED_TIMEOUT_S = 5.0
+_KAFKA_FAILURES_BEFORE_NEW_PRODUCER = 2
+# PostgreSQL: the server ends a statement after _PG_STATEMENT_S; a server that answers nothing (frozen,
+# partitioned) is cut off by the watchdog after _PG_BREAK_S of continuous work on the batch connection.
+_PG_CONNECT_S = 3
+_PG_STATEMENT_S = 8
+_PG_BREAK_S = 10.0
+# TCP keepalives and tcp_user_timeout (ms): a host gone or a network cut fails the connection.
+_PG_TCP = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+_REDIS_TIMEOUT_S = 5.0
+_REDIS_CONNECT_S = 3.0
 _LATENCY_SAMPLES = 64
 _CLOSE_EVERY_S = 60.0
 
@@ -69,12 +101,16 @@ class Processor:
         self.metrics = metrics
         self.keys = Keys(config.redis_prefix)
         self.stopping = threading.Event()
-        self.problem: str | None = "starting"
+        self.readiness = Readiness(metrics.ready)
+        self.progress = Progress(time.monotonic())
         self._paused = False
         self._revocations: Counter[int] = Counter()
         """Times each partition was taken from this process; a batch keeps partitions never taken since."""
         self._pg: psycopg.Connection | None = None
-        self._redis = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=3)
+        self._pg_long: psycopg.Connection | None = None
+        self._redis = redis.Redis.from_url(
+            config.redis_url, socket_timeout=_REDIS_TIMEOUT_S, socket_connect_timeout=_REDIS_CONNECT_S
+        )
         self.sink = RedisSink(self._redis, self.keys, self.boards)
         self.gens = Generations(self._redis, self.keys, self.boards)
         common = config.kafka_common()
@@ -89,23 +125,45 @@ class Processor:
                 "isolation.level": "read_committed",
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 250,  # members hear of rebalances sooner, for tiny requests
-                "max.poll.interval.ms": 600_000,
+                # A member whose loop stops polling leaves the group after this and its partitions move on.
+                # Batches are bounded by seconds; a board rebuild polls through its progress callback.
+                "max.poll.interval.ms": 300_000,
                 "fetch.wait.max.ms": 50,
             }
         )
         self.producer = self._new_producer()
+        self._kafka_failures = 0
         # Period-closed announcements go outside the batch transactions, so through their own producer.
         self._announcer = close_period.new_producer(config)
         self._next_close = 0.0
         self._next_idle_check = 0.0
+        self._next_sample = 0.0
         self._redis_suspect = False
         self._applied_hi: dict[int, int] = {}
         """Last offset per partition this process saw Redis accept: Redis going below it lost writes."""
+        self._lag_lock = threading.Lock()
+        self._owned: set[int] = set()
+        self._sampled: dict[int, tuple[int, int]] = {}
+        """(high watermark, position) per owned partition, sampled by the loop every idle check."""
+        self.watchdog = Watchdog(
+            self.progress,
+            self.readiness,
+            metrics,
+            pg_busy=self._pg_busy,
+            pg_break=self._pg_break,
+            pg_bound=_PG_BREAK_S,
+            export=self.export_lag,
+        )
+
+    @property
+    def problem(self) -> str | None:
+        """Why this member is not ready (for /readyz), or None."""
+        return self.readiness.problem()
 
     # -- Kafka clients -------------------------------------------------------------------------------
 
-    def _new_producer(self) -> Producer:
-        producer = Producer(
+    def _new_producer(self) -> TransactionalProducer:
+        return TransactionalProducer(
             {
                 **self.config.kafka_common(),
                 "transactional.id": f"{self.config.consumer_group}-{uuid.uuid4().hex}",
@@ -113,13 +171,27 @@ class Processor:
                 # A SIGKILLed member leaves its open transaction behind; its offsets block the partitions
                 # (KIP-447) until the broker aborts it, so keep this short: batches commit in milliseconds.
                 "transaction.timeout.ms": 10_000,
-            }
+            },
+            _INIT_TIMEOUT_S,
         )
-        producer.init_transactions(_TX_TIMEOUT_S)
-        return producer
+
+    def _replace_producer(self) -> None:
+        """A new transactional producer; keeps the old one when the broker cannot be reached yet.
+
+        The broken one then fails the next attempt at once, which comes back here after the backoff.
+        """
+        try:
+            producer = self._new_producer()
+        except KafkaException as exc:
+            log.warning("cannot create a transactional producer yet", extra={"error": str(exc)[:300]})
+            return
+        self.producer = producer
+        self._kafka_failures = 0
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_assign(partitions)
+        with self._lag_lock:
+            self._owned.update(tp.partition for tp in partitions)
         # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way, or a
         # partition paused during a failed batch and handed back later would stay paused for good.
         (consumer.pause if self._paused else consumer.resume)(partitions)
@@ -130,10 +202,12 @@ class Processor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], kind: str = "revoke") -> None:
         consumer.incremental_unassign(partitions)
         self._revocations.update(tp.partition for tp in partitions)
-        for tp in partitions:
-            self.metrics.lag.remove(str(tp.partition)) if (
-                str(tp.partition),
-            ) in self.metrics.lag._metrics else None
+        with self._lag_lock:
+            for tp in partitions:
+                self._owned.discard(tp.partition)
+                self._sampled.pop(tp.partition, None)
+                if (str(tp.partition),) in self.metrics.lag._metrics:
+                    self.metrics.lag.remove(str(tp.partition))
         self.metrics.rebalances.labels(kind).inc()
         self.metrics.assigned.set(len(consumer.assignment()))
         log.info(f"partitions {kind}d", extra={"partitions": sorted(tp.partition for tp in partitions)})
@@ -143,10 +217,49 @@ class Processor:
 
     # -- sinks ------------------------------------------------------------------------------------------
 
+    def _connect(self) -> psycopg.Connection:
+        conninfo = make_conninfo(self.config.database_url, connect_timeout=_PG_CONNECT_S, **_PG_TCP)
+        return psycopg.connect(conninfo, autocommit=True)
+
     def _conn(self) -> psycopg.Connection:
+        """The batch connection: every statement bounded by the server, the whole wait by the watchdog."""
         if self._pg is None or self._pg.closed or self._pg.broken:
-            self._pg = psycopg.connect(self.config.database_url, autocommit=True, connect_timeout=5)
+            if self._pg is not None:
+                self._pg.close()
+            conn = self._connect()
+            conn.execute(f"SET statement_timeout = {_PG_STATEMENT_S * 1000}")
+            self._pg = conn
         return self._pg
+
+    def _long_conn(self) -> psycopg.Connection:
+        """For board rebuilds: no statement timeout (one snapshot read folds the whole event log)."""
+        if self._pg_long is None or self._pg_long.closed or self._pg_long.broken:
+            if self._pg_long is not None:
+                self._pg_long.close()
+            self._pg_long = self._connect()
+        return self._pg_long
+
+    def _pg_busy(self) -> bool:
+        """Whether the batch connection has a statement or transaction in flight (read by the watchdog)."""
+        conn = self._pg
+        if conn is None or conn.closed:
+            return False
+        return conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def _pg_break(self) -> None:
+        """Make the batch connection's blocked call fail now: shut its socket down under libpq.
+
+        Called from the watchdog thread; the loop's call raises OperationalError, the batch is retried on a
+        new connection (whose connect is bounded by connect_timeout).
+        """
+        conn = self._pg
+        if conn is None or conn.closed:
+            return
+        try:
+            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except (OSError, psycopg.Error):
+            pass  # already closed: the loop sees the error anyway
 
     def prepare(self) -> None:
         """Apply migrations; rebuild from PostgreSQL any board whose generation Redis lacks."""
@@ -160,13 +273,15 @@ class Processor:
         while (missing := self.gens.missing()) and time.monotonic() < deadline:
             for board_id in missing:
                 board = next(b for b in self.boards if b.id == board_id)
-                self.problem = f"rebuilding board {board_id} from PostgreSQL"
+                self.readiness.set("recovery", f"rebuilding board {board_id} from PostgreSQL")
                 if self._rebuild(board, "board missing in Redis; rebuilding from PostgreSQL"):
                     self._load_names()
             if self.gens.missing():
+                self.readiness.set("recovery", "waiting for another member to rebuild the boards")
                 self._serve(0.5)  # another process is rebuilding
         if self.gens.missing():
             raise RuntimeError("boards still missing in Redis after 15 minutes of recovery")
+        self.readiness.set("recovery", None)
 
     def check_regression(self) -> None:
         """Rebuild boards whose Redis position fell below what this process saw applied.
@@ -192,7 +307,7 @@ class Processor:
             rebuild_from_postgres(
                 self.gens,
                 self.sink,
-                self._conn(),
+                self._long_conn(),
                 board,
                 progress=self._lock_refresher(board.id, token),
             )
@@ -205,12 +320,13 @@ class Processor:
     def _lock_refresher(self, board_id: str, token: str) -> Callable[[int], None]:
         def refresh(events: int) -> None:
             del events
+            self.progress.alive(time.monotonic())  # a long rebuild is progress, not a blocked loop
             self.gens.refresh_lock(board_id, token)
 
         return refresh
 
     def _load_names(self) -> None:
-        conn = self._conn()
+        conn = self._long_conn()
         with conn.cursor() as cur:
             cur.execute("SELECT player_id, display_name FROM players WHERE display_name IS NOT NULL")
             while rows := cur.fetchmany(10_000):
@@ -297,16 +413,30 @@ class Processor:
         try:
             if isinstance(err, KafkaError) and err.fatal():
                 raise exc
-            self.producer.abort_transaction(_TX_TIMEOUT_S)
-        except KafkaException:
-            log.warning("transactional producer unusable; creating a new one", exc_info=True)
-            self.producer = self._new_producer()
+            self.producer.abort_transaction(_ABORT_TIMEOUT_S)
+        except KafkaException as abort_exc:
+            log.warning(
+                "transactional producer unusable; creating a new one",
+                extra={"error": str(exc)[:300], "abort_error": str(abort_exc)[:300]},
+            )
+            self._replace_producer()
 
     def handle(self, records: list[Record]) -> bool:
         """Process one batch until it is committed; False if it was given up (stop or revocation)."""
-        backoff, moved_wait = _BACKOFF_MIN_S, _GROUP_MOVED_WAIT_S
         self.metrics.batch_size.observe(len(records))
+        spans = spans_of((r.partition, r.offset) for r in records)
+        self.progress.begin(time.monotonic(), len(records), spans)
+        committed = False
+        try:
+            committed = self._until_committed(records)
+        finally:
+            self.progress.end(time.monotonic(), committed)
+        return committed
+
+    def _until_committed(self, records: list[Record]) -> bool:
+        backoff, moved_wait = _BACKOFF_MIN_S, _GROUP_MOVED_WAIT_S
         taken = dict(self._revocations)
+        recheck = False
         while True:
             # A partition taken away while the batch waited went to another member, even if it is back now:
             # that member may have committed past these records, and committing them again would rewind it.
@@ -316,6 +446,15 @@ class Processor:
                     self._resume()  # nothing of this batch is left to retry; paused, it would wait forever
                 return False
             try:
+                if recheck:
+                    # A commit that timed out may still have landed: retrying it would dead-letter twice.
+                    left = self._not_committed(records)
+                    recheck = False
+                    if not left:
+                        log.info("the failed commit had landed; batch done")
+                        self.metrics.last_commit.set(time.time())
+                        break
+                    records = left
                 self._attempt(records)
             except GroupMoved as exc:
                 # Let poll() finish the rebalance, then redo the batch (idempotent) for what is still ours:
@@ -326,29 +465,86 @@ class Processor:
                 moved_wait = min(moved_wait * 2, _BACKOFF_MAX_S)
                 continue
             except RedisLost:
-                self.problem = "Redis lost the boards; rebuilding"
+                self.readiness.set("batch", "Redis lost the boards; rebuilding")
                 self._pause()
                 self.recover_missing()
                 continue
-            except SinkError as exc:
-                if exc.sink == "redis":
+            except (SinkError, KafkaException) as exc:
+                sink = exc.sink if isinstance(exc, SinkError) else "kafka"
+                if sink == "redis":
                     self._redis_suspect = True
-                self.metrics.sink_errors.labels(exc.sink).inc()
-                self.metrics.ready.set(0)
-                self.problem = f"{exc.sink} unavailable: retrying"
-                log.warning("batch failed; will retry", extra={"sink": exc.sink, "error": str(exc)[:300]})
+                if sink == "kafka":
+                    recheck = True
+                    self._kafka_failures += 1
+                    if self._kafka_failures >= _KAFKA_FAILURES_BEFORE_NEW_PRODUCER:
+                        self._replace_producer()  # a fresh one finds the transaction coordinator anew
+                self.metrics.sink_errors.labels(sink).inc()
+                self.readiness.set("batch", f"{sink} unavailable: retrying")
+                log.warning("batch failed; will retry", extra={"sink": sink, "error": str(exc)[:300]})
                 if not self._hold(backoff):
                     return False
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 continue
-            if self._paused:
-                self._resume()
-            if self._redis_suspect:
-                self._redis_suspect = False
-                self.check_regression()
-            self.metrics.ready.set(1)
-            self.problem = None
-            return True
+            break
+        self._kafka_failures = 0
+        if self._paused:
+            self._resume()
+        if self._redis_suspect:
+            self._redis_suspect = False
+            self.check_regression()
+        self.readiness.set("batch", None)
+        return True
+
+    def _not_committed(self, records: list[Record]) -> list[Record]:
+        """The records at or past the group's committed offsets (raises KafkaException on timeout)."""
+        parts = sorted({r.partition for r in records})
+        tps = bounded(
+            "committed",
+            _COMMITTED_TIMEOUT_S,
+            self.consumer.committed,
+            [TopicPartition(self.config.topic, p) for p in parts],
+            _COMMITTED_TIMEOUT_S,
+        )
+        done = {tp.partition: tp.offset for tp in tps if tp.error is None and tp.offset >= 0}
+        return [r for r in records if r.offset >= done.get(r.partition, -1)]
+
+    def _sample_offsets(self) -> None:
+        """Cache high watermarks and positions for ``export_lag`` (the loop's thread: librdkafka calls
+        from the watchdog thread can block behind a rebalance callback). At most every _IDLE_CHECK_S."""
+        now = time.monotonic()
+        if now < self._next_sample:
+            return
+        self._next_sample = now + _IDLE_CHECK_S
+        assignment = self.consumer.assignment()
+        sampled: dict[int, tuple[int, int]] = {}
+        for tp in self.consumer.position(assignment) if assignment else []:
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            sampled[tp.partition] = (high, tp.offset)
+        with self._lag_lock:
+            self._sampled = {p: v for p, v in sampled.items() if p in self._owned}
+
+    def export_lag(self) -> int:
+        """Lag per owned partition, and the total; the watchdog calls it, so lag is exported mid-batch too.
+
+        A partition in the uncommitted batch counts from the batch's first offset, so records read but
+        stuck count as lag; others count from the position. No librdkafka call here: cached samples.
+        """
+        batch = self.progress.batch
+        spans = batch.spans if batch is not None else {}
+        total = 0
+        with self._lag_lock:
+            for p, (sampled_high, sampled_position) in self._sampled.items():
+                span = spans.get(p)
+                high = sampled_high if span is None else max(sampled_high, span[1])
+                position = sampled_position if span is None else span[0]
+                if p in self._owned and position >= 0 and high >= 0:
+                    lag = max(0, high - position)
+                    self.metrics.lag.labels(str(p)).set(lag)
+                    total += lag
+        return total
 
     def _hold(self, seconds: float) -> bool:
         """Pause fetching and keep the membership alive for a while before a retry; False when stopping."""
@@ -371,6 +567,8 @@ class Processor:
         """Wait while keeping group membership alive (rebalance callbacks run inside poll)."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0 and not self.stopping.is_set():
+            self.progress.alive(time.monotonic())
+            self._sample_offsets()  # lag stays current while a batch waits to be retried
             msg = self.consumer.poll(min(left, 0.2))
             if msg is not None and msg.error() is None:
                 # A partition assigned between pause and poll: rewind so nothing is skipped.
@@ -386,9 +584,9 @@ class Processor:
         try:
             if self.gens.missing():
                 self.recover_missing()
-            self.problem = None if self.metrics.ready._value.get() == 1 else self.problem
+            self.readiness.set("idle", None)
         except redis.RedisError as exc:
-            self.problem = f"redis unavailable: {exc}"
+            self.readiness.set("idle", f"redis unavailable: {exc}")
         if self.config.auto_close_periods and now >= self._next_close:
             self._next_close = now + _CLOSE_EVERY_S
             try:
@@ -397,26 +595,21 @@ class Processor:
                 )
             except (psycopg.Error, redis.RedisError) as exc:
                 log.warning("close-period run failed; will retry", extra={"error": str(exc)[:300]})
-        assignment = self.consumer.assignment()
-        if assignment:
-            for tp in self.consumer.position(assignment):
-                try:
-                    _, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=True)
-                except KafkaException:
-                    continue
-                if tp.offset >= 0 and high >= 0:
-                    self.metrics.lag.labels(str(tp.partition)).set(max(0, high - tp.offset))
+        self._sample_offsets()
 
     def run(self) -> None:
         self.prepare()
         self.consumer.subscribe(
             [self.config.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
-        self.metrics.ready.set(1)
-        self.problem = None
+        self.metrics.last_commit.set(time.time())
+        self.progress.alive(time.monotonic())
+        self.watchdog.start()
+        self.readiness.set("start", None)
         log.info("consumer started", extra={"topic": self.config.topic, "group": self.config.consumer_group})
         try:
             while not self.stopping.is_set():
+                self.progress.alive(time.monotonic())
                 messages = self.consumer.consume(self.config.batch_size, self.config.batch_timeout_ms / 1000)
                 t0 = time.perf_counter()
                 records = decode_messages(messages, self.config.max_future_skew_s)
@@ -429,14 +622,16 @@ class Processor:
 
     def close(self) -> None:
         log.info("consumer stopping: leaving the group")
+        self.watchdog.stop()
         try:
             self.consumer.close()
         finally:
             self.producer.flush(5)
             self._announcer.flush(5)
             self._redis.close()
-            if self._pg is not None:
-                self._pg.close()
+            for conn in (self._pg, self._pg_long):
+                if conn is not None:
+                    conn.close()
 
     def install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:

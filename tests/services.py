@@ -1,4 +1,4 @@
-"""Throwaway Redis / PostgreSQL servers for fault-injection tests.
+"""Throwaway Kafka / Redis / PostgreSQL servers for fault-injection tests.
 
 Plain helpers, not fixtures: a test creates its own server, stops and restarts it to inject
 faults, and calls ``cleanup()`` at the end (or uses it as a context manager). Data survives
@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Self
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
@@ -220,3 +221,167 @@ class PostgresServer(_Server):
         """Immediate shutdown, i.e. a crash: the next start() replays the WAL."""
         if self.running:
             self._pg_ctl("-m", "immediate", "stop")
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, WAL writer...)."""
+        try:
+            root = int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return []
+        pids = [root]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+                pids.append(int(entry.name))
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP every process of the cluster: sockets stay open, the kernel still ACKs, nothing answers."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(self._pids()):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _java() -> str:
+    """Java 17 as deploy/stack.sh finds it: $JAVA, Debian's openjdk-17, $JAVA_HOME, else `java`."""
+    if java := os.environ.get("JAVA"):
+        return java
+    found = sorted(Path("/usr/lib/jvm").glob("java-17-openjdk-*/bin/java"))
+    if found:
+        return str(found[0])
+    if home := os.environ.get("JAVA_HOME"):
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java") or "java"
+
+
+def kafka_libs() -> Path:
+    """The broker classpath deploy/stack.sh assembled, under LEADERBOARD_STACK_DIR or <repo>/.stack."""
+    stack = Path(os.environ.get("LEADERBOARD_STACK_DIR") or REPO / ".stack")
+    libs = stack / "kafka" / "libs"
+    if not any(libs.glob("kafka_*.jar")):
+        raise RuntimeError(f"no Kafka jars in {libs}: run `make up` once (deploy/stack.sh assembles them)")
+    return libs
+
+
+class KafkaServer(_Server):
+    """A private single-node KRaft broker (combined broker + controller) on free ports, data in a temp dir.
+
+    Rendered from deploy/kafka/server.properties like deploy/stack.sh does; ``kill()`` then ``start()``
+    keeps the ports, the cluster id and the log dir, so clients reconnect to the same broker.
+    """
+
+    CLUSTER_ID = "LivenessTestBroker0001"  # 22 base64 characters: a 16-byte UUID
+
+    def __init__(self) -> None:
+        super().__init__("kafka-test-")
+        self.controller_port = free_port()
+        self.log = self.dir / "kafka.log"
+        self.conf = self.dir / "server.properties"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._libs = kafka_libs()
+        template = (REPO / "deploy" / "kafka" / "server.properties").read_text()
+        self.conf.write_text(
+            template.replace("@LOG_DIR@", str(self.dir / "data"))
+            .replace("@KAFKA_PORT@", str(self.port))
+            .replace("@CONTROLLER_PORT@", str(self.controller_port))
+        )
+        fmt = subprocess.run(
+            [
+                _java(),
+                "-Xmx256m",
+                f"-Dlog4j2.configurationFile={REPO / 'deploy' / 'kafka' / 'tools-log4j2.properties'}",
+                "-cp",
+                f"{self._libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                self.CLUSTER_ID,
+                "-c",
+                str(self.conf),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if fmt.returncode != 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise RuntimeError(f"formatting the Kafka log dir failed: {fmt.stderr.strip()[-500:]}")
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def _answers(self) -> bool:
+        """A metadata request lists this broker (the port alone opens before the broker is usable)."""
+        if not self.running:
+            assert self._proc is not None
+            raise RuntimeError(f"kafka exited with {self._proc.returncode}; see {self.log}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        from confluent_kafka.admin import AdminClient  # noqa: PLC0415 - only the broker helper needs it
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except Exception:
+            return False
+
+    def start(self, timeout: float = 90) -> None:
+        """Start (or restart after ``kill()``) and wait until the broker answers metadata requests."""
+        if self.running:
+            return
+        with self.log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                [
+                    _java(),
+                    "-Xmx384m",
+                    "-Xms384m",
+                    "-XX:+UseG1GC",
+                    "-XX:TieredStopAtLevel=1",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={REPO / 'deploy' / 'kafka' / 'log4j2.properties'}",
+                    "-cp",
+                    f"{self._libs}/*",
+                    "kafka.Kafka",
+                    str(self.conf),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_for(self._answers, "kafka", timeout, self.log)
+
+    def stop(self) -> None:
+        """SIGTERM: a controlled shutdown."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash; the next start() recovers the log dir."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if not self.running:
+            return
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+        try:
+            self._proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5)
