@@ -8,7 +8,6 @@ import time
 from typing import cast
 
 import psycopg
-import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from consumers.generations import load_from_postgres
@@ -17,6 +16,7 @@ from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.errors import ServiceError, UserError
 from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
 
 HELP = (
@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def differences(
-    client: redis.Redis, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
+    client: SyncClient, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
 ) -> tuple[list[str], int]:
     """Readable difference lines and the number of periods compared."""
     expected: dict[str, dict[str, int]] = {}
@@ -139,7 +139,7 @@ def check_lag(config: Settings, max_lag: int, attempts: int) -> int:
 
 def compare(config: Settings, args: argparse.Namespace) -> int:
     boards = select_boards(config, args.board)
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=30, socket_connect_timeout=3)
+    client = sync_client(config, socket_timeout=30, connect_timeout=3)
     keys = Keys(config.redis_prefix)
     try:
         with psycopg.connect(config.database_url, autocommit=True, connect_timeout=5) as conn:

@@ -2,6 +2,9 @@
 # shellcheck disable=SC2094 # services write their own log files; the script only appends to them
 # Local service stack without Docker: Kafka 4.x KRaft (assembled from Maven Central), Redis, PostgreSQL 15.
 # Usage: deploy/stack.sh up|down|status|wait [kafka|redis|postgres ...]   (default: all three)
+#        deploy/stack.sh up|down|status redis-cluster   (3 masters + 3 replicas on $REDIS_CLUSTER_PORT.. +5)
+#        deploy/stack.sh up|down|status kafka-cluster   (3 KRaft brokers on $KAFKA_CLUSTER_PORT.. +2)
+#        (the clusters are never started by default)
 #        deploy/stack.sh tools   (promtool/prometheus and chromium for the observability and page tests)
 # Everything lives in $LEADERBOARD_STACK_DIR (default <repo>/.stack); `down` keeps the data.
 set -Eeuo pipefail
@@ -15,6 +18,11 @@ KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 REDIS_PORT=${REDIS_PORT:-6379}
 PG_PORT=${PG_PORT:-5432}
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-7000}                  # nodes on 7000..7005
+REDIS_CLUSTER_NODE_TIMEOUT_MS=${REDIS_CLUSTER_NODE_TIMEOUT_MS:-2000} # a dead master's replica takes over after it
+KAFKA_CLUSTER_PORT=${KAFKA_CLUSTER_PORT:-19092}                  # brokers on 19092..19094
+KAFKA_CLUSTER_CONTROLLER_PORT=${KAFKA_CLUSTER_CONTROLLER_PORT:-19192} # controllers on 19192..19194
+KAFKA_CLUSTER_ID_3=Zd3kB0LhRSuoSElxuGvQ6w # the 3-broker cluster's own id (fixed, like the single one's)
 PG_BIN=/usr/lib/postgresql/15/bin
 # Java 17: $JAVA, else Debian's openjdk-17 for this architecture, else $JAVA_HOME.
 JAVA=${JAVA:-$(compgen -G "/usr/lib/jvm/java-17-openjdk-*/bin/java" | head -n1 || true)}
@@ -241,6 +249,163 @@ postgres_init() {
     die "cannot connect as leaderboard@127.0.0.1:$PG_PORT; see $log"
 }
 
+# ---------------------------------------------------------------- redis cluster (3 masters + 3 replicas)
+rc_ports() { local i; for ((i = 0; i < 6; i++)); do echo $((REDIS_CLUSTER_PORT + i)); done; }
+rc_pid() { # port
+  local pid
+  pid=$(head -n1 "$RUN/redis-cluster-$1.pid" 2>/dev/null || true)
+  if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q redis-server; then echo "$pid"; fi
+}
+rc_info() { redis-cli -h 127.0.0.1 -p "$1" cluster info 2>/dev/null | tr -d '\r'; }
+
+up_redis_cluster() {
+  local p t0 deadline nodes=() pid
+  t0=$(now)
+  ensure_deps redis
+  for p in $(rc_ports); do
+    nodes+=("127.0.0.1:$p")
+    [[ -z $(rc_pid "$p") ]] || continue
+    port_open "$p" && die "port $p is taken by a process that is not this stack's redis-cluster"
+    mkdir -p "$STACK/redis-cluster/$p"
+    redis-server "$DEPLOY/redis/redis.conf" --port "$p" --dir "$STACK/redis-cluster/$p" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout "$REDIS_CLUSTER_NODE_TIMEOUT_MS" \
+      --pidfile "$RUN/redis-cluster-$p.pid" --logfile "$LOGS/redis-cluster-$p.log" \
+      >>"$LOGS/redis-cluster-$p.log" 2>&1 || die "redis-server on port $p failed to start; see $LOGS/redis-cluster-$p.log"
+  done
+  deadline=$((SECONDS + 30))
+  for p in $(rc_ports); do
+    until [[ $(redis-cli -h 127.0.0.1 -p "$p" ping 2>/dev/null) == PONG ]]; do
+      ((SECONDS < deadline)) || die "redis-cluster node $p not answering after 30s; see $LOGS/redis-cluster-$p.log"
+      sleep 0.1
+    done
+  done
+  # Created once: nodes.conf in each node's dir remembers the cluster across down/up.
+  if grep -q '^cluster_slots_assigned:0$' <<<"$(rc_info "$REDIS_CLUSTER_PORT")"; then
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+      >>"$LOGS/redis-cluster.log" 2>&1 || die "redis-cli --cluster create failed; see $LOGS/redis-cluster.log"
+  fi
+  deadline=$((SECONDS + 60))
+  for p in $(rc_ports); do
+    until grep -q '^cluster_state:ok$' <<<"$(rc_info "$p")"; do
+      ((SECONDS < deadline)) || die "redis-cluster node $p: cluster_state not ok after 60s; see $LOGS/redis-cluster.log"
+      sleep 0.2
+    done
+  done
+  pid=$(rc_pid "$REDIS_CLUSTER_PORT")
+  printf '%-13s up   pid=%-7s ports=%s-%s cluster_state:ok in %s\n' redis-cluster "$pid" \
+    "$REDIS_CLUSTER_PORT" "$((REDIS_CLUSTER_PORT + 5))" "$(since "$t0")"
+}
+
+down_redis_cluster() {
+  local p pid
+  for p in $(rc_ports); do
+    pid=$(rc_pid "$p")
+    [[ -n $pid ]] || continue
+    stop_pid "$pid" 30
+    rm -f "$RUN/redis-cluster-$p.pid"
+    printf '%-13s down (stopped pid %s, port %s)\n' redis-cluster "$pid" "$p"
+  done
+}
+
+status_redis_cluster() {
+  local p pid rc=0 role
+  for p in $(rc_ports); do
+    pid=$(rc_pid "$p")
+    if [[ -n $pid ]] && port_open "$p"; then
+      role=$(redis-cli -h 127.0.0.1 -p "$p" role 2>/dev/null | head -n1 || true)
+      printf '%-13s up   pid=%-7s port=%-5s role=%-6s %s\n' redis-cluster "$pid" "$p" "$role" \
+        "$(rc_info "$p" | grep '^cluster_state:' || true)"
+    else
+      printf '%-13s down port=%s\n' redis-cluster "$p"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
+# ---------------------------------------------------------------- kafka cluster (3 KRaft brokers)
+kc_ids() { echo 1 2 3; }
+kc_port() { echo $((KAFKA_CLUSTER_PORT + $1 - 1)); }
+kc_pid() { # node id
+  local pid
+  pid=$(head -n1 "$RUN/kafka-cluster-$1.pid" 2>/dev/null || true)
+  if pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q kafka.Kafka; then echo "$pid"; fi
+}
+kc_bootstrap() { local id out=(); for id in $(kc_ids); do out+=("127.0.0.1:$(kc_port "$id")"); done; (IFS=,; echo "${out[*]}"); }
+
+up_kafka_cluster() {
+  local java=$JAVA id dir conf voters=() log t0 deadline meta t name parts main=${TOPICS[0]%:*} extra
+  t0=$(now)
+  ensure_deps kafka
+  [[ -x $java ]] || java=java
+  kafka_libs
+  for id in $(kc_ids); do voters+=("$id@127.0.0.1:$((KAFKA_CLUSTER_CONTROLLER_PORT + id - 1))"); done
+  for id in $(kc_ids); do
+    [[ -z $(kc_pid "$id") ]] || continue
+    port_open "$(kc_port "$id")" && die "port $(kc_port "$id") is taken by a process that is not this stack's kafka-cluster"
+    dir=$STACK/kafka-cluster/$id conf=$STACK/kafka-cluster/$id/server.properties log=$LOGS/kafka-cluster-$id.log
+    mkdir -p "$dir/data"
+    sed -e "s|@NODE_ID@|$id|" -e "s|@LOG_DIR@|$dir/data|" -e "s|@PORT@|$(kc_port "$id")|" \
+      -e "s|@CONTROLLER_PORT@|$((KAFKA_CLUSTER_CONTROLLER_PORT + id - 1))|" \
+      -e "s|@VOTERS@|$(IFS=,; echo "${voters[*]}")|" "$DEPLOY/kafka/cluster.properties" >"$conf"
+    if [[ ! -f $dir/data/meta.properties ]]; then # format exactly once
+      "$java" -Xmx256m "-Dlog4j2.configurationFile=$DEPLOY/kafka/tools-log4j2.properties" -cp "$STACK/kafka/libs/*" \
+        kafka.tools.StorageTool format -t "$KAFKA_CLUSTER_ID_3" -c "$conf" >>"$log" 2>&1 ||
+        die "formatting kafka-cluster node $id failed; see $log"
+    fi
+    nohup setsid "$java" "${KAFKA_JVM_OPTS[@]/-Xm[xs]512m/-Xmx384m}" -cp "$STACK/kafka/libs/*" kafka.Kafka "$conf" \
+      >>"$log" 2>&1 </dev/null &
+    echo $! >"$RUN/kafka-cluster-$id.pid"
+  done
+  deadline=$((SECONDS + READY_TIMEOUT[kafka]))
+  until [[ $(kcat -L -b "$(kc_bootstrap)" -m 2 2>/dev/null | grep -c '^  broker ') -ge 3 ]]; do
+    for id in $(kc_ids); do
+      [[ -n $(kc_pid "$id") ]] || die "kafka-cluster node $id exited during startup; see $LOGS/kafka-cluster-$id.log"
+    done
+    ((SECONDS < deadline)) || die "kafka-cluster: 3 brokers not up after ${READY_TIMEOUT[kafka]}s; see $LOGS/kafka-cluster-*.log"
+    sleep 0.5
+  done
+  meta=$(kcat -L -b "$(kc_bootstrap)" -m 5 2>/dev/null) || die "kafka-cluster metadata request failed"
+  for t in "${TOPICS[@]}"; do
+    name=${t%:*} parts=${t##*:}
+    grep -qF "topic \"$name\" with" <<<"$meta" && continue
+    extra=(--config min.insync.replicas=2)
+    [[ $name == "$main" ]] && extra+=(--config "$APPEND_TIME")
+    "$DEPLOY/kafka/bin/kafka-topics" --bootstrap-server "$(kc_bootstrap)" --create --if-not-exists \
+      --topic "$name" --partitions "$parts" --replication-factor 3 "${extra[@]}" >>"$LOGS/kafka-topics.log" 2>&1 ||
+      die "creating topic $name on kafka-cluster failed; see $LOGS/kafka-topics.log"
+  done
+  printf '%-13s up   bootstrap=%s (3 brokers, RF 3, min.insync.replicas 2) in %s\n' kafka-cluster \
+    "$(kc_bootstrap)" "$(since "$t0")"
+}
+
+down_kafka_cluster() { # all at once: the last broker stopped alone would wait for a controller quorum
+  local id pid stops=()
+  for id in $(kc_ids); do
+    pid=$(kc_pid "$id")
+    [[ -n $pid ]] || continue
+    stop_pid "$pid" 30 &
+    stops+=($!)
+    printf '%-13s down (stopping node %s, pid %s)\n' kafka-cluster "$id" "$pid"
+  done
+  ((${#stops[@]} == 0)) || wait "${stops[@]}"
+  for id in $(kc_ids); do rm -f "$RUN/kafka-cluster-$id.pid"; done
+}
+
+status_kafka_cluster() {
+  local id pid rc=0
+  for id in $(kc_ids); do
+    pid=$(kc_pid "$id")
+    if [[ -n $pid ]] && port_open "$(kc_port "$id")"; then
+      printf '%-13s up   node=%s pid=%-7s port=%s\n' kafka-cluster "$id" "$pid" "$(kc_port "$id")"
+    else
+      printf '%-13s down node=%s port=%s\n' kafka-cluster "$id" "$(kc_port "$id")"
+      rc=1
+    fi
+  done
+  return $rc
+}
+
 # ---------------------------------------------------------------- lifecycle
 wait_ready() { # svc [pid-to-watch]
   local svc=$1 pid=${2:-} limit deadline
@@ -342,7 +507,17 @@ main() {
     return
   fi
   (($#)) || set -- kafka redis postgres
-  for svc; do [[ $svc =~ ^(kafka|redis|postgres)$ ]] || die "unknown service '$svc' (kafka|redis|postgres)"; done
+  if [[ $* =~ (^| )(redis|kafka)-cluster( |$) ]]; then # the clusters: on their own, never by default
+    (($# == 1)) || die "start or stop a cluster on its own: deploy/stack.sh $cmd $1"
+    [[ $cmd =~ ^(up|down|status)$ ]] || die "usage: deploy/stack.sh up|down|status redis-cluster|kafka-cluster"
+    mkdir -p "$RUN" "$LOGS"
+    "${cmd}_${1//-/_}" || exit 1 # only status returns non-zero (a node down)
+    return
+  fi
+  for svc; do
+    [[ $svc =~ ^(kafka|redis|postgres)$ ]] ||
+      die "unknown service '$svc' (kafka|redis|postgres|redis-cluster|kafka-cluster)"
+  done
   case $cmd in
     up | down | wait) "cmd_$cmd" "$@" ;;
     status) cmd_status "$@" || exit 1 ;;

@@ -31,6 +31,8 @@ class Settings:
     The inline ``kafka_config`` wins over the file for a key set in both."""
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     redis_prefix: str = "lb"
+    redis_cluster: bool = False
+    """LEADERBOARD_REDIS_URL names any node of a Redis Cluster (leaderboard/redis_client.py)."""
     database_url: str = field(
         default="postgresql://leaderboard:leaderboard@127.0.0.1:5432/leaderboard", repr=False
     )
@@ -322,7 +324,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             if text.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
                 raise SettingsError(f"{var}={text!r}: expected DEBUG, INFO, WARNING or ERROR")
             values[name] = text.upper()
-        elif name == "auto_close_periods":
+        elif name in ("auto_close_periods", "redis_cluster"):
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise SettingsError(f"{var}={text!r}: expected true or false")
             values[name] = text.lower() in ("true", "1", "yes")

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -21,6 +20,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from leaderboard import boards as boards_mod
+from leaderboard import redis_client
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
@@ -111,14 +111,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url,
-            max_connections=REDIS_POOL_SIZE,
-            timeout=5,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        client = redis_client.async_client(config, max_connections=REDIS_POOL_SIZE)
         snapshots = Snapshots(
             config.database_url,
             connect_timeout_s=config.api_pg_connect_timeout_s,
@@ -136,7 +129,6 @@ def create_app(
                 await asyncio.to_thread(close)
             await snapshots.close()
             await client.aclose()
-            await pool.aclose()
 
     app = FastAPI(
         title="Leaderboard API",

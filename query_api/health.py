@@ -11,10 +11,9 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.responses import Response
 
+from leaderboard.redis_client import FAILURES
 from query_api import http, metrics, problems
 from query_api.context import ctx
 from query_api.models import Health, ProblemDetails
@@ -46,7 +45,7 @@ async def readyz(request: Request) -> Response:
     try:
         async with asyncio.timeout(READY_REDIS_S):
             missing = await c.store.missing_active(list(c.boards.values()))
-    except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+    except FAILURES as exc:
         raise problems.Problem(
             503,
             "redis-unavailable",

@@ -1,33 +1,42 @@
 """Reads of one board-period: Redis through the read_*.lua scripts, PostgreSQL snapshots as the fallback.
 
-Every live read is one EVALSHA that resolves the active generation and computes the answer (ranks included)
-atomically, so a read never mixes two generations. No active generation (Redis lost, rebuild under way)
-answers 503 with Retry-After rather than ranks from a half-built board. A period whose key is absent in
+Every live read is one EVALSHA that checks the active generation and computes the answer (ranks included)
+atomically, so a read never mixes two generations. The script's keys are all declared and all in the
+board's ``{board}`` slot (Redis Cluster): the store remembers each board's active generation, names that
+generation's keys, and calls again if the script answers that another generation is now active (a flip).
+Display names live in one shared hash: on a single node the script declares and reads it too (one round
+trip); on a Redis Cluster it is in another slot, so names are read with an HMGET of their own, in
+parallel with the script when the players are known up front (player, lookup), after it otherwise.
+No active generation (Redis lost, rebuild under way) answers 503 with Retry-After rather than ranks from
+a half-built board; so does every Redis or Redis Cluster failure (never 500). A period whose key is absent in
 Redis, and that has ended, is looked up in PostgreSQL's closed periods and served from there
 (``source: snapshot``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from leaderboard import periods, ranking, scoring, timefmt
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import source
+from leaderboard.redis_client import FAILURES, AsyncClient
 from query_api.problems import Problem
 from query_api.snapshots import Snapshots
 
 SCRIPTS = ("top", "player", "around", "lookup", "range", "stats", "periods", "version")
 RETRY_AFTER_S = "5"
+CALL_TIMEOUT_S = 3.0
+"""Bound on one read's Redis work (a failover's retries included): past it, 503."""
+_FLIP_ATTEMPTS = 3
 
 
 def script_text(name: str) -> str:
@@ -51,6 +60,17 @@ def _updated_at(raw: str | None) -> str | None:
     return timefmt.utc_ms(int(raw)) if raw else None
 
 
+def unavailable(exc: BaseException) -> Problem:
+    """503 for any Redis failure: down, timed out, or a cluster slot without a reachable master."""
+    text = str(exc) or f"no answer within {CALL_TIMEOUT_S:g} s"
+    return Problem(
+        503,
+        "redis-unavailable",
+        f"Redis unavailable ({type(exc).__name__}: {text})",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
 def rebuilding(board: str) -> Problem:
     return Problem(
         503,
@@ -66,16 +86,27 @@ def not_ranked(board: str, period: str, player_id: str) -> Problem:
     )
 
 
-def entries(res: dict[str, Any], start: int) -> list[dict[str, Any]]:
-    """Entry objects from a script reply's ``rows`` (member, score, ...), ``names`` and ``first_rank``."""
-    rows: list[str] = res["rows"] or []  # cjson encodes an empty array as {}
-    names: list[object] = res["names"] or []
+def rows_of(res: dict[str, Any]) -> list[str]:
+    """A script reply's ``rows`` (member, score, ...); cjson encodes an empty array as {}."""
+    rows: list[str] = res["rows"] or []
+    return rows
+
+
+def entries(res: dict[str, Any], start: int, names: Sequence[object]) -> list[dict[str, Any]]:
+    """Entry objects from a script reply's ``rows`` and ``first_rank``, with the rows' display names."""
+    rows = rows_of(res)
     points = [int(float(s)) >> scoring.TIME_BITS for s in rows[1::2]]
     ranks = ranking.page_ranks(points, int(res["first_rank"]), start)
     return [
         {"rank": r, "player_id": m, "score": p, "display_name": _name(n)}
         for r, m, p, n in zip(ranks, rows[0::2], points, names, strict=True)
     ]
+
+
+def _script_names(res: dict[str, Any]) -> list[object]:
+    """Names a script read itself (false where unknown; cjson encodes an empty array as {})."""
+    names: list[object] = res.get("names") or []
+    return names
 
 
 def _snap_entry(row: Sequence[Any]) -> dict[str, Any]:
@@ -93,26 +124,84 @@ def _paged(
 
 
 class Store:
-    def __init__(self, client: aioredis.Redis, keys: Keys, snapshots: Snapshots) -> None:
+    def __init__(self, client: AsyncClient, keys: Keys, snapshots: Snapshots) -> None:
         self._r = client
         self._keys = keys
         self._names = keys.names()
         self.snapshots = snapshots
         self._scripts = {name: client.register_script(script_text(name)) for name in SCRIPTS}
+        self._gen: dict[str, str] = {}
+        """board -> the generation last seen active (names the scripts' keys)."""
+        self._names_in_script = not isinstance(client, AsyncRedisCluster)
+        """One node: the scripts read names too. A cluster: the names hash is in another slot."""
+
+    def _script_keys(self, board: str, gen: str, period: str) -> list[str]:
+        g = int(gen)
+        k = self._keys
+        out = [k.meta(board), k.board(board, g, period), k.stats(board, g, period), k.periods(board, g)]
+        if self._names_in_script:
+            out.append(self._names)
+        return out
+
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT_S):
+                return await call
+        except FAILURES as exc:
+            raise unavailable(exc) from exc
 
     async def _call(self, name: str, board: str, period: str, *args: str | int) -> dict[str, Any]:
+        gen = self._gen.get(board)
+        if gen is None:
+            active = await self._bounded(self._r.hget(self._keys.meta(board), "active"))
+            if active is None:
+                raise rebuilding(board)
+            gen = active.decode()
+        for _ in range(_FLIP_ATTEMPTS):
+            keys = self._script_keys(board, gen, period)
+            raw = await self._bounded(self._scripts[name](keys=keys, args=[gen, *args]))
+            res: dict[str, Any] = orjson.loads(raw)
+            if res["s"] == "nometa":
+                self._gen.pop(board, None)
+                raise rebuilding(board)
+            if res["s"] != "stale":
+                self._gen[board] = gen
+                return res
+            gen = str(res["gen"])
+        raise Problem(
+            503,
+            "board-rebuilding",
+            f"board {board!r} changed generation {_FLIP_ATTEMPTS} times during one read; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+
+    async def _names_of(self, members: Sequence[str]) -> list[object]:
+        """Display names of ``members`` (None where unknown): one HMGET on the shared names hash."""
+        if not members:
+            return []
+        raw: list[bytes | None] = await self._bounded(self._r.hmget(self._names, list(members)))
+        return [v.decode() if v is not None else None for v in raw]
+
+    async def _with_names(
+        self, call: Awaitable[dict[str, Any]], members: Sequence[str]
+    ) -> tuple[dict[str, Any], list[object]]:
+        """A script call and the names of players known up front (on a cluster: concurrently)."""
+        if self._names_in_script:
+            res = await call
+            return res, _script_names(res)
+        names = asyncio.ensure_future(self._names_of(members))
         try:
-            raw = await self._scripts[name](
-                keys=[self._keys.meta(board)], args=[self._keys.base(board), period, *args]
-            )
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise Problem(
-                503, "redis-unavailable", f"Redis unavailable ({exc})", headers={"Retry-After": RETRY_AFTER_S}
-            ) from exc
-        res: dict[str, Any] = orjson.loads(raw)
-        if res["s"] == "nometa":
-            raise rebuilding(board)
-        return res
+            res = await call
+        except BaseException:
+            names.cancel()
+            raise
+        return res, await names
+
+    async def _rows_named(self, res: dict[str, Any]) -> list[object]:
+        """The names of a reply's rows: from the reply (one node), else one HMGET (a cluster)."""
+        if "names" in res:
+            return _script_names(res)
+        return await self._names_of(rows_of(res)[0::2]) if res["s"] == "ok" else []
 
     async def _closed(self, board: Board, period: str) -> bool:
         """Whether an absent period is a closed one with a snapshot (only periods that have ended can be)."""
@@ -125,10 +214,11 @@ class Store:
         return {"board": board.id, "period": period, "source": "snapshot" if snapshot else "live"}
 
     async def top(self, board: Board, period: str, offset: int, limit: int) -> Result:
-        res = await self._call("top", board.id, period, offset, limit, self._names)
+        res = await self._call("top", board.id, period, offset, limit)
         if res["s"] == "ok":
             doc = self._head(board, period, False)
-            return Result(_paged(doc, res["total"], offset, limit, entries(res, offset)), False)
+            rows = entries(res, offset, await self._rows_named(res))
+            return Result(_paged(doc, res["total"], offset, limit, rows), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
             assert closed is not None
@@ -137,14 +227,14 @@ class Store:
         return Result(_paged(self._head(board, period, False), 0, offset, limit, []), False)
 
     async def player(self, board: Board, period: str, player_id: str) -> Result:
-        res = await self._call("player", board.id, period, player_id, self._names)
+        res, names = await self._with_names(self._call("player", board.id, period, player_id), [player_id])
         if res["s"] == "ok":
             total, packed = int(res["total"]), int(float(res["score"]))
             points, tb = scoring.unpack(packed)
             doc = self._head(board, period, False)
             doc.update(
                 player_id=player_id,
-                display_name=_name(res["name"]),
+                display_name=_name(names[0]),
                 rank=int(res["rank"]),
                 score=points,
                 percentile=ranking.percentile(int(res["below"]), total),
@@ -171,12 +261,12 @@ class Store:
         raise not_ranked(board.id, period, player_id)
 
     async def around(self, board: Board, period: str, player_id: str, radius: int) -> Result:
-        res = await self._call("around", board.id, period, player_id, radius, self._names)
+        res = await self._call("around", board.id, period, player_id, radius)
         if res["s"] == "ok":
             total, first, index = int(res["total"]), int(res["first"]), int(res["index"])
             doc = self._head(board, period, False)
             doc.update(player_id=player_id, radius=radius, total=total, player_index=index - first)
-            doc["entries"] = entries(res, first)
+            doc["entries"] = entries(res, first, await self._rows_named(res))
             return Result(doc, False)
         if res["s"] == "absent" and await self._closed(board, period):
             me = await self.snapshots.player(board.id, period, player_id)
@@ -195,12 +285,12 @@ class Store:
 
     async def lookup(self, board: Board, period: str, player_ids: list[str]) -> Result:
         ids = list(dict.fromkeys(player_ids))
-        res = await self._call("lookup", board.id, period, self._names, *ids)
+        res, names = await self._with_names(self._call("lookup", board.id, period, *ids), ids)
         doc = self._head(board, period, False)
         if res["s"] == "ok":
             found: list[tuple[float, dict[str, Any]]] = []
             absent: list[str] = []
-            for pid, score, rank, name in zip(ids, res["scores"], res["ranks"], res["names"], strict=True):
+            for pid, score, rank, name in zip(ids, res["scores"], res["ranks"], names, strict=True):
                 if not isinstance(score, str):
                     absent.append(pid)
                     continue
@@ -237,11 +327,11 @@ class Store:
         low, high = bounds
         lo_packed = low * scoring.TIME_SPAN
         hi_packed = (high + 1) * scoring.TIME_SPAN - 1
-        res = await self._call("range", board.id, period, lo_packed, hi_packed, offset, limit, self._names)
+        res = await self._call("range", board.id, period, lo_packed, hi_packed, offset, limit)
         if res["s"] == "ok":
             doc = self._head(board, period, False)
             doc.update(min_score=low, max_score=high, total=int(res["total"]))
-            rows = entries(res, int(res["first"]))
+            rows = entries(res, int(res["first"]), await self._rows_named(res))
             return Result(_paged(doc, int(res["matching"]), offset, limit, rows, field="matching"), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)

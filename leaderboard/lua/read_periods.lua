@@ -1,4 +1,5 @@
--- Period keys present in the active generation (ARGV[2] unused). JSON: {s: nometa} | {s: ok, gen, keys}.
-local gen, g = open()
-if not gen then return NOMETA end
-return cjson.encode({s = 'ok', gen = gen, keys = redis.call('SMEMBERS', g .. ':periods')})
+-- Period keys present in the active generation (KEYS[4]).
+-- JSON: {s: nometa} | {s: stale, gen} | {s: ok, gen, keys}.
+local gen, reply = open()
+if not gen then return reply end
+return cjson.encode({s = 'ok', gen = gen, keys = redis.call('SMEMBERS', KEYS[4])})
