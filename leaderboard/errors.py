@@ -101,7 +101,7 @@ def explain(exc: BaseException) -> tuple[int, str]:
         return EXIT_CONFIG, str(exc)
     if isinstance(exc, psycopg.Error):
         return postgres_problem(exc)
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, redis.RedisError | redis.exceptions.RedisClusterException):
         return redis_problem(exc)
     if isinstance(exc, confluent_kafka.KafkaException):
         return kafka_problem(exc)
