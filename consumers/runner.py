@@ -9,6 +9,7 @@ from consumers.health import HealthServer
 from consumers.metrics import ConsumerMetrics
 from consumers.processor import Processor
 from leaderboard import boards as boards_mod
+from leaderboard.errors import UserError
 from leaderboard.settings import Settings
 
 HELP = "run one consumer-group member: Kafka -> PostgreSQL + Redis, exactly once"
@@ -20,9 +21,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=None, help="override LEADERBOARD_CONSUMER_METRICS_PORT"
     )
     parser.add_argument("--metrics-host", default="127.0.0.1")
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="exit 0 once the group committed every record the topic held at start (on the partitions this "
+        "member owns, at least one); for tests and batch jobs",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --until-caught-up: give up after S seconds (non-zero exit with one line)",
+    )
 
 
 def run(config: Settings, args: argparse.Namespace) -> int:
+    if args.timeout is not None and not args.until_caught_up:
+        raise UserError("--timeout bounds --until-caught-up; give both")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"--timeout must be positive seconds, not {args.timeout}")
     boards = boards_mod.load(config.boards_file)
     metrics = ConsumerMetrics()
     processor = Processor(config, boards, metrics)
@@ -32,7 +50,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     health.start()
     log.info("health endpoint listening", extra={"port": health.port})
     try:
-        processor.run()
+        processor.run(args.until_caught_up, args.timeout)
     finally:
         health.stop()
     return 0
