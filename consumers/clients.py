@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import redis
@@ -58,23 +59,26 @@ class Clients:
 
 
 def new_consumer(config: Settings) -> Consumer:
-    return Consumer(
-        {
-            **config.kafka_common(),
-            "group.id": config.consumer_group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "isolation.level": "read_committed",
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 250,  # members hear of rebalances sooner, for tiny requests
-            # A member whose loop stops polling leaves the group after this and its partitions move on.
-            # Batches are bounded by seconds; a board rebuild polls through its progress callback.
-            "max.poll.interval.ms": 300_000,
-            "fetch.wait.max.ms": 50,
-        }
-    )
+    return Consumer(consumer_settings(config))
+
+
+def consumer_settings(config: Settings) -> dict[str, Any]:
+    """The group member's librdkafka settings."""
+    return {
+        **config.kafka_common(),
+        "group.id": config.consumer_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "isolation.level": "read_committed",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 250,  # members hear of rebalances sooner, for tiny requests
+        # A member whose loop stops polling leaves the group after this and its partitions move on.
+        # Batches are bounded by seconds; a board rebuild polls through its progress callback.
+        "max.poll.interval.ms": 300_000,
+        "fetch.wait.max.ms": 50,
+    }
 
 
 def new_producer(config: Settings) -> TransactionalProducer:
