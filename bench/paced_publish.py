@@ -17,7 +17,7 @@ import time
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from producers.publisher import PRODUCER_DEFAULTS
+from leaderboard.settings import PRODUCER_DEFAULTS
 
 _TICK_S = 0.01
 

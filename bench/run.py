@@ -68,7 +68,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 sys.path.insert(0, str(ROOT))
 from consumers.migrate import migrate
 from leaderboard import scoring
-from producers.publisher import PRODUCER_DEFAULTS
+from leaderboard.settings import PRODUCER_DEFAULTS
 
 KAFKA = "127.0.0.1:9092"
 REDIS_URL = "redis://127.0.0.1:6379/0"

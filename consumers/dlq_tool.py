@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from consumers import dlq
 from leaderboard.errors import UserError
@@ -114,8 +114,6 @@ def read_letters(
                 meter.update(sum(min(positions[p], hi) - lo for p, (lo, hi) in bounds.items()))
         if meter is not None:
             meter.finish()
-    except KafkaException as exc:
-        raise UserError(f"Kafka: {exc}") from exc
     finally:
         consumer.close()
 

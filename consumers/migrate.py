@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(config: Settings, args: argparse.Namespace) -> int:
     del args
-    with psycopg.connect(config.database_url) as conn:
+    with psycopg.connect(config.database_url, connect_timeout=5) as conn:
         names = migrate(conn)
     print(f"applied {len(names)} migration(s): {', '.join(names) or 'none pending'}")
     return 0

@@ -42,7 +42,7 @@ from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisLost, RedisSink
 from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
-from leaderboard.errors import UserError
+from leaderboard.errors import EXIT_FAILED, UserError
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from schemas.model import Invalid, MatchWon, Reason
@@ -111,7 +111,9 @@ def dead_letters(
 
 
 class NotCaughtUp(UserError):
-    """``--until-caught-up`` ran out of time: the CLI prints this one line and exits non-zero."""
+    """``--until-caught-up`` ran out of time (or was stopped first): the CLI prints this one line, exit 1."""
+
+    exit_code = EXIT_FAILED
 
 
 class Processor:

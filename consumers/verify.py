@@ -15,7 +15,7 @@ from consumers.generations import load_from_postgres
 from consumers.rebuild import select_boards
 from leaderboard import scoring
 from leaderboard.boards import Board
-from leaderboard.errors import UserError
+from leaderboard.errors import ServiceError, UserError
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 
@@ -108,7 +108,10 @@ def group_lag(config: Settings, timeout: float = 10) -> dict[int, int]:
             low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
             lag[tp.partition] = max(0, high - (tp.offset if tp.offset >= 0 else low))
     except KafkaException as exc:
-        raise UserError(f"cannot read the consumer group's offsets from Kafka: {exc}") from exc
+        raise ServiceError(
+            f"cannot read the consumer group's offsets from Kafka at {config.kafka_bootstrap}: {exc}",
+            unavailable=True,
+        ) from exc
     finally:
         consumer.close()
     return lag
@@ -136,10 +139,10 @@ def check_lag(config: Settings, max_lag: int, attempts: int) -> int:
 
 def compare(config: Settings, args: argparse.Namespace) -> int:
     boards = select_boards(config, args.board)
-    client = redis.Redis.from_url(config.redis_url)
+    client = redis.Redis.from_url(config.redis_url, socket_timeout=30, socket_connect_timeout=3)
     keys = Keys(config.redis_prefix)
     try:
-        with psycopg.connect(config.database_url, autocommit=True) as conn:
+        with psycopg.connect(config.database_url, autocommit=True, connect_timeout=5) as conn:
             for attempt in range(max(args.attempts, 1)):
                 lines: list[str] = []
                 compared = 0
@@ -152,8 +155,6 @@ def compare(config: Settings, args: argparse.Namespace) -> int:
                     return 0
                 if attempt + 1 < args.attempts:
                     time.sleep(1.0)
-    except (psycopg.OperationalError, redis.ConnectionError) as exc:
-        raise UserError(f"cannot reach a sink: {exc}") from exc
     finally:
         client.close()
     for line in lines[:_SHOW]:

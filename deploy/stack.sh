@@ -26,7 +26,10 @@ KAFKA_JVM_OPTS=(-Xmx512m -Xms512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:Initi
   "-Dlog4j2.configurationFile=$DEPLOY/kafka/log4j2.properties")
 TOPICS=("${LEADERBOARD_TOPIC:-match-won.v1}:12"
   "${LEADERBOARD_DLQ_TOPIC:-match-won.v1.dlq}:3"
-  "${LEADERBOARD_PERIOD_CLOSED_TOPIC:-period-closed.v1}:3")
+  "${LEADERBOARD_PERIOD_CLOSED_TOPIC:-period-closed.v1}:3"
+  "${LEADERBOARD_MODERATION_TOPIC:-moderation.v1}:3")
+# Topics keep raw records (player ids, display names) this long: the erasure horizon (docs/operations.md).
+RETENTION_MS=$((${LEADERBOARD_ERASURE_HORIZON_S:-604800} * 1000))
 declare -A READY_TIMEOUT=([kafka]=90 [redis]=30 [postgres]=60)
 
 die() {
@@ -187,8 +190,8 @@ create_topics() {
         die "setting $APPEND_TIME on topic $name failed; see $LOGS/kafka-topics.log"
       continue
     fi
-    local extra=()
-    [[ $name == "$main" ]] && extra=(--config "$APPEND_TIME")
+    local extra=(--config "retention.ms=$RETENTION_MS")
+    [[ $name == "$main" ]] && extra+=(--config "$APPEND_TIME")
     "$DEPLOY/kafka/bin/kafka-topics" --bootstrap-server "127.0.0.1:$KAFKA_PORT" --create --if-not-exists \
       --topic "$name" --partitions "$parts" --replication-factor 1 "${extra[@]}" >>"$LOGS/kafka-topics.log" 2>&1 ||
       die "creating topic $name failed; see $LOGS/kafka-topics.log"

@@ -83,9 +83,18 @@ def _board(raw: dict[str, object]) -> Board:
         raise BoardsError(f"board {board_id!r}: periods must be a non-empty list")
     try:
         kinds = tuple(PeriodKind(k) for k in kinds_raw)
-        tz = ZoneInfo(str(raw.get("timezone", "UTC")))
-    except (ValueError, ZoneInfoNotFoundError) as exc:
-        raise BoardsError(f"board {board_id!r}: {exc}") from exc
+    except (ValueError, TypeError):
+        allowed = ", ".join(k.value for k in _ALL_KINDS)
+        raise BoardsError(f"board {board_id!r}: periods must be some of {allowed}") from None
+    zone = raw.get("timezone", "UTC")
+    bad_zone = BoardsError(f"board {board_id!r}: timezone {zone!r} is no IANA zone, e.g. Europe/Berlin")
+    if not isinstance(zone, str):
+        raise bad_zone
+    try:
+        tz = ZoneInfo(zone)
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        # OSError: names like 'Europe' are directories of the zone database, not zones.
+        raise bad_zone from None
     aggregation = raw.get("aggregation", "sum")
     if aggregation not in ("sum", "best"):
         raise BoardsError(f"board {board_id!r}: aggregation must be 'sum' or 'best', not {aggregation!r}")
@@ -97,7 +106,7 @@ def _board(raw: dict[str, object]) -> Board:
     ints: dict[str, int] = {}
     for name, default in (("grace_seconds", 3600), ("retention_days", 35), ("reward_top", 100)):
         value = raw.get(name, default)
-        if not isinstance(value, int) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BoardsError(f"board {board_id!r}: {name} must be a non-negative integer")
         ints[name] = value
     return Board(
@@ -116,15 +125,23 @@ def load(path: Path | None) -> tuple[Board, ...]:
     """Boards from a TOML file with ``[[board]]`` tables, or the default board."""
     if path is None:
         return DEFAULT_BOARDS
+    where = f"boards file {path} (LEADERBOARD_BOARDS_FILE)"
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise BoardsError(f"boards file {path}: {exc}") from exc
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BoardsError(f"{where}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise BoardsError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BoardsError(f"{where}: invalid TOML: {exc}") from None
     raw_boards = data.get("board")
-    if not isinstance(raw_boards, list) or not raw_boards:
-        raise BoardsError(f"boards file {path}: expected one or more [[board]] tables")
-    boards = tuple(_board(b) for b in raw_boards)
+    if not isinstance(raw_boards, list) or not raw_boards or not all(isinstance(b, dict) for b in raw_boards):
+        raise BoardsError(f"{where}: expected one or more [[board]] tables")
+    try:
+        boards = tuple(_board(b) for b in raw_boards)
+    except BoardsError as exc:
+        raise BoardsError(f"{where}: {exc}") from None
     ids = [b.id for b in boards]
     if len(set(ids)) != len(ids):
-        raise BoardsError(f"boards file {path}: duplicate board ids in {ids}")
+        raise BoardsError(f"{where}: duplicate board ids in {ids}")
     return boards

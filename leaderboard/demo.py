@@ -27,7 +27,6 @@ from typing import IO, Any, Final
 from prometheus_client.parser import text_string_to_metric_families
 
 from leaderboard.errors import UserError
-from leaderboard.probe import unreachable_services
 from leaderboard.settings import Settings
 
 HELP: Final = "run consumers, API and simulator together and show a live top 10 (after `make up`)"
@@ -87,8 +86,9 @@ class Demo:
     def check_alive(self) -> None:
         for c in self.children:
             if c.proc.poll() is not None:
-                tail = c.log_path.read_text(errors="replace")[-1500:]
-                raise UserError(f"{c.name} exited with {c.proc.returncode}; see {c.log_path}\n{tail}")
+                lines = c.log_path.read_text(errors="replace")[-4000:].strip().splitlines()
+                last = lines[-1][:300] if lines else "no output"
+                raise UserError(f"{c.name} exited with {c.proc.returncode} ({last}); see {c.log_path}")
 
     def stop(self) -> None:
         """SIGTERM in reverse start order (simulator first), wait, then SIGKILL whatever is left."""
@@ -127,9 +127,7 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _preflight(config: Settings, api_host: str) -> None:
-    down = unreachable_services(config)
-    if down:
-        raise UserError(f"{', '.join(down)} not reachable: run `make up` first")
+    """The CLI has checked Kafka, Redis and PostgreSQL already; the ports the demo binds must be free."""
     busy = [p for p in (*CONSUMER_PORTS, config.api_port) if not _port_free(api_host, p)]
     if busy:
         raise UserError(f"port(s) {', '.join(map(str, busy))} already in use: is another demo running?")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from leaderboard.errors import mask_url, url_secrets
 from leaderboard.logs import LIBRDKAFKA
 
 
@@ -23,14 +24,21 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_config: str = ""
+    kafka_config: str = field(default="", repr=False)
     """Extra librdkafka settings for every client, 'key=value,key=value' (TLS/SASL pass through here)."""
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    kafka_config_file: Path | None = None
+    """librdkafka settings in properties format (key=value lines, # comments): values may hold commas.
+    The inline ``kafka_config`` wins over the file for a key set in both."""
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     redis_prefix: str = "lb"
-    database_url: str = "postgresql://leaderboard:leaderboard@127.0.0.1:5432/leaderboard"
+    database_url: str = field(
+        default="postgresql://leaderboard:leaderboard@127.0.0.1:5432/leaderboard", repr=False
+    )
     topic: str = "match-won.v1"
     dlq_topic: str = "match-won.v1.dlq"
     period_closed_topic: str = "period-closed.v1"
+    moderation_topic: str = "moderation.v1"
+    """Moderation actions (schemas/moderation.v1.json), published after PostgreSQL holds them."""
     consumer_group: str = "leaderboard"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -59,14 +67,21 @@ class Settings:
     boards_file: Path | None = None
     ingest_token: str = field(default="", repr=False)
     """Bearer token that POST /v1/scores requires; empty disables ingest (503)."""
+    admin_token: str = field(default="", repr=False)
+    """Bearer token of the /v1/admin routes (moderation); empty: those routes answer 404, never open."""
     batch_size: int = 5000
     batch_timeout_ms: int = 25
     log_level: str = "INFO"
     max_future_skew_s: int = 300
     """How far occurred_at may lie after the record's broker timestamp; later events are dead-lettered
     with reason ``future`` (the broker's clock, so a replay decides the same)."""
+    erasure_horizon_s: int = 604_800
+    """How long Kafka may still hold an erased player's raw records (the longest retention of the match-won,
+    dead-letter and moderation topics; Kafka's default is 7 days): their digest is kept that long."""
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
+    kafka_file_settings: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"env": False})
+    """What ``load`` read from ``kafka_config_file`` (not an environment variable of its own)."""
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka settings shared by producers, consumers and admin clients.
@@ -74,8 +89,25 @@ class Settings:
         Their own log messages go through Python logging (logger ``librdkafka``): JSON lines in services.
         """
         conf: dict[str, Any] = {"bootstrap.servers": self.kafka_bootstrap, "logger": LIBRDKAFKA}
+        conf.update(self.kafka_file_settings)
         conf.update(parse_kv(self.kafka_config, "LEADERBOARD_KAFKA_CONFIG"))
         return conf
+
+
+PRODUCER_DEFAULTS: dict[str, str | int] = {
+    "enable.idempotence": "true",  # broker de-duplicates producer retries: no doubles, order kept
+    "acks": "all",
+    "compression.type": "lz4",  # cheapest CPU per byte saved on small JSON records
+    "linger.ms": 10,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "message.timeout.ms": 120_000,
+    # Kafka's canonical (Java) key hash: a player lands on the same partition whichever client sends.
+    "partitioner": "murmur2_random",
+}
+"""Every producer of the product (SDK, ingest, moderation, benchmarks): durable, ordered, idempotent."""
 
 
 _API_LIMITS: dict[str, tuple[int, int]] = {
@@ -91,17 +123,110 @@ _API_LIMITS: dict[str, tuple[int, int]] = {
 }
 """Read API limits: setting -> accepted [low, high]."""
 
-_ENV = {f.name: f"LEADERBOARD_{f.name.upper()}" for f in fields(Settings)}
+_ENV = {f.name: f"LEADERBOARD_{f.name.upper()}" for f in fields(Settings) if f.metadata.get("env", True)}
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:(\d{1,5}))?$")
+_SECRET_KEY = re.compile(
+    r"password|secret|token|(^|\.)key(\.pem)?$|credentials|oauthbearer\.config", re.IGNORECASE
+)
+"""librdkafka keys whose values are secrets (sasl.password, ssl.key.password, ssl.key.pem, ...)."""
+_SECRET_VAR = re.compile(r"PASSWORD|SECRET|TOKEN", re.IGNORECASE)
 
 
 def parse_kv(text: str, var: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for number, item in enumerate(filter(None, (part.strip() for part in text.split(","))), 1):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise SettingsError(f"{var}: expected key=value pairs separated by commas, got {item!r}")
+            # The item is not shown: it may be the tail of a password that held a comma.
+            raise SettingsError(
+                f"{var}: item {number} is not key=value (items are separated by commas; "
+                "a value holding a comma goes in LEADERBOARD_KAFKA_CONFIG_FILE)"
+            )
         out[key.strip()] = value.strip()
+    return out
+
+
+def parse_properties(text: str, var: str) -> dict[str, str]:
+    """librdkafka's properties format: ``key=value`` lines; blank lines and ``#`` comments are skipped.
+
+    Everything after the first ``=`` is the value (commas, ``=`` and ``#`` included), stripped of
+    surrounding whitespace.
+    """
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        if not sep or not key.strip() or any(c.isspace() for c in key.strip()):
+            raise SettingsError(f"{var}: line {number}: expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _read_properties(var: str, text: str) -> tuple[tuple[str, str], ...]:
+    path = Path(text)
+    try:
+        content = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{var}={text!r}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise SettingsError(f"{var}={text!r}: cannot read it ({exc.strerror or exc})") from None
+    return tuple(parse_properties(content, var).items())
+
+
+def _check_librdkafka(conf: Mapping[str, str], secrets: list[str]) -> None:
+    """Let librdkafka itself judge the extra settings (unknown keys, bad values, missing files), once."""
+    import logging  # noqa: PLC0415
+
+    from confluent_kafka import KafkaException, Producer  # noqa: PLC0415
+
+    quiet = logging.getLogger("leaderboard.settings.librdkafka-check")
+    quiet.disabled = True  # warnings such as "consumer property ignored by a producer" are no errors
+    try:
+        Producer({**conf, "logger": quiet})
+    except KafkaException as exc:
+        from leaderboard.errors import redact  # noqa: PLC0415
+
+        detail = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        raise SettingsError(
+            "LEADERBOARD_KAFKA_CONFIG / LEADERBOARD_KAFKA_CONFIG_FILE: librdkafka rejects them: "
+            + redact(detail, secrets)
+        ) from None
+
+
+def secrets_in(env: Mapping[str, str] | None = None) -> list[str]:
+    """Every secret value the settings in ``env`` hold: URL passwords, tokens, librdkafka secrets.
+
+    Works on the raw environment (also when :func:`load` fails), so error messages can be redacted.
+    """
+    source = os.environ if env is None else env
+    found: list[str] = []
+    for var, value in source.items():
+        if not var.startswith("LEADERBOARD_") or not value:
+            continue
+        found += url_secrets(value)
+        if _SECRET_VAR.search(var):
+            found.append(value)
+    conf = dict(_kv_lenient(source.get("LEADERBOARD_KAFKA_CONFIG", "").split(",")))
+    file_name = source.get("LEADERBOARD_KAFKA_CONFIG_FILE", "")
+    if file_name:
+        try:
+            lines = Path(file_name).read_bytes().decode("utf-8", errors="replace").splitlines()
+        except OSError:
+            lines = []
+        conf.update(_kv_lenient(lines))
+    found += [v for k, v in conf.items() if _SECRET_KEY.search(k) and v]
+    return found
+
+
+def _kv_lenient(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.strip().partition("=")
+        if sep and not key.startswith("#"):
+            out.append((key.strip(), value.strip()))
     return out
 
 
@@ -116,11 +241,34 @@ def _int(var: str, raw: str, low: int, high: int) -> int:
 
 
 def _url(var: str, raw: str, schemes: tuple[str, ...]) -> str:
-    parts = urlsplit(raw)
+    """A URL with one of ``schemes`` and a valid port; messages show it with the password masked."""
+    shown = mask_url(raw)
+    try:
+        parts = urlsplit(raw)
+        _ = parts.port  # raises ValueError for a port that is no number in range
+    except ValueError as exc:
+        raise SettingsError(f"{var}={shown!r}: {exc}") from None
     if parts.scheme not in schemes or (not parts.hostname and not parts.path):
         raise SettingsError(
-            f"{var}={raw!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+            f"{var}={shown!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
         )
+    return raw
+
+
+def _redis_url(var: str, raw: str) -> str:
+    url = _url(var, raw, ("redis", "rediss", "unix"))
+    parts = urlsplit(url)
+    db = parts.path.strip("/") if parts.scheme != "unix" else ""
+    if db and not db.isdigit():
+        raise SettingsError(f"{var}={mask_url(raw)!r}: the path must be a database number, e.g. /0")
+    return url
+
+
+def _bootstrap(var: str, raw: str) -> str:
+    for item in raw.split(","):
+        match = _HOST_PORT.match(item.strip())
+        if not match or (match.group(3) is not None and not 1 <= int(match.group(3)) <= 65535):
+            raise SettingsError(f"{var}={raw!r}: expected host:port[,host:port...], e.g. 127.0.0.1:9092")
     return raw
 
 
@@ -139,12 +287,19 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 65535)
         elif name == "batch_size":
             values[name] = _int(var, text, 1, 100_000)
+        elif name == "erasure_horizon_s":
+            values[name] = _int(var, text, 0, 10 * 366 * 86_400)
         elif name == "max_future_skew_s":
             values[name] = _int(var, text, 0, 366 * 86_400)
         elif name == "batch_timeout_ms":
             values[name] = _int(var, text, 1, 60_000)
         elif name == "redis_url":
-            values[name] = _url(var, text, ("redis", "rediss", "unix"))
+            values[name] = _redis_url(var, text)
+        elif name == "kafka_bootstrap":
+            values[name] = _bootstrap(var, text)
+        elif name == "kafka_config_file":
+            values[name] = Path(text)
+            values["kafka_file_settings"] = _read_properties(var, text)
         elif name == "database_url":
             values[name] = _url(var, text, ("postgresql", "postgres"))
         elif name == "boards_file":
@@ -152,7 +307,14 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             if not path.is_file():
                 raise SettingsError(f"{var}={text!r}: no such file")
             values[name] = path
-        elif name in ("topic", "dlq_topic", "period_closed_topic", "consumer_group", "redis_prefix"):
+        elif name in (
+            "topic",
+            "dlq_topic",
+            "period_closed_topic",
+            "moderation_topic",
+            "consumer_group",
+            "redis_prefix",
+        ):
             if not _NAME.match(text):
                 raise SettingsError(f"{var}={text!r}: use letters, digits, '.', '_' or '-'")
             values[name] = text
@@ -169,7 +331,12 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = text
         else:
             values[name] = text
-    return Settings(**values)  # type: ignore[arg-type]
+    config = Settings(**values)  # type: ignore[arg-type]
+    if config.kafka_config or config.kafka_file_settings:
+        extra = config.kafka_common()
+        del extra["logger"], extra["bootstrap.servers"]  # no broker contact: only the settings are judged
+        _check_librdkafka(extra, secrets_in(source))
+    return config
 
 
 def env_names() -> dict[str, str]:

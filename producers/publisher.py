@@ -23,25 +23,12 @@ import msgspec
 import uuid_utils
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from leaderboard.settings import Settings
+from leaderboard.settings import PRODUCER_DEFAULTS, Settings
 from schemas import model
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 """librdkafka's delivery callback: ``err`` is None on success; ``msg`` has topic/partition/offset."""
 
-PRODUCER_DEFAULTS: Final[dict[str, str | int]] = {
-    "enable.idempotence": "true",  # broker de-duplicates producer retries: no doubles, order kept
-    "acks": "all",
-    "compression.type": "lz4",  # cheapest CPU per byte saved on small JSON records
-    "linger.ms": 10,
-    "batch.size": 1_000_000,
-    "batch.num.messages": 10_000,
-    "queue.buffering.max.messages": 500_000,
-    "queue.buffering.max.kbytes": 1_048_576,
-    "message.timeout.ms": 120_000,
-    # Kafka's canonical (Java) key hash: a player lands on the same partition whichever client sends.
-    "partitioner": "murmur2_random",
-}
 """Our settings; ``LEADERBOARD_KAFKA_CONFIG`` (TLS/SASL, tuning) and ``extra`` override them."""
 
 _POLL_EVERY: Final = 512

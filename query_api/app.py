@@ -24,7 +24,7 @@ from leaderboard import boards as boards_mod
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from query_api import docs_page, health, http, problems, routes, stream
+from query_api import admin, docs_page, health, http, problems, routes, stream
 from query_api.context import Context
 from query_api.fastpath import FastReads
 from query_api.limits import BodyLimit
@@ -58,8 +58,11 @@ PROBLEM_REF = {"$ref": "#/components/schemas/ProblemDetails"}
 def _problem_responses(op: dict[str, Any]) -> None:
     """One operation's error answers: 400 for FastAPI's 422, the limit answers, problem+json bodies."""
     responses = op.setdefault("responses", {})
-    if responses.pop("422", None) is not None and "400" not in responses:
-        responses["400"] = {"description": "Invalid parameter"}
+    if (
+        responses.get("422", {}).get("description") == "Validation Error"
+    ):  # FastAPI's own, not a documented 422
+        del responses["422"]
+        responses.setdefault("400", {"description": "Invalid parameter"})
     for code, text in LIMIT_RESPONSES.items():
         if code != "413" or "requestBody" in op:
             responses.setdefault(code, {"description": text})
@@ -152,6 +155,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(stream.router)
     app.include_router(health.router)
+    app.include_router(admin.make_router(config, frozenset(b.id for b in board_list)))  # moderation
     for router in routers:
         app.include_router(router)
 

@@ -38,6 +38,20 @@ TITLES: dict[str, str] = {
     "request-timeout": "Request headers too slow",
     "too-many-connections": "Too many connections",
     "internal-error": "Internal server error",
+    # admin API (query_api/admin.py); refusal codes from leaderboard.moderation.rules
+    "unauthorized": "Admin token missing",
+    "forbidden": "Admin token wrong",
+    "invalid-action": "Invalid moderation action",
+    "unknown-player": "Unknown player",
+    "unknown-event": "Unknown event",
+    "unknown-match": "Unknown match",
+    "unknown-action": "Unknown moderation action",
+    "already-excluded": "Player already excluded",
+    "not-excluded": "Player not excluded",
+    "overlapping-window": "Overlapping void window",
+    "not-a-void": "Not a void",
+    "already-unvoided": "Void already reversed",
+    "action-id-reused": "action_id already used for another action",
 }
 
 

@@ -100,7 +100,7 @@ def delete_topics(admin: AdminClient, topics: list[str]) -> None:
 
 @pytest.fixture
 def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
-    """Settings for one test: its own topics (12/3/3 partitions), group, Redis prefix and PG schema."""
+    """Settings for one test: its own topics (12/3/3/3 partitions), group, Redis prefix and PG schema."""
     tag = uuid.uuid4().hex[:10]
     schema = f"t_{tag}"
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
@@ -112,15 +112,18 @@ def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
         topic=f"match-won-{tag}",
         dlq_topic=f"match-won-{tag}.dlq",
         period_closed_topic=f"period-closed-{tag}",
+        moderation_topic=f"moderation-{tag}",
         consumer_group=f"lb-{tag}",
         redis_prefix=f"t{tag}",
         database_url=db_url,
         consumer_metrics_port=0,
         auto_close_periods=False,  # tests replay historic timestamps; test_close_period turns it on
     )
-    create_topics(admin, {cfg.topic: 12, cfg.dlq_topic: 3, cfg.period_closed_topic: 3})
+    create_topics(
+        admin, {cfg.topic: 12, cfg.dlq_topic: 3, cfg.period_closed_topic: 3, cfg.moderation_topic: 3}
+    )
     yield cfg
-    delete_topics(admin, [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic])
+    delete_topics(admin, [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic, cfg.moderation_topic])
     r = redis.Redis.from_url(base_settings.redis_url)
     keys = list(r.scan_iter(match=f"{cfg.redis_prefix}:*", count=1000))
     for i in range(0, len(keys), 500):

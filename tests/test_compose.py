@@ -76,6 +76,7 @@ def test_topics_and_group_match_settings(compose: dict[str, Any]) -> None:
         "LEADERBOARD_TOPIC": DEFAULTS.topic,
         "LEADERBOARD_DLQ_TOPIC": DEFAULTS.dlq_topic,
         "LEADERBOARD_PERIOD_CLOSED_TOPIC": DEFAULTS.period_closed_topic,
+        "LEADERBOARD_MODERATION_TOPIC": DEFAULTS.moderation_topic,
         "LEADERBOARD_CONSUMER_GROUP": DEFAULTS.consumer_group,
         "LEADERBOARD_REDIS_PREFIX": DEFAULTS.redis_prefix,
     }
@@ -85,7 +86,12 @@ def test_topics_and_group_match_settings(compose: dict[str, Any]) -> None:
             assert values.get(var, want) == want, f"{name}: {var}={values.get(var)} but settings say {want}"
     init = services(compose)["topic-init"]
     script = " ".join(init["command"]) if isinstance(init["command"], list) else init["command"]
-    for topic, parts in ((DEFAULTS.topic, 12), (DEFAULTS.dlq_topic, 3), (DEFAULTS.period_closed_topic, 3)):
+    for topic, parts in (
+        (DEFAULTS.topic, 12),
+        (DEFAULTS.dlq_topic, 3),
+        (DEFAULTS.period_closed_topic, 3),
+        (DEFAULTS.moderation_topic, 3),
+    ):
         assert f"{topic}:{parts}" in script, f"topic-init does not create {topic} with {parts} partitions"
 
 

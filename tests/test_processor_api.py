@@ -100,8 +100,9 @@ def test_until_caught_up_gives_up_at_its_timeout_while_a_sink_is_down(config: Se
         f"postgresql://127.0.0.1:{dead}/none", connect_timeout=1, autocommit=True
     )
     started = time.monotonic()
-    with pytest.raises(NotCaughtUp, match=r"^timed out before catching up"):
+    with pytest.raises(NotCaughtUp, match=r"^timed out before catching up") as caught:
         processor.run(until_caught_up=True, timeout_s=6)
+    assert caught.value.exit_code == 1  # the CLI's "ran and found a problem", not a usage error
     took = time.monotonic() - started
     assert 6 <= took < 20, took  # enforced while the batch was retrying, not only between batches
     assert sample(metrics, "leaderboard_consumer_sink_errors_total", sink="postgres") >= 1

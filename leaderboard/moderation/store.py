@@ -1,0 +1,316 @@
+"""Moderation in PostgreSQL: the append-only audit trail, the derived state, the outbox, and erasure.
+
+Every write runs in one transaction under one advisory lock (moderation is rare; serialising it makes the
+checks in leaderboard.moderation.rules race-free). It reads only the rows the action names, so its cost is
+bounded by the action (the player's events for an erasure), never by history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from leaderboard.moderation import rules
+from schemas import moderation as m
+
+LOCK: Final = 0x1EAD_30D  # advisory lock: one moderation write at a time
+STATEMENT_TIMEOUT_MS: Final = 60_000
+"""Bound of each statement (an erasure rewrites the player's events: index lookups, but maybe many rows)."""
+LOCK_TIMEOUT_MS: Final = 10_000
+"""How long an action waits for another one's transaction (or a migration's lock) before failing."""
+MAX_LIST: Final = 500
+
+PLAYER_COLUMNS: Final = (
+    ("events", "player_id"),
+    ("players", "player_id"),
+    ("period_standings", "player_id"),
+    ("moderation_exclusions", "player_id"),
+    ("moderation_void_windows", "player_id"),
+)
+"""Every column that names a player: an erasure rewrites each (each has an index leading with it). A table
+that starts naming players (standings checkpoints, ...) must be added here."""
+NAME_COLUMNS: Final = (("events", "display_name"), ("players", "display_name"))
+"""Every column holding a display name: an erasure sets it NULL for the player's rows."""
+PSEUDONYM_PREFIX: Final = "erased-"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An action as stored. ``duplicate``: this action_id was already there (nothing changed)."""
+
+    action_id: str
+    seq: int
+    kind: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One row of the audit trail, as ``moderate list`` and ``GET /v1/admin/moderation`` show it."""
+
+    seq: int
+    action_id: str
+    kind: str
+    record: dict[str, Any]
+    recorded_at: datetime
+    published: bool
+    reversed_by: str | None
+    """The unvoid that reversed this void, if any."""
+
+
+def digest(player_id: str) -> bytes:
+    """The erased id's SHA-256: recognises its records still in Kafka until the erasure horizon."""
+    return hashlib.sha256(b"leaderboard-erasure-v1\x00" + player_id.encode()).digest()
+
+
+def new_pseudonym() -> str:
+    """Random, so nothing derives it from the id: once the digest is cleared, the link is gone."""
+    return PSEUDONYM_PREFIX + secrets.token_hex(12)
+
+
+def _bounds(conn: psycopg.Connection) -> None:
+    conn.execute(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}")
+    conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
+
+
+def record(
+    conn: psycopg.Connection, action: m.AnyAction, boards: frozenset[str], *, horizon: timedelta
+) -> Recorded:
+    """Store ``action`` and apply it to the state, once; raises rules.Refused (then nothing changed).
+
+    ``horizon`` (erasures): how long Kafka may still hold the erased id's raw records, so how long its
+    digest is kept to recognise them. The action's outbox row is written in the same transaction.
+    """
+    given = m.to_builtins(action)
+    with conn.transaction():
+        _bounds(conn)
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
+        row = conn.execute(
+            "SELECT seq, kind, record FROM moderation_actions WHERE action_id = %s", (action.action_id,)
+        ).fetchone()
+        if row is not None:
+            if row[1] != given["kind"] or not rules.same_action(row[2], given):
+                raise rules.Refused(
+                    "action-id-reused", f"action_id {action.action_id} is already a different {row[1]}"
+                )
+            return Recorded(action.action_id, row[0], row[1], duplicate=True)
+        state = _state(conn, action)
+        plan = rules.plan(action, state, boards)
+        target_key = None
+        if isinstance(action, m.Unvoid):
+            target = conn.execute(
+                "SELECT coalesce(player_id, action_id::text) FROM moderation_actions WHERE action_id = %s",
+                (action.target,),
+            ).fetchone()
+            target_key = target[0].encode() if target else None
+        key = rules.kafka_key(action, target_key)
+        stored = dict(given)
+        pseudonym = None
+        if plan.erase:
+            pseudonym = new_pseudonym()
+            stored["player_id"] = pseudonym
+        seq = _insert(conn, action, stored, pseudonym)
+        conn.execute(
+            "INSERT INTO moderation_outbox (action_id, key, value) VALUES (%s, %s, %s)",
+            (action.action_id, key, m.encode(action)),
+        )
+        _apply(conn, action, plan)
+        if plan.erase:
+            assert pseudonym is not None
+            assert action.player is not None
+            erase(
+                conn,
+                action.player,
+                pseudonym,
+                action_id=action.action_id,
+                at=m.instant(action.at),
+                horizon=horizon,
+            )
+        return Recorded(action.action_id, seq, action.kind, duplicate=False)
+
+
+def _insert(conn: psycopg.Connection, action: m.AnyAction, stored: dict[str, Any], player: str | None) -> int:
+    row = conn.execute(
+        "INSERT INTO moderation_actions (action_id, kind, player_id, target, actor, reason, at, record)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+        (
+            action.action_id,
+            stored["kind"],
+            player if player is not None else action.player,
+            action.target if isinstance(action, m.Unvoid) else None,
+            action.actor,
+            action.reason,
+            m.instant(action.at),
+            Jsonb(stored),
+        ),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _player_known(conn: psycopg.Connection, player: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE player_id = %s)"
+        " OR EXISTS (SELECT 1 FROM players WHERE player_id = %s)",
+        (player, player),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _state(conn: psycopg.Connection, action: m.AnyAction) -> rules.State:
+    """The rows the action names, and no others."""
+    if isinstance(action, m.Unvoid):
+        row = conn.execute(
+            "SELECT a.kind, EXISTS (SELECT 1 FROM moderation_actions u WHERE u.target = a.action_id)"
+            " FROM moderation_actions a WHERE a.action_id = %s",
+            (action.target,),
+        ).fetchone()
+        return rules.State(target_kind=row[0], target_unvoided=row[1]) if row else rules.State()
+    if isinstance(action, m.Void) and action.event_ids is not None:
+        found = conn.execute(
+            "SELECT event_id::text FROM events WHERE event_id = ANY(%s::uuid[])", (action.event_ids,)
+        ).fetchall()
+        return rules.State(known_events=frozenset(r[0] for r in found))
+    if isinstance(action, m.Void) and action.match_ids is not None:
+        found = conn.execute(
+            "SELECT m FROM unnest(%s::text[]) AS m WHERE EXISTS (SELECT 1 FROM events WHERE match_id = m)",
+            (action.match_ids,),
+        ).fetchall()
+        return rules.State(known_matches=frozenset(r[0] for r in found))
+    player = action.player
+    assert player is not None
+    known = _player_known(conn, player)
+    excluded = frozenset(
+        r[0] for r in conn.execute("SELECT board FROM moderation_exclusions WHERE player_id = %s", (player,))
+    )
+    windows: tuple[rules.Window, ...] = ()
+    if isinstance(action, m.Void):
+        windows = tuple(
+            rules.Window(str(r[0]), r[1], r[2])
+            for r in conn.execute(
+                "SELECT action_id, starts_at, ends_at FROM moderation_void_windows WHERE player_id = %s",
+                (player,),
+            )
+        )
+    return rules.State(player_known=known, excluded=excluded, windows=windows)
+
+
+def _apply(conn: psycopg.Connection, action: m.AnyAction, plan: rules.Plan) -> None:
+    player, aid = action.player, action.action_id
+    if plan.reinstate == (rules.EVERY_BOARD,):
+        conn.execute("DELETE FROM moderation_exclusions WHERE player_id = %s", (player,))
+    elif plan.reinstate:
+        conn.execute(
+            "DELETE FROM moderation_exclusions WHERE player_id = %s AND board = ANY(%s)",
+            (player, list(plan.reinstate)),
+        )
+    if plan.exclude:
+        conn.execute(
+            "INSERT INTO moderation_exclusions (player_id, board, action_id, since)"
+            " SELECT %s, b, %s, %s FROM unnest(%s::text[]) AS b",
+            (player, aid, m.instant(action.at), list(plan.exclude)),
+        )
+    if plan.void_events:
+        conn.execute(
+            "INSERT INTO moderation_void_events (event_id, action_id)"
+            " SELECT e, %s FROM unnest(%s::uuid[]) AS e",
+            (aid, list(plan.void_events)),
+        )
+    if plan.void_matches:
+        conn.execute(
+            "INSERT INTO moderation_void_matches (match_id, action_id)"
+            " SELECT x, %s FROM unnest(%s::text[]) AS x",
+            (aid, list(plan.void_matches)),
+        )
+    if plan.void_window is not None:
+        conn.execute(
+            "INSERT INTO moderation_void_windows (action_id, player_id, starts_at, ends_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (aid, player, *plan.void_window),
+        )
+    if plan.unvoid is not None:
+        for table in ("moderation_void_events", "moderation_void_matches", "moderation_void_windows"):
+            conn.execute(f"DELETE FROM {table} WHERE action_id = %s", (plan.unvoid,))
+
+
+def erase(
+    conn: psycopg.Connection,
+    player: str,
+    pseudonym: str,
+    *,
+    action_id: str,
+    at: datetime,
+    horizon: timedelta,
+) -> None:
+    """The PostgreSQL part of an erasure (inside the caller's transaction): the id becomes ``pseudonym``
+    in every column of PLAYER_COLUMNS, display names go, earlier audit records name the pseudonym.
+
+    Plain ``UPDATE ... WHERE player_id = ...`` per table: on a table partitioned by time each partition's
+    index on player_id answers, and no row changes partition (the partition key is not touched).
+    """
+    names = {table: column for table, column in NAME_COLUMNS}
+    for table, column in PLAYER_COLUMNS:
+        sets = f"{column} = %s" + (f", {names[table]} = NULL" if table in names else "")
+        conn.execute(f"UPDATE {table} SET {sets} WHERE {column} = %s", (pseudonym, player))
+    conn.execute(
+        "UPDATE moderation_actions"
+        " SET player_id = %s, record = jsonb_set(record, '{player_id}', to_jsonb(%s::text))"
+        " WHERE player_id = %s AND record ? 'player_id'",
+        (pseudonym, pseudonym, player),
+    )
+    conn.execute(
+        "INSERT INTO moderation_erasures (pseudonym, action_id, erased_at, id_digest, digest_until)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (pseudonym, action_id, at, digest(player), max(at, datetime.now(UTC)) + horizon),
+    )
+
+
+def forget_digests(conn: psycopg.Connection, now: datetime) -> int:
+    """Clear the digests whose horizon has passed (Kafka no longer holds those raw records): from then on
+    nothing links a pseudonym to the erased id. Returns how many were cleared."""
+    with conn.transaction():
+        _bounds(conn)
+        cur = conn.execute(
+            "UPDATE moderation_erasures SET id_digest = NULL"
+            " WHERE id_digest IS NOT NULL AND digest_until <= %s",
+            (now,),
+        )
+        return cur.rowcount
+
+
+def pending(conn: psycopg.Connection, limit: int = 1000) -> list[tuple[str, bytes, bytes]]:
+    """Outbox rows (action_id, key, value) in the order the actions were taken."""
+    rows = conn.execute(
+        "SELECT o.action_id::text, o.key, o.value FROM moderation_outbox o"
+        " JOIN moderation_actions a USING (action_id) ORDER BY a.seq LIMIT %s",
+        (limit,),
+    ).fetchall()
+    return [(r[0], bytes(r[1]), bytes(r[2])) for r in rows]
+
+
+def published(conn: psycopg.Connection, action_ids: list[str]) -> None:
+    """Kafka acknowledged these: their outbox rows (and with them any erased id they held) go."""
+    if action_ids:
+        conn.execute("DELETE FROM moderation_outbox WHERE action_id = ANY(%s::uuid[])", (action_ids,))
+
+
+def listing(
+    conn: psycopg.Connection, *, player: str | None = None, after: int = 0, limit: int = 100
+) -> list[Entry]:
+    """The audit trail in order (``after``: the last seq already seen), optionally of one player."""
+    where = "a.seq > %s" + (" AND a.player_id = %s" if player is not None else "")
+    params: list[Any] = [after] + ([player] if player is not None else []) + [min(max(limit, 1), MAX_LIST)]
+    rows = conn.execute(
+        "SELECT a.seq, a.action_id::text, a.kind, a.record, a.recorded_at,"
+        " NOT EXISTS (SELECT 1 FROM moderation_outbox o WHERE o.action_id = a.action_id),"
+        " (SELECT u.action_id::text FROM moderation_actions u WHERE u.target = a.action_id)"
+        f" FROM moderation_actions a WHERE {where} ORDER BY a.seq LIMIT %s",
+        params,
+    ).fetchall()
+    return [Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
