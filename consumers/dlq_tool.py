@@ -89,18 +89,7 @@ def read_letters(
         }
     )
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise UserError(f"dead-letter topic {topic!r} not found at {config.kafka_bootstrap}")
-        bounds: dict[int, tuple[int, int]] = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if ranges is not None:
-                if p not in ranges:
-                    continue
-                low, high = max(low, ranges[p][0]), min(high, ranges[p][1])
-            if high > low:
-                bounds[p] = (low, high)
+        bounds = _bounds(consumer, config, ranges)
         if not bounds:
             return
         consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _) in bounds.items()])
@@ -120,16 +109,40 @@ def read_letters(
                     continue
                 positions[letter.partition] = max(positions[letter.partition], letter.offset + 1)
                 yield letter
-            # Transaction markers take offsets too: the position moves past them, messages do not.
-            for tp in consumer.position([TopicPartition(topic, p) for p in bounds]):
-                if tp.offset >= 0:
-                    positions[tp.partition] = max(positions[tp.partition], tp.offset)
+            _past_markers(consumer, topic, positions)
             if meter is not None:
                 meter.update(sum(min(positions[p], hi) - lo for p, (lo, hi) in bounds.items()))
         if meter is not None:
             meter.finish()
     finally:
         consumer.close()
+
+
+def _past_markers(consumer: Consumer, topic: str, positions: dict[int, int]) -> None:
+    """Transaction markers take offsets too: the position moves past them, messages do not."""
+    for tp in consumer.position([TopicPartition(topic, p) for p in positions]):
+        if tp.offset >= 0:
+            positions[tp.partition] = max(positions[tp.partition], tp.offset)
+
+
+def _bounds(
+    consumer: Consumer, config: Settings, ranges: dict[int, tuple[int, int]] | None
+) -> dict[int, tuple[int, int]]:
+    """[first, end) to read per partition: today's watermarks, narrowed to ``ranges``; empty ones left out."""
+    topic = config.dlq_topic
+    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise UserError(f"dead-letter topic {topic!r} not found at {config.kafka_bootstrap}")
+    bounds: dict[int, tuple[int, int]] = {}
+    for p in meta.partitions:
+        if ranges is not None and p not in ranges:
+            continue
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if ranges is not None:
+            low, high = max(low, ranges[p][0]), min(high, ranges[p][1])
+        if high > low:
+            bounds[p] = (low, high)
+    return bounds
 
 
 def _letter(msg: Message) -> Letter | None:

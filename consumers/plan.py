@@ -105,7 +105,14 @@ def fold(
             cur[0] += points
             cur[1] = max(cur[1], ts)
             cur[2] += 1
-    acc: Fold = {} if into is None else into
+    return _expand(board, groups, {} if into is None else into)
+
+
+def _expand(
+    board: Board, groups: dict[tuple[int, int], tuple[list[int], dict[str, list[int]]]], acc: Fold
+) -> Fold:
+    """fold's second step: each (partition, bucket) group into the slots of every period it feeds."""
+    best = board.aggregation == "best"
     for (part, bucket), ((lo, hi), players) in groups.items():
         instants = {v[1] for v in players.values()}  # few: a batch spans seconds of play
         for key, origin, unit in periods_of(board, bucket):

@@ -20,19 +20,19 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
 
 import psycopg
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from psycopg.conninfo import make_conninfo
 
 from consumers import close_period, dlq, pg_sink
 from consumers.bounded import TransactionalProducer, bounded
+from consumers.catchup import CatchUp
+from consumers.clients import Clients
 from consumers.decoded import Record, decode_messages
 from consumers.generations import Generations, rebuild_from_postgres
 from consumers.health import Readiness
@@ -42,6 +42,7 @@ from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisLost, RedisSink
 from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
+from leaderboard.errors import EXIT_FAILED, UserError
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from schemas.model import Invalid, MatchWon, Reason
@@ -55,26 +56,17 @@ _IDLE_CHECK_S = 2.0
 # timeout the transaction is aborted (and the producer recreated when that fails too) and the batch retried.
 _TX_TIMEOUT_S = 10.0
 _ABORT_TIMEOUT_S = 5.0
-_INIT_TIMEOUT_S = 10.0
 _COMMITTED_TIMEOUT_S = 5.0
 _KAFKA_FAILURES_BEFORE_NEW_PRODUCER = 2
 # PostgreSQL: the server ends a statement after _PG_STATEMENT_S; a server that answers nothing (frozen,
-# partitioned) is cut off by the watchdog after _PG_BREAK_S of continuous work on the batch connection.
-_PG_CONNECT_S = 3
+# partitioned) is cut off by the watchdog after _PG_BREAK_S of continuous work on the batch connection
+# (and by the TCP settings in consumers/clients.py).
 _PG_STATEMENT_S = 8
 _PG_BREAK_S = 10.0
-# TCP keepalives and tcp_user_timeout (ms): a host gone or a network cut fails the connection.
-_PG_TCP = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-}
-_REDIS_TIMEOUT_S = 5.0
-_REDIS_CONNECT_S = 3.0
 _LATENCY_SAMPLES = 64
 _CLOSE_EVERY_S = 60.0
+_CATCH_UP_CHECK_S = 0.5
+_END_OFFSETS_TIMEOUT_S = 10.0
 
 
 class SinkError(Exception):
@@ -94,8 +86,46 @@ _GROUP_MOVED = frozenset(
 _GROUP_MOVED_WAIT_S = 0.05
 
 
+Letter = tuple[Record, str, str]
+"""A record to dead-letter, with its reason and detail."""
+
+
+def dead_letters(
+    records: Sequence[Record],
+    period_closed: Sequence[tuple[int, int, str]],
+    refused: Sequence[tuple[Canonical, str]],
+) -> list[Letter]:
+    """The batch's records that go to the dead-letter topic, in batch order, each with why."""
+    closed = {(p, o): where for p, o, where in period_closed}
+    sink_refused = {(rec.partition, rec.offset): why for rec, why in refused}
+    letters: list[Letter] = []
+    for r in records:
+        at = (r.partition, r.offset)
+        if isinstance(r.decoded, Invalid):
+            letters.append((r, r.decoded.reason.value, r.decoded.detail))
+        elif at in closed:
+            letters.append((r, Reason.PERIOD_CLOSED.value, f"period {closed[at]} is closed"))
+        elif at in sink_refused:
+            letters.append((r, Reason.SINK_REJECTED.value, sink_refused[at]))
+    return letters
+
+
+class NotCaughtUp(UserError):
+    """``--until-caught-up`` ran out of time (or was stopped first): the CLI prints this one line, exit 1."""
+
+    exit_code = EXIT_FAILED
+
+
 class Processor:
-    def __init__(self, config: Settings, boards: Sequence[Board], metrics: ConsumerMetrics) -> None:
+    """One member of the group. ``clients`` defaults to the production ones (``Clients.for_settings``)."""
+
+    def __init__(
+        self,
+        config: Settings,
+        boards: Sequence[Board],
+        metrics: ConsumerMetrics,
+        clients: Clients | None = None,
+    ) -> None:
         self.config = config
         self.boards = tuple(boards)
         self.metrics = metrics
@@ -108,29 +138,11 @@ class Processor:
         """Times each partition was taken from this process; a batch keeps partitions never taken since."""
         self._pg: psycopg.Connection | None = None
         self._pg_long: psycopg.Connection | None = None
-        self._redis = redis.Redis.from_url(
-            config.redis_url, socket_timeout=_REDIS_TIMEOUT_S, socket_connect_timeout=_REDIS_CONNECT_S
-        )
+        self._clients = clients if clients is not None else Clients.for_settings(config)
+        self._redis = self._clients.redis
         self.sink = RedisSink(self._redis, self.keys, self.boards)
         self.gens = Generations(self._redis, self.keys, self.boards)
-        common = config.kafka_common()
-        self.consumer = Consumer(
-            {
-                **common,
-                "group.id": config.consumer_group,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "isolation.level": "read_committed",
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 250,  # members hear of rebalances sooner, for tiny requests
-                # A member whose loop stops polling leaves the group after this and its partitions move on.
-                # Batches are bounded by seconds; a board rebuild polls through its progress callback.
-                "max.poll.interval.ms": 300_000,
-                "fetch.wait.max.ms": 50,
-            }
-        )
+        self.consumer: Consumer = self._clients.consumer
         self.producer = self._new_producer()
         self._kafka_failures = 0
         # Period-closed announcements go outside the batch transactions, so through their own producer.
@@ -138,11 +150,16 @@ class Processor:
         self._next_close = 0.0
         self._next_idle_check = 0.0
         self._next_sample = 0.0
+        self._next_catch_up_check = 0.0
+        self._catch_up_seen: tuple[frozenset[int], dict[int, int]] = (frozenset(), {})
         self._redis_suspect = False
         self._applied_hi: dict[int, int] = {}
         """Last offset per partition this process saw Redis accept: Redis going below it lost writes."""
         self._lag_lock = threading.Lock()
         self._owned: set[int] = set()
+        """Partitions assigned to this member, kept by the rebalance callbacks: they must not ask the
+        consumer (``assignment()`` fails with _DESTROY when the callback runs inside ``close()``)."""
+        self._lag_exported: set[int] = set()
         self._sampled: dict[int, tuple[int, int]] = {}
         """(high watermark, position) per owned partition, sampled by the loop every idle check."""
         self.watchdog = Watchdog(
@@ -163,17 +180,7 @@ class Processor:
     # -- Kafka clients -------------------------------------------------------------------------------
 
     def _new_producer(self) -> TransactionalProducer:
-        return TransactionalProducer(
-            {
-                **self.config.kafka_common(),
-                "transactional.id": f"{self.config.consumer_group}-{uuid.uuid4().hex}",
-                "linger.ms": 5,
-                # A SIGKILLed member leaves its open transaction behind; its offsets block the partitions
-                # (KIP-447) until the broker aborts it, so keep this short: batches commit in milliseconds.
-                "transaction.timeout.ms": 10_000,
-            },
-            _INIT_TIMEOUT_S,
-        )
+        return self._clients.new_producer()
 
     def _replace_producer(self) -> None:
         """A new transactional producer; keeps the old one when the broker cannot be reached yet.
@@ -192,11 +199,12 @@ class Processor:
         consumer.incremental_assign(partitions)
         with self._lag_lock:
             self._owned.update(tp.partition for tp in partitions)
+            owned = len(self._owned)
         # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way, or a
         # partition paused during a failed batch and handed back later would stay paused for good.
         (consumer.pause if self._paused else consumer.resume)(partitions)
         self.metrics.rebalances.labels("assign").inc()
-        self.metrics.assigned.set(len(consumer.assignment()))
+        self.metrics.assigned.set(owned)
         log.info("partitions assigned", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], kind: str = "revoke") -> None:
@@ -206,10 +214,12 @@ class Processor:
             for tp in partitions:
                 self._owned.discard(tp.partition)
                 self._sampled.pop(tp.partition, None)
-                if (str(tp.partition),) in self.metrics.lag._metrics:
+                if tp.partition in self._lag_exported:
+                    self._lag_exported.discard(tp.partition)
                     self.metrics.lag.remove(str(tp.partition))
+            owned = len(self._owned)
         self.metrics.rebalances.labels(kind).inc()
-        self.metrics.assigned.set(len(consumer.assignment()))
+        self.metrics.assigned.set(owned)
         log.info(f"partitions {kind}d", extra={"partitions": sorted(tp.partition for tp in partitions)})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -218,8 +228,7 @@ class Processor:
     # -- sinks ------------------------------------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection:
-        conninfo = make_conninfo(self.config.database_url, connect_timeout=_PG_CONNECT_S, **_PG_TCP)
-        return psycopg.connect(conninfo, autocommit=True)
+        return self._clients.connect_pg()
 
     def _conn(self) -> psycopg.Connection:
         """The batch connection: every statement bounded by the server, the whole wait by the watchdog."""
@@ -360,18 +369,18 @@ class Processor:
         step = max(1, len(records) // _LATENCY_SAMPLES)  # a sample per batch: observe() per event costs ~5%
         for rec in records[::step]:
             m.visible_latency.observe(max(0.0, now - rec.timestamp_ms / 1000))
-        closed = {(p, o): where for p, o, where in outcome.period_closed}
-        sink_refused = {(rec.partition, rec.offset): why for rec, why in refused}
-        letters = []
-        for r in records:
-            if isinstance(r.decoded, Invalid):
-                letters.append((r, r.decoded.reason.value, r.decoded.detail))
-            elif (r.partition, r.offset) in closed:
-                where = closed[(r.partition, r.offset)]
-                letters.append((r, Reason.PERIOD_CLOSED.value, f"period {where} is closed"))
-            elif sink_refused and (r.partition, r.offset) in sink_refused:
-                letters.append((r, Reason.SINK_REJECTED.value, sink_refused[(r.partition, r.offset)]))
-        offsets = {p: o + 1 for p, o in pos.items()}
+        letters = dead_letters(records, outcome.period_closed, refused)
+        self._commit(letters, {p: o + 1 for p, o in pos.items()})
+        m.stage.labels("commit").observe(time.perf_counter() - t2)
+        m.last_commit.set(time.time())
+        m.consumed.inc(len(records))
+        m.applied.inc(len(outcome.canonical))
+        m.duplicates.inc(outcome.duplicates)
+        for _, reason, _ in letters:
+            m.dead_lettered.labels(reason).inc()
+
+    def _commit(self, letters: list[Letter], offsets: dict[int, int]) -> None:
+        """One Kafka transaction: the dead letters and the consumed offsets, or neither."""
         try:
             self.producer.begin_transaction()
             for r, reason, detail in letters:
@@ -400,13 +409,6 @@ class Processor:
             if isinstance(err, KafkaError) and err.code() in _GROUP_MOVED:
                 raise GroupMoved(str(err)) from exc
             raise SinkError("kafka", exc) from exc
-        m.stage.labels("commit").observe(time.perf_counter() - t2)
-        m.last_commit.set(time.time())
-        m.consumed.inc(len(records))
-        m.applied.inc(len(outcome.canonical))
-        m.duplicates.inc(outcome.duplicates)
-        for _, reason, _ in letters:
-            m.dead_lettered.labels(reason).inc()
 
     def _abort(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args else None
@@ -437,55 +439,56 @@ class Processor:
         backoff, moved_wait = _BACKOFF_MIN_S, _GROUP_MOVED_WAIT_S
         taken = dict(self._revocations)
         recheck = False
-        while True:
-            # A partition taken away while the batch waited went to another member, even if it is back now:
-            # that member may have committed past these records, and committing them again would rewind it.
-            records = [r for r in records if self._revocations[r.partition] == taken.get(r.partition, 0)]
-            if not records:
-                if self._paused and not self.stopping.is_set():
-                    self._resume()  # nothing of this batch is left to retry; paused, it would wait forever
-                return False
+        while records := self._still_ours(records, taken):
+            wait = 0.0
             try:
-                if recheck:
-                    # A commit that timed out may still have landed: retrying it would dead-letter twice.
-                    left = self._not_committed(records)
-                    recheck = False
-                    if not left:
-                        log.info("the failed commit had landed; batch done")
-                        self.metrics.last_commit.set(time.time())
-                        break
-                    records = left
-                self._attempt(records)
+                self._commit_once(records, recheck)
             except GroupMoved as exc:
                 # Let poll() finish the rebalance, then redo the batch (idempotent) for what is still ours:
                 # a short wait and no not-ready, since every scale-up or deploy does this.
                 log.info("batch commit raced a rebalance; retrying", extra={"error": str(exc)[:300]})
-                if not self._hold(moved_wait):
-                    return False
-                moved_wait = min(moved_wait * 2, _BACKOFF_MAX_S)
-                continue
+                wait, moved_wait = moved_wait, min(moved_wait * 2, _BACKOFF_MAX_S)
             except RedisLost:
                 self.readiness.set("batch", "Redis lost the boards; rebuilding")
                 self._pause()
                 self.recover_missing()
                 continue
             except (SinkError, KafkaException) as exc:
-                sink = exc.sink if isinstance(exc, SinkError) else "kafka"
-                if sink == "redis":
-                    self._redis_suspect = True
-                if sink == "kafka":
-                    recheck = True
-                    self._kafka_failures += 1
-                    if self._kafka_failures >= _KAFKA_FAILURES_BEFORE_NEW_PRODUCER:
-                        self._replace_producer()  # a fresh one finds the transaction coordinator anew
-                self.metrics.sink_errors.labels(sink).inc()
-                self.readiness.set("batch", f"{sink} unavailable: retrying")
-                log.warning("batch failed; will retry", extra={"sink": sink, "error": str(exc)[:300]})
-                if not self._hold(backoff):
-                    return False
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
-            break
+                recheck = self._failed(exc)
+                wait, backoff = backoff, min(backoff * 2, _BACKOFF_MAX_S)
+            else:
+                self._batch_done()
+                return True
+            if not self._hold(wait):
+                return False
+        return False
+
+    def _still_ours(self, records: list[Record], taken: dict[int, int]) -> list[Record]:
+        """The batch's records on partitions not taken from this member since the batch began.
+
+        A partition taken away while the batch waited went to another member, even if it is back now: that
+        member may have committed past these records, and committing them again would rewind it.
+        """
+        records = [r for r in records if self._revocations[r.partition] == taken.get(r.partition, 0)]
+        if not records and self._paused and not self.stopping.is_set():
+            self._resume()  # nothing of this batch is left to retry; paused, it would wait forever
+        return records
+
+    def _commit_once(self, records: list[Record], recheck: bool) -> None:
+        """One attempt at the batch; after a failed commit, first what of it the group has not committed.
+
+        Trims ``records`` in place to what is left, so later retries do not redo what had landed.
+        """
+        if recheck:
+            # A commit that timed out may still have landed: retrying it would dead-letter twice.
+            records[:] = self._not_committed(records)
+            if not records:
+                log.info("the failed commit had landed; batch done")
+                self.metrics.last_commit.set(time.time())
+                return
+        self._attempt(records)
+
+    def _batch_done(self) -> None:
         self._kafka_failures = 0
         if self._paused:
             self._resume()
@@ -493,19 +496,35 @@ class Processor:
             self._redis_suspect = False
             self.check_regression()
         self.readiness.set("batch", None)
-        return True
 
-    def _not_committed(self, records: list[Record]) -> list[Record]:
-        """The records at or past the group's committed offsets (raises KafkaException on timeout)."""
-        parts = sorted({r.partition for r in records})
+    def _failed(self, exc: SinkError | KafkaException) -> bool:
+        """Count and report a failed attempt; True when its commit may have landed (recheck first)."""
+        sink = exc.sink if isinstance(exc, SinkError) else "kafka"
+        if sink == "redis":
+            self._redis_suspect = True
+        if sink == "kafka":
+            self._kafka_failures += 1
+            if self._kafka_failures >= _KAFKA_FAILURES_BEFORE_NEW_PRODUCER:
+                self._replace_producer()  # a fresh one finds the transaction coordinator anew
+        self.metrics.sink_errors.labels(sink).inc()
+        self.readiness.set("batch", f"{sink} unavailable: retrying")
+        log.warning("batch failed; will retry", extra={"sink": sink, "error": str(exc)[:300]})
+        return sink == "kafka"
+
+    def _committed(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The group's committed offsets of these partitions (those it has); KafkaException on timeout."""
         tps = bounded(
             "committed",
             _COMMITTED_TIMEOUT_S,
             self.consumer.committed,
-            [TopicPartition(self.config.topic, p) for p in parts],
+            [TopicPartition(self.config.topic, p) for p in sorted(partitions)],
             _COMMITTED_TIMEOUT_S,
         )
-        done = {tp.partition: tp.offset for tp in tps if tp.error is None and tp.offset >= 0}
+        return {tp.partition: tp.offset for tp in tps if tp.error is None and tp.offset >= 0}
+
+    def _not_committed(self, records: list[Record]) -> list[Record]:
+        """The records at or past the group's committed offsets (raises KafkaException on timeout)."""
+        done = self._committed({r.partition for r in records})
         return [r for r in records if r.offset >= done.get(r.partition, -1)]
 
     def _sample_offsets(self) -> None:
@@ -543,6 +562,7 @@ class Processor:
                 if p in self._owned and position >= 0 and high >= 0:
                     lag = max(0, high - position)
                     self.metrics.lag.labels(str(p)).set(lag)
+                    self._lag_exported.add(p)
                     total += lag
         return total
 
@@ -597,7 +617,19 @@ class Processor:
                 log.warning("close-period run failed; will retry", extra={"error": str(exc)[:300]})
         self._sample_offsets()
 
-    def run(self) -> None:
+    def run(self, until_caught_up: bool = False, timeout_s: float | None = None) -> None:
+        """Consume until stopped. With ``until_caught_up``: until the group committed what the topic held at
+        the start, on this member's partitions (see consumers/catchup.py); otherwise, or after ``timeout_s``,
+        or on a signal first, NotCaughtUp."""
+        catch_up = None
+        if until_caught_up:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            catch_up = CatchUp(self._end_offsets(), deadline)
+            if timeout_s is not None:
+                # Enforced even while a batch retries an outage: the loop gives the batch up and stops.
+                timer = threading.Timer(timeout_s, self.stopping.set)
+                timer.daemon = True
+                timer.start()
         self.prepare()
         self.consumer.subscribe(
             [self.config.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
@@ -609,16 +641,66 @@ class Processor:
         log.info("consumer started", extra={"topic": self.config.topic, "group": self.config.consumer_group})
         try:
             while not self.stopping.is_set():
-                self.progress.alive(time.monotonic())
-                messages = self.consumer.consume(self.config.batch_size, self.config.batch_timeout_ms / 1000)
-                t0 = time.perf_counter()
-                records = decode_messages(messages, self.config.max_future_skew_s)
-                if records:
-                    self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
-                    self.handle(records)
-                self._idle_checks()
+                self._step()
+                if catch_up is not None and self._reached(catch_up):
+                    log.info("caught up with the end offsets seen at the start; stopping")
+                    return
+            if catch_up is not None:
+                raise self._not_caught_up(catch_up)
         finally:
             self.close()
+
+    def _step(self) -> None:
+        self.progress.alive(time.monotonic())
+        messages = self.consumer.consume(self.config.batch_size, self.config.batch_timeout_ms / 1000)
+        t0 = time.perf_counter()
+        records = decode_messages(messages, self.config.max_future_skew_s)
+        if records:
+            self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
+            self.handle(records)
+        self._idle_checks()
+
+    # -- --until-caught-up ------------------------------------------------------------------------------
+
+    def _end_offsets(self) -> dict[int, int]:
+        """The topic's end offsets now (each call bounded by librdkafka's timeout)."""
+        topic = self.config.topic
+        try:
+            meta = self.consumer.list_topics(topic, timeout=_END_OFFSETS_TIMEOUT_S).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise UserError(f"topic {topic} not found: nothing to catch up with")
+            return {
+                p: self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=_END_OFFSETS_TIMEOUT_S
+                )[1]
+                for p in meta.partitions
+            }
+        except KafkaException as exc:
+            raise UserError(f"cannot read the end offsets of {topic}: {exc}") from exc
+
+    def _reached(self, catch_up: CatchUp) -> bool:
+        """Whether the target is reached; asks the broker at most every _CATCH_UP_CHECK_S."""
+        now = time.monotonic()
+        if now < self._next_catch_up_check:
+            return False
+        self._next_catch_up_check = now + _CATCH_UP_CHECK_S
+        with self._lag_lock:
+            owned = frozenset(self._owned)
+        try:
+            done = self._committed(owned) if owned else {}
+        except KafkaException as exc:
+            log.warning("cannot read committed offsets; will retry", extra={"error": str(exc)[:300]})
+            return False
+        self._catch_up_seen = (owned, done)
+        return catch_up.reached(owned, done)
+
+    def _not_caught_up(self, catch_up: CatchUp) -> NotCaughtUp:
+        owned, done = self._catch_up_seen
+        why = "timed out" if catch_up.expired(time.monotonic()) else "stopped by a signal"
+        if not owned:
+            return NotCaughtUp(f"{why} before catching up: this member was assigned no partition")
+        behind = ", ".join(f"{p}: {c}/{e}" for p, (c, e) in catch_up.behind(owned, done).items())
+        return NotCaughtUp(f"{why} before catching up; partition: committed/target {behind}")
 
     def close(self) -> None:
         log.info("consumer stopping: leaving the group")

@@ -306,6 +306,17 @@ def consumer_and_api(
         consumer.stop()
 
 
+def consume_until_caught_up(config: Settings, timeout: float = 60) -> str:
+    """``leaderboard consume --until-caught-up``: one member that exits once the group committed everything
+    the topic held when it started. Raises when it exits non-zero (its timeout included); returns its log."""
+    out = leaderboard_cli(
+        config, "consume", "--until-caught-up", "--timeout", str(timeout), timeout=timeout + 60
+    )
+    if out.returncode != 0:
+        raise AssertionError(f"consume --until-caught-up exited {out.returncode}: {out.stderr[-3000:]}")
+    return out.stderr
+
+
 def leaderboard_cli(config: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run a ``leaderboard`` subcommand with the test's settings."""
     return subprocess.run(

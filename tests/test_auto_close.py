@@ -10,7 +10,7 @@ import redis
 
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from tests.procs import ConsumerProcess, caught_up, read_topic, wait_until
+from tests.procs import ConsumerProcess, caught_up, consume_until_caught_up, read_topic, wait_until
 from tests.test_close_period import event, publish
 
 
@@ -20,10 +20,7 @@ def test_consumer_closes_due_periods_by_itself(config: Settings, tmp_path: Path)
     cfg = replace(config, boards_file=boards, auto_close_periods=True)
     day = "daily:2026-10-01"  # long past: due as soon as the consumer looks
     publish(cfg, [event("ann", "2026-10-01T10:00:00Z", 3), event("bob", "2026-10-01T11:00:00Z", 5)])
-    first = ConsumerProcess(replace(cfg, auto_close_periods=False), tmp_path, name="first")
-    first.wait_ready()
-    wait_until(lambda: caught_up(cfg), 60, "first events consumed")
-    assert first.stop() == 0
+    consume_until_caught_up(replace(cfg, auto_close_periods=False))
     consumer = ConsumerProcess(cfg, tmp_path)  # its schedule runs at start, then once a minute
     try:
         consumer.wait_ready()

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from leaderboard import scoring
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from tests.procs import ConsumerProcess, caught_up, dumps, read_topic, wait_until
+from tests.procs import ConsumerProcess, caught_up, consume_until_caught_up, dumps, read_topic, wait_until
 
 INVALID = [
     (b"{not json", "undecodable"),
@@ -142,10 +142,7 @@ def test_a_restarted_consumer_continues_where_it_committed(
     config: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     truth, _, _ = produce_stream(config, 500, seed=3)
-    first = ConsumerProcess(config, tmp_path, name="first")
-    first.wait_ready()
-    wait_until(lambda: caught_up(config), 60, "first consumer to catch up")
-    assert first.stop() == 0
+    consume_until_caught_up(config)
     more, _, _ = produce_stream(config, 500, seed=4)
     second = ConsumerProcess(config, tmp_path, name="second")
     try:

@@ -18,6 +18,14 @@ from consumers.watchdog import Progress, Watchdog, assess, overdue, spans_of
 BOUND = 15.0
 
 
+def sample(metrics: ConsumerMetrics, name: str) -> float:
+    """One series of the registry, through prometheus-client's public API; raises when it is missing."""
+    value = metrics.registry.get_sample_value(name)
+    if value is None:
+        raise AssertionError(f"no series {name}")
+    return value
+
+
 def progress(now: float = 0.0) -> Progress:
     return Progress(now)
 
@@ -102,20 +110,20 @@ def test_readiness_joins_every_part_and_drives_the_gauge() -> None:
     metrics = ConsumerMetrics()
     r = Readiness(metrics.ready)
     assert r.problem() == "starting"
-    assert metrics.ready._value.get() == 0
+    assert sample(metrics, "leaderboard_consumer_ready") == 0
     r.set("start", None)
     assert r.problem() is None
-    assert metrics.ready._value.get() == 1
+    assert sample(metrics, "leaderboard_consumer_ready") == 1
     r.set("batch", "postgres unavailable: retrying")
     r.set("watchdog", "stalled: x")
     assert r.problem() == "postgres unavailable: retrying; stalled: x"
     assert r.problem("watchdog") == "stalled: x"
-    assert metrics.ready._value.get() == 0
+    assert sample(metrics, "leaderboard_consumer_ready") == 0
     r.set("batch", None)
-    assert metrics.ready._value.get() == 0  # the watchdog still has a problem
+    assert sample(metrics, "leaderboard_consumer_ready") == 0  # the watchdog still has a problem
     r.set("watchdog", None)
     assert r.problem() is None
-    assert metrics.ready._value.get() == 1
+    assert sample(metrics, "leaderboard_consumer_ready") == 1
 
 
 class Fake:
@@ -166,16 +174,16 @@ def test_watchdog_reports_a_stuck_batch_counts_it_once_and_clears_after_the_comm
         if t <= 15:
             assert readiness.problem() is None, t
     assert readiness.problem() == "stalled: a batch of 10 record(s) not committed for 30 s"
-    assert metrics.ready._value.get() == 0
-    assert metrics.stalls._value.get() == 1
-    assert metrics.batch_age._value.get() == 30.0
+    assert sample(metrics, "leaderboard_consumer_ready") == 0
+    assert sample(metrics, "leaderboard_consumer_stalls_total") == 1
+    assert sample(metrics, "leaderboard_consumer_batch_age_seconds") == 30.0
     p.end(31.0, committed=True)
     fake.now = 31.5
     dog.check()
     assert readiness.problem() is None
-    assert metrics.ready._value.get() == 1
-    assert metrics.batch_age._value.get() == 0.0
-    assert metrics.stalls._value.get() == 1
+    assert sample(metrics, "leaderboard_consumer_ready") == 1
+    assert sample(metrics, "leaderboard_consumer_batch_age_seconds") == 0.0
+    assert sample(metrics, "leaderboard_consumer_stalls_total") == 1
 
 
 def test_watchdog_breaks_a_postgresql_call_that_outlives_its_bound_once() -> None:
@@ -217,7 +225,7 @@ def test_watchdog_flags_records_waiting_with_no_commit() -> None:
         if t <= 15:
             assert readiness.problem() is None, t
     assert readiness.problem() == "stalled: records have waited 16 s and nothing was committed"
-    assert metrics.stalls._value.get() == 1
+    assert sample(metrics, "leaderboard_consumer_stalls_total") == 1
     fake.waiting = 0
     fake.now = 17.0
     p.alive(fake.now)
