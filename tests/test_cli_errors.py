@@ -69,6 +69,7 @@ COMMANDS = (
     Command("close-period-dry-run", ("close-period", "--dry-run"), frozenset({R, P}), True),
     Command("dlq", ("dlq", "show"), frozenset({K}), False),
     Command("migrate", ("migrate",), frozenset({P}), False),
+    Command("moderate", ("moderate", "list"), frozenset({P}), False),
     Command("demo", ("demo", "--duration", "1"), frozenset({K, R, P}), True, long_running=True),
 )
 
