@@ -15,21 +15,22 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from types import FrameType
 
 import psycopg
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from consumers import close_period, dlq, pg_sink
+from consumers import dlq, pg_sink
 from consumers.decoded import Record, decode_messages
-from consumers.generations import Generations, rebuild_from_postgres
+from consumers.generations import Generations, rebuild_from_checkpoint
+from consumers.lease import LockLost
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
 from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisLost, RedisSink
+from consumers.scheduler import Scheduler
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
@@ -42,7 +43,6 @@ _BACKOFF_MAX_S = 5.0
 _IDLE_CHECK_S = 2.0
 _TX_TIMEOUT_S = 30.0
 _LATENCY_SAMPLES = 64
-_CLOSE_EVERY_S = 60.0
 
 
 class SinkError(Exception):
@@ -94,9 +94,8 @@ class Processor:
             }
         )
         self.producer = self._new_producer()
-        # Period-closed announcements go outside the batch transactions, so through their own producer.
-        self._announcer = close_period.new_producer(config)
-        self._next_close = 0.0
+        # Closing periods runs beside the poll loop, with its own connections and producer.
+        self._scheduler = Scheduler(config, self.boards) if config.auto_close_periods else None
         self._next_idle_check = 0.0
         self._redis_suspect = False
         self._applied_hi: dict[int, int] = {}
@@ -155,18 +154,22 @@ class Processor:
         self.recover_missing()
 
     def recover_missing(self) -> None:
-        """Rebuild every board whose generation Redis lacks; one process does it, the others wait."""
-        deadline = time.monotonic() + 900
-        while (missing := self.gens.missing()) and time.monotonic() < deadline:
+        """Rebuild every board whose generation Redis lacks; one process does it, the others wait.
+
+        No deadline: a member waits as long as the rebuild's lock is held (its holder renews it on a timer
+        and the rebuild gives up by itself when it stops making progress); a lock that lapses with the
+        board still missing is taken over.
+        """
+        while missing := self.gens.missing():
             for board_id in missing:
                 board = next(b for b in self.boards if b.id == board_id)
                 self.problem = f"rebuilding board {board_id} from PostgreSQL"
                 if self._rebuild(board, "board missing in Redis; rebuilding from PostgreSQL"):
                     self._load_names()
             if self.gens.missing():
+                if self.stopping.is_set():
+                    raise RuntimeError("stopping while boards are missing in Redis")
                 self._serve(0.5)  # another process is rebuilding
-        if self.gens.missing():
-            raise RuntimeError("boards still missing in Redis after 15 minutes of recovery")
 
     def check_regression(self) -> None:
         """Rebuild boards whose Redis position fell below what this process saw applied.
@@ -182,32 +185,22 @@ class Processor:
                 self._rebuild(board, "Redis lost recent writes; rebuilding from PostgreSQL")
 
     def _rebuild(self, board: Board, why: str) -> bool:
-        """Rebuild one board from PostgreSQL under its Redis lock; False if another process holds it."""
-        token = self.gens.lock(board.id)
-        if token is None:
+        """Rebuild one board from its checkpoint under its Redis lease; False if another process holds it."""
+        lease = self.gens.lease(board.id)
+        if lease is None:
             return False
         log.warning(why, extra={"board": board.id})
         self.metrics.recovering.set(1)
         try:
-            rebuild_from_postgres(
-                self.gens,
-                self.sink,
-                self._conn(),
-                board,
-                progress=self._lock_refresher(board.id, token),
-            )
+            rebuild_from_checkpoint(self.gens, self.sink, self._conn(), board, lease)
             self.metrics.recoveries.inc()
+        except LockLost as exc:  # the job stopped; whoever holds the lock now finishes the board
+            log.error("rebuild stopped: its lock was lost", extra={"board": board.id, "error": str(exc)})  # noqa: TRY400
+            return False
         finally:
-            self.gens.unlock(board.id, token)
+            lease.release()
             self.metrics.recovering.set(0)
         return True
-
-    def _lock_refresher(self, board_id: str, token: str) -> Callable[[int], None]:
-        def refresh(events: int) -> None:
-            del events
-            self.gens.refresh_lock(board_id, token)
-
-        return refresh
 
     def _load_names(self) -> None:
         conn = self._conn()
@@ -385,14 +378,6 @@ class Processor:
             self.problem = None if self.metrics.ready._value.get() == 1 else self.problem
         except redis.RedisError as exc:
             self.problem = f"redis unavailable: {exc}"
-        if self.config.auto_close_periods and now >= self._next_close:
-            self._next_close = now + _CLOSE_EVERY_S
-            try:
-                close_period.close_due(
-                    self._conn(), self._redis, self._announcer, self.config, self.boards, datetime.now(UTC)
-                )
-            except (psycopg.Error, redis.RedisError) as exc:
-                log.warning("close-period run failed; will retry", extra={"error": str(exc)[:300]})
         assignment = self.consumer.assignment()
         if assignment:
             for tp in self.consumer.position(assignment):
@@ -405,6 +390,8 @@ class Processor:
 
     def run(self) -> None:
         self.prepare()
+        if self._scheduler is not None:
+            self._scheduler.start()
         self.consumer.subscribe(
             [self.config.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -429,7 +416,8 @@ class Processor:
             self.consumer.close()
         finally:
             self.producer.flush(5)
-            self._announcer.flush(5)
+            if self._scheduler is not None:
+                self._scheduler.stop()
             self._redis.close()
             if self._pg is not None:
                 self._pg.close()

@@ -43,7 +43,12 @@ class Settings:
     batch_timeout_ms: int = 25
     log_level: str = "INFO"
     auto_close_periods: bool = True
-    """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
+    """Consumers close due periods (end + grace) on a scheduler thread; off when replaying history."""
+    close_lookback_s: int = 2 * 86400
+    """The scheduler never closes on its own a period that ended longer ago than this (by the group's recorded
+    clock); older periods need an operator's ``close-period --period``. A backdated win cannot close them."""
+    close_interval_s: int = 60
+    """How often the scheduler folds the checkpoints and closes due periods."""
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka settings shared by producers, consumers and admin clients.
@@ -101,6 +106,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 65535)
         elif name == "batch_size":
             values[name] = _int(var, text, 1, 100_000)
+        elif name == "close_lookback_s":
+            values[name] = _int(var, text, 0, 10 * 365 * 86400)
+        elif name == "close_interval_s":
+            values[name] = _int(var, text, 1, 86400)
         elif name == "batch_timeout_ms":
             values[name] = _int(var, text, 1, 60_000)
         elif name == "redis_url":

@@ -52,7 +52,8 @@ def conn(config: Settings) -> Iterator[psycopg.Connection]:
 
 def _reset(conn: psycopg.Connection) -> None:
     conn.execute(
-        "TRUNCATE events, standings_checkpoint, checkpoint_positions, checkpoint_boards, closed_periods CASCADE"
+        "TRUNCATE events, standings_checkpoint, checkpoint_positions, checkpoint_boards, closed_periods"
+        " CASCADE"
     )
 
 
@@ -84,7 +85,9 @@ def _expected(canonical: list[Canonical]) -> dict[str, dict[tuple[str, str], int
     for board in BOARDS:
         folded: Fold = fold(board, canonical, split_partitions=False)
         out[board.id] = {
-            (key, p): scoring.pack(v[0], v[1]) for (key, _), slot in folded.items() for p, v in slot.players.items()
+            (key, p): scoring.pack(v[0], v[1])
+            for (key, _), slot in folded.items()
+            for p, v in slot.players.items()
         }
     return out
 
@@ -108,7 +111,9 @@ def _checkpoint(conn: psycopg.Connection) -> dict[str, dict[tuple[str, str], int
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), cuts=st.integers(0, 4))
-def test_checkpoint_plus_tail_equals_the_live_fold(conn: psycopg.Connection, seed: int, n: int, cuts: int) -> None:
+def test_checkpoint_plus_tail_equals_the_live_fold(
+    conn: psycopg.Connection, seed: int, n: int, cuts: int
+) -> None:
     _reset(conn)
     rnd = random.Random(seed)
     records = _records(rnd, n, partitions=3)
@@ -149,7 +154,12 @@ def test_a_changed_board_definition_refolds_from_scratch(conn: psycopg.Connectio
     rows = {}
     with conn.transaction():
         for chunk in checkpoints.stream_rows(conn, board.id):
-            rows.update({(r.period, r.player_id): checkpoints.packed(narrowed, r.period, r.points, r.at_s) for r in chunk})
+            rows.update(
+                {
+                    (r.period, r.player_id): checkpoints.packed(narrowed, r.period, r.points, r.at_s)
+                    for r in chunk
+                }
+            )
     folded = fold(narrowed, canonical, split_partitions=False)
     want = {(k, p): scoring.pack(v[0], v[1]) for (k, _), s in folded.items() for p, v in s.players.items()}
     assert rows == want

@@ -19,7 +19,8 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from consumers.close_period import close_due, close_one, expire_at, new_producer
+from consumers.close_period import close_due, close_one, new_producer
+from consumers.due import expire_at
 from leaderboard import boards as boards_mod
 from leaderboard import periods, scoring
 from leaderboard.keys import Keys
