@@ -94,8 +94,8 @@ class Processor:
             }
         )
         self.producer = self._new_producer()
-        # Closing periods runs beside the poll loop, with its own connections and producer.
-        self._scheduler = Scheduler(config, self.boards) if config.auto_close_periods else None
+        # Checkpoints and period closes run beside the poll loop, with their own connections and producer.
+        self._scheduler = Scheduler(config, self.boards)
         self._next_idle_check = 0.0
         self._redis_suspect = False
         self._applied_hi: dict[int, int] = {}
@@ -390,8 +390,7 @@ class Processor:
 
     def run(self) -> None:
         self.prepare()
-        if self._scheduler is not None:
-            self._scheduler.start()
+        self._scheduler.start()
         self.consumer.subscribe(
             [self.config.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -416,8 +415,7 @@ class Processor:
             self.consumer.close()
         finally:
             self.producer.flush(5)
-            if self._scheduler is not None:
-                self._scheduler.stop()
+            self._scheduler.stop()
             self._redis.close()
             if self._pg is not None:
                 self._pg.close()

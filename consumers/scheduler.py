@@ -1,10 +1,11 @@
-"""The close scheduler: a thread beside the consumer's poll loop, with its own connections.
+"""The scheduler: a thread beside the consumer's poll loop, with its own connections.
 
 Every ``LEADERBOARD_CLOSE_INTERVAL_S`` one member of the group (a PostgreSQL advisory lock; the others skip
-the run) folds the event log's tail into the standings checkpoints, closes the periods that are due by the
-group's recorded clock (``checkpoints.clock``: the latest ingest time folded, so a replay decides the same),
-within ``LEADERBOARD_CLOSE_LOOKBACK_S``, announces them and mirrors them into Redis. The poll loop never
-waits for any of it: batches only ever queue behind a freeze's brief insert.
+the run) folds the event log's tail into the standings checkpoints (so a rebuild, a recovery or a close
+only ever has a short tail to add) and, with ``LEADERBOARD_AUTO_CLOSE_PERIODS``, closes the periods that
+are due by the group's recorded clock (``checkpoints.clock``: the latest ingest time folded, so a replay
+decides the same) within ``LEADERBOARD_CLOSE_LOOKBACK_S``, announces them and mirrors them into Redis. The
+poll loop never waits for any of it: batches only ever queue behind a freeze's brief insert.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=30)
         self._producer.flush(5)
         self._redis.close()
         if self._pg is not None:
@@ -87,8 +89,8 @@ class Scheduler:
             checkpoints.advance(conn, board)
         now = checkpoints.clock(conn)
         self.runs += 1
-        if now is None:
-            return []  # nothing stored yet
+        if now is None or not self.config.auto_close_periods:
+            return []
         for board in self.boards:
             known = checkpoints.periods_of(conn, board.id)
             for period in due.too_old(board, known, period_store.closed(conn, board.id), now, self.lookback):
