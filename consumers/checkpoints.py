@@ -123,10 +123,25 @@ _KEY_SQL = {
     PeriodKind.DAILY: "'daily:' || to_char(e.occurred_at AT TIME ZONE %(tz)s, 'YYYY-MM-DD')",
 }
 
-_TAIL = """
+_RANGES = "unnest(%(parts)s::int[], %(lo)s::bigint[], %(hi)s::bigint[]) AS r(p, lo, hi)"
+# A tail: one index range scan of events_position per partition (LATERAL, with OFFSET 0 so the planner does
+# not flatten it into a join and pick a sequential scan), so it costs its own rows, never the whole log.
+_TAIL = f"""
+FROM {_RANGES}
+CROSS JOIN LATERAL (
+    SELECT * FROM events
+    WHERE kafka_partition = r.p AND kafka_offset > r.lo AND kafka_offset <= r.hi
+    OFFSET 0
+) e
+"""
+# A large step (a first fold of an existing log): a join, for which the planner scans the table in one pass.
+_BULK = f"""
 FROM events e
-JOIN unnest(%(parts)s::int[], %(lo)s::bigint[], %(hi)s::bigint[]) AS r(p, lo, hi)
-  ON e.kafka_partition = r.p AND e.kafka_offset > r.lo AND e.kafka_offset <= r.hi
+JOIN {_RANGES} ON e.kafka_partition = r.p AND e.kafka_offset > r.lo AND e.kafka_offset <= r.hi
+"""
+_BULK_OFFSETS = 1_000_000
+"""Steps covering more offsets than this (all partitions together) read the table in one pass."""
+_FILTER = """
 CROSS JOIN LATERAL (VALUES {keys}) AS k(period)
 WHERE (%(games)s::text[] IS NULL OR e.game = ANY(%(games)s::text[]))
   AND (%(modes)s::text[] IS NULL OR e.mode = ANY(%(modes)s::text[]))
@@ -164,9 +179,9 @@ ON CONFLICT (board, period, player_id) DO UPDATE SET
 """
 
 
-def _fold_sql(board: Board) -> str:
+def _fold_sql(board: Board, bulk: bool = False) -> str:
     keys = ", ".join(f"({_KEY_SQL[kind]})" for kind in board.periods)
-    tail = _TAIL.format(keys=keys)
+    tail = (_BULK if bulk else _TAIL) + _FILTER.format(keys=keys)
     if board.aggregation == "best":
         return _FOLD_BEST.format(tail=tail, ts=_TS, bits=_TS_BITS, mask=_TS_MASK)
     return _FOLD_SUM.format(tail=tail, ts=_TS)
@@ -222,7 +237,8 @@ def advance(
                 "modes": _names(board.modes),
                 "regions": _names(board.regions),
             }
-            conn.execute(_fold_sql(board), params)
+            bulk = sum(hi - lo for lo, hi in todo.values()) > _BULK_OFFSETS
+            conn.execute(_fold_sql(board, bulk), params)
             conn.execute(
                 "INSERT INTO checkpoint_positions (board, kafka_partition, kafka_offset)"
                 " SELECT %s, p, o FROM unnest(%s::int[], %s::bigint[]) AS t(p, o)"

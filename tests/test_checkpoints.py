@@ -110,10 +110,12 @@ def _checkpoint(conn: psycopg.Connection) -> dict[str, dict[tuple[str, str], int
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), cuts=st.integers(0, 4))
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 400), cuts=st.integers(0, 4), bulk=st.booleans())
 def test_checkpoint_plus_tail_equals_the_live_fold(
-    conn: psycopg.Connection, seed: int, n: int, cuts: int
+    conn: psycopg.Connection, monkeypatch: pytest.MonkeyPatch, seed: int, n: int, cuts: int, bulk: bool
 ) -> None:
+    # Both query shapes: index range scans per partition (tails) and one pass over the table (large steps).
+    monkeypatch.setattr(checkpoints, "_BULK_OFFSETS", -1 if bulk else 10**12)
     _reset(conn)
     rnd = random.Random(seed)
     records = _records(rnd, n, partitions=3)

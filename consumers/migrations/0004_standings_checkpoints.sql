@@ -23,7 +23,7 @@ CREATE TABLE standings_checkpoint (
     at_s      bigint NOT NULL,
     events    bigint NOT NULL,
     PRIMARY KEY (board, period, player_id)
-);
+) WITH (fillfactor = 80);  -- room on the page keeps a fold's updates heap-only (no new index entries)
 -- A close freezes the period first (the row, so later events are dead-lettered), then stores the standings
 -- outside any lock batches wait on and sets this. NULL: frozen, standings not stored yet.
 ALTER TABLE closed_periods ADD COLUMN standings_at timestamptz;
