@@ -67,12 +67,16 @@ def main() -> int:
     db_url = f"{base.database_url}{sep}options=-csearch_path%3D{schema}"
     env = dict(os.environ)
     env.update(
-        LEADERBOARD_DATABASE_URL=db_url, LEADERBOARD_REDIS_PREFIX=f"growth{tag}", LEADERBOARD_LOG_LEVEL="WARNING"
+        LEADERBOARD_DATABASE_URL=db_url,
+        LEADERBOARD_REDIS_PREFIX=f"growth{tag}",
+        LEADERBOARD_LOG_LEVEL="WARNING",
     )
     old_dir: Path | None = None
     if args.old:
         old_dir = Path(tempfile.mkdtemp(prefix="growth-old-"))
-        data = subprocess.run(["git", "-C", str(ROOT), "archive", args.old], capture_output=True, check=True).stdout
+        data = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.old], capture_output=True, check=True
+        ).stdout
         archive = old_dir / "src.tar"
         archive.write_bytes(data)
         with tarfile.open(archive) as tar:
@@ -96,7 +100,8 @@ def main() -> int:
                         conn.execute("DELETE FROM checkpoint_boards")  # cold: the fold of the whole log, once
                         conn.execute("DELETE FROM standings_checkpoint")
                         took, rss = run_child([*cli, "rebuild", "--from", "postgres"], child_env, src)
-                        rows.append(f"| {size:,} | new, first rebuild (folds the checkpoint) | {took:.1f} | {rss:.0f} |")
+                        first = "new, first rebuild (folds the checkpoint)"
+                        rows.append(f"| {size:,} | {first} | {took:.1f} | {rss:.0f} |")
                     for job in (["rebuild", "--from", "postgres"], ["verify", "--attempts", "1"]):
                         samples = [run_child([*cli, *job], child_env, src) for _ in range(args.runs)]
                         t = statistics.median(s[0] for s in samples)
