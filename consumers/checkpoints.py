@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 _LOCK = 0x1EAD_C4EC  # advisory lock: one fold at a time per board (second key: hashtext(board))
 STEP = 2_000_000
-"""Offsets per partition folded per transaction: a first fold of a long log commits as it goes."""
+"""Offsets (all partitions together) folded per transaction: a first fold of a long log commits as it goes
+and holds the board's fold lock for one step at a time."""
 CHUNK = 10_000
 """Checkpoint rows per fetch when streaming: what rebuild, verify and close hold in memory at once."""
 _TS_BITS = 34  # epoch seconds until 2514; schemas.model bounds occurred_at to [2020, 2050)
@@ -222,7 +223,8 @@ def advance(
             conn.execute("SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))", (_LOCK, board.id))
             refolded |= _reset_if_redefined(conn, board)
             have = positions(conn, board.id)
-            todo = {p: (have.get(p, -1), min(hi, have.get(p, -1) + STEP)) for p, hi in target.items()}
+            step = max(1, STEP // max(1, len(target)))
+            todo = {p: (have.get(p, -1), min(hi, have.get(p, -1) + step)) for p, hi in target.items()}
             todo = {p: r for p, r in todo.items() if r[1] > r[0]}
             if not todo:
                 return Advanced(have, steps, refolded)
@@ -237,7 +239,8 @@ def advance(
                 "modes": _names(board.modes),
                 "regions": _names(board.regions),
             }
-            bulk = sum(hi - lo for lo, hi in todo.values()) > _BULK_OFFSETS
+            todo_total = sum(hi - lo for lo, hi in todo.values())
+            bulk = todo_total > _BULK_OFFSETS
             conn.execute(_fold_sql(board, bulk), params)
             conn.execute(
                 "INSERT INTO checkpoint_positions (board, kafka_partition, kafka_offset)"
@@ -252,6 +255,10 @@ def advance(
                 (parts, params["hi"], board.id),
             )
         steps += 1
+        if bulk:
+            log.info(
+                "checkpoint step folded", extra={"board": board.id, "step": steps, "offsets": todo_total}
+            )
         if progress is not None:
             progress(steps)
 
