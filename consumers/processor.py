@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import psycopg
@@ -192,7 +192,9 @@ class Processor:
         log.warning(why, extra={"board": board.id})
         self.metrics.recovering.set(1)
         try:
-            rebuild_from_checkpoint(self.gens, self.sink, self._conn(), board, lease)
+            self._in_background(
+                lambda: rebuild_from_checkpoint(self.gens, self.sink, self._conn(), board, lease)
+            )
             self.metrics.recoveries.inc()
         except LockLost as exc:  # the job stopped; whoever holds the lock now finishes the board
             log.error("rebuild stopped: its lock was lost", extra={"board": board.id, "error": str(exc)})  # noqa: TRY400
@@ -201,6 +203,27 @@ class Processor:
             lease.release()
             self.metrics.recovering.set(0)
         return True
+
+    def _in_background(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on a thread while this one keeps the group membership alive (poll), however long it
+        takes: no ``max.poll.interval.ms`` cliff. Re-raises what the job raised."""
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:
+                failed.append(exc)
+
+        worker = threading.Thread(target=run, name="rebuild", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if self.stopping.is_set():
+                worker.join(0.2)
+            else:
+                self._serve(0.2)
+        if failed:
+            raise failed[0]
 
     def _load_names(self) -> None:
         conn = self._conn()
