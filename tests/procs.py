@@ -47,6 +47,19 @@ def http_get(url: str, timeout: float) -> tuple[int, bytes]:
         return 0, b""
 
 
+def scrape(url: str, name: str, labels: str = "", *, unset: float | None = None) -> float:
+    """One sample of a Prometheus text page; AssertionError when the page or the series is missing."""
+    status, body = http_get(url, timeout=2)
+    if status != 200:
+        raise AssertionError(f"{url} answered {status or 'nothing'}: no value for {name}{labels}")
+    for line in body.decode().splitlines():
+        if line.startswith(f"{name}{labels} "):
+            return float(line.rsplit(" ", 1)[1])
+    if unset is not None:
+        return unset
+    raise AssertionError(f"{url} has no series {name}{labels}")
+
+
 class ConsumerProcess:
     """One ``leaderboard consume`` child process with its own health port and log file."""
 
@@ -66,12 +79,10 @@ class ConsumerProcess:
     def get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"http://127.0.0.1:{self.port}{path}", timeout=2)
 
-    def metric(self, name: str, labels: str = "") -> float:
-        _, body = self.get("/metrics")
-        for line in body.decode().splitlines():
-            if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(f"{name} ")):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+    def metric(self, name: str, labels: str = "", *, unset: float | None = None) -> float:
+        """One sample from /metrics. Raises when the process does not answer, or when the series is absent
+        unless ``unset`` says what an absent series means (a labelled counter never incremented)."""
+        return scrape(f"http://127.0.0.1:{self.port}/metrics", name, labels, unset=unset)
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_until(
@@ -118,12 +129,20 @@ def committed(config: Settings) -> dict[int, int]:
         consumer.close()
 
 
-def caught_up(config: Settings) -> bool:
-    """Every record of the main topic is committed by the group (False while the group is rebalancing)."""
+def caught_up(config: Settings, member: ConsumerProcess | None = None) -> bool:
+    """Every record of the main topic is committed by the group (False while the group is rebalancing).
+
+    Raises on an empty topic (nothing to catch up with proves nothing). With ``member``, also requires that
+    this process owns partitions, so a check meant for it cannot pass on another member's commits.
+    """
     try:
         ends = end_offsets(config, config.topic)
         done = committed(config)
     except KafkaException:
+        return False
+    if not any(ends.values()):
+        raise AssertionError(f"topic {config.topic} is empty: 'caught up' would prove nothing")
+    if member is not None and member.metric("leaderboard_consumer_assigned_partitions") == 0:
         return False
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
@@ -131,7 +150,10 @@ def caught_up(config: Settings) -> bool:
 def read_topic(
     config: Settings, topic: str, timeout: float = 20
 ) -> list[tuple[bytes | None, bytes | None, dict[str, str]]]:
-    """Every committed record of a topic (read_committed), as (key, value, headers)."""
+    """Every committed record of a topic (read_committed), as (key, value, headers).
+
+    Raises if the end offsets are not reached in ``timeout``: a partial list would let absence checks pass.
+    """
     ends = end_offsets(config, topic)
     consumer = Consumer(
         {
@@ -158,9 +180,47 @@ def read_topic(
             for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
                 if tp.offset >= 0:
                     positions[tp.partition] = max(positions[tp.partition], tp.offset)
+        behind = {p: (positions[p], ends[p]) for p in ends if positions[p] < ends[p]}
     finally:
         consumer.close()
+    if behind:
+        raise AssertionError(f"read_topic({topic}): not at the end after {timeout:.0f} s: {behind}")
     return out
+
+
+def group_state(admin: AdminClient, group: str) -> tuple[str, int]:
+    """The group's state name and member count, as the broker describes it."""
+    [future] = admin.describe_consumer_groups([group], request_timeout=10).values()
+    desc = future.result(timeout=15)
+    return desc.state.name, len(desc.members)
+
+
+def reset_offsets_to_earliest(config: Settings, timeout: float = 60) -> str:
+    """Kafka's own tool, as the runbook has operators run it: wait until the group is empty (a SIGKILLed
+    member lingers for the session timeout), then require the tool's plan in its output, since it exits 0 even
+    when it refuses ("Assignments can only be reset if the group ... is inactive")."""
+    admin = AdminClient(config.kafka_common())
+    wait_until(
+        lambda: group_state(admin, config.consumer_group) in {("EMPTY", 0), ("DEAD", 0)},
+        timeout,
+        f"group {config.consumer_group} to be empty",
+    )
+    tool = Path(__file__).resolve().parents[1] / "deploy/kafka/bin/kafka-consumer-groups"
+    # fmt: off
+    args = [str(tool), "--bootstrap-server", config.kafka_bootstrap, "--group", config.consumer_group,
+            "--reset-offsets", "--to-earliest", "--topic", config.topic, "--execute"]
+    # fmt: on
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+    text = out.stdout + out.stderr
+    planned = {
+        int(cols[2])
+        for line in text.splitlines()
+        if len(cols := line.split()) >= 4 and cols[0] == config.consumer_group and cols[1] == config.topic
+    }
+    partitions = set(end_offsets(config, config.topic))
+    if out.returncode != 0 or "Error" in text or planned != partitions:
+        raise AssertionError(f"offset reset did not happen (exit {out.returncode}):\n{text[-2000:]}")
+    return text
 
 
 def delete_group(admin: AdminClient, group: str) -> None:

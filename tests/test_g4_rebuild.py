@@ -19,7 +19,14 @@ import redis
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from tests.conftest import env_of
-from tests.procs import ApiProcess, ConsumerProcess, caught_up, leaderboard_cli, wait_until
+from tests.procs import (
+    ApiProcess,
+    ConsumerProcess,
+    caught_up,
+    leaderboard_cli,
+    reset_offsets_to_earliest,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 Snapshot = dict[str, list[tuple[str, float]]]
@@ -190,25 +197,7 @@ def test_offset_reset_to_earliest_changes_no_score(
     client = redis.Redis.from_url(config.redis_url)
     gen, before = snapshot(client, config)
     assert consumer.stop() == 0
-    reset = subprocess.run(
-        [
-            str(REPO / "deploy/kafka/bin/kafka-consumer-groups"),
-            "--bootstrap-server",
-            config.kafka_bootstrap,
-            "--group",
-            config.consumer_group,
-            "--reset-offsets",
-            "--to-earliest",
-            "--topic",
-            config.topic,
-            "--execute",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert reset.returncode == 0, reset.stderr
+    reset_offsets_to_earliest(config)
     assert not caught_up(config)
     replay = ConsumerProcess(config, tmp_path, name="replay")
     try:
