@@ -283,7 +283,7 @@ def _reset_if_redefined(conn: psycopg.Connection, board: Board) -> bool:
 def stream_rows(
     conn: psycopg.Connection, board: str, periods: Sequence[str] | None = None
 ) -> Iterator[list[Row]]:
-    """The board's checkpoint rows (only ``periods``, if given), by period then player, in chunks.
+    """The board's checkpoint rows (only ``periods``, if given), in chunks, in no particular order.
 
     Call inside the transaction that read :func:`positions` so rows and positions agree.
     """
@@ -292,8 +292,7 @@ def stream_rows(
     with conn.cursor(name=f"ckpt_{uuid.uuid4().hex[:8]}") as cur:
         cur.itersize = CHUNK
         cur.execute(
-            "SELECT period, player_id, points, at_s, events FROM standings_checkpoint"
-            f' WHERE {where} ORDER BY period, player_id COLLATE "C"',
+            f"SELECT period, player_id, points, at_s, events FROM standings_checkpoint WHERE {where}",
             params,
         )
         while rows := cur.fetchmany(CHUNK):
