@@ -24,7 +24,7 @@ from leaderboard.boards import Board
 _LOCK_CLASS = (
     0x1EAD_C105  # advisory lock class per (board, period); the second key is hashtext('board/period')
 )
-FREEZE_LOCK_TIMEOUT = "2s"
+FREEZE_LOCK_TIMEOUT = "1s"
 """The freeze waits this long at most for in-flight batches; batches queue behind it at most this long."""
 
 # Redis order: packed desc = points desc, then tie-break desc (earlier first), then member desc bytewise.
