@@ -20,8 +20,9 @@ import psycopg
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumers import checkpoints, due
+from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
+from consumers.mirror import mirror
 from consumers.plan import Canonical, Fold
 from consumers.redis_sink import RedisSink
 from leaderboard import scoring
@@ -99,6 +100,10 @@ class Generations:
     def lease(self, board: str) -> Lease | None:
         """The board's rebuild lock, renewing itself until released; None if another process holds it."""
         return Lease.take(self._r, self._keys.lock(board))
+
+    def mirror_closed(self, board: Board, closed: set[str]) -> None:
+        """Give the closed periods of a new generation their Redis retention (the rebuild wrote none)."""
+        mirror(self._r, self._keys, board, closed)
 
     def rebuilding(self, board: str) -> bool:
         """Whether some process holds the board's rebuild lock now."""
@@ -296,6 +301,7 @@ def rebuild_from_checkpoint(  # noqa: PLR0917 - the two callers pass the same si
     old = gens.catch_up_and_flip(board, gen, conn, sink, lease)
     if old is not None and old != gen:
         gens.drop(board.id, old)
+    gens.mirror_closed(board, period_store.complete(conn, board.id))  # expiries of closed periods, again
     log.info(
         "board rebuilt from the checkpoint",
         extra={
