@@ -141,6 +141,7 @@ FROM events e
 JOIN {_RANGES} ON e.kafka_partition = r.p AND e.kafka_offset > r.lo AND e.kafka_offset <= r.hi
 """
 _BULK_OFFSETS = 1_000_000
+_BULK_WORK_MEM = "128MB"
 """Steps covering more offsets than this (all partitions together) read the table in one pass."""
 _FILTER = """
 CROSS JOIN LATERAL (VALUES {keys}) AS k(period)
@@ -241,6 +242,8 @@ def advance(
             }
             todo_total = sum(hi - lo for lo, hi in todo.values())
             bulk = todo_total > _BULK_OFFSETS
+            if bulk:  # let the aggregate of a large step stay in memory (a bounded amount) instead of spilling
+                conn.execute(f"SET LOCAL work_mem = '{_BULK_WORK_MEM}'")
             conn.execute(_fold_sql(board, bulk), params)
             conn.execute(
                 "INSERT INTO checkpoint_positions (board, kafka_partition, kafka_offset)"
