@@ -242,7 +242,7 @@ def advance(
             }
             todo_total = sum(hi - lo for lo, hi in todo.values())
             bulk = todo_total > _BULK_OFFSETS
-            if bulk:  # let the aggregate of a large step stay in memory (a bounded amount) instead of spilling
+            if bulk:  # the aggregate of a large step stays in memory (a bounded amount) instead of spilling
                 conn.execute(f"SET LOCAL work_mem = '{_BULK_WORK_MEM}'")
             conn.execute(_fold_sql(board, bulk), params)
             conn.execute(
