@@ -102,6 +102,7 @@ def main() -> int:
                         took, rss = run_child([*cli, "rebuild", "--from", "postgres"], child_env, src)
                         first = "new, first rebuild (folds the checkpoint)"
                         rows.append(f"| {size:,} | {first} | {took:.1f} | {rss:.0f} |")
+                        print(rows[-1], flush=True)
                     for job in (["rebuild", "--from", "postgres"], ["verify", "--attempts", "1"]):
                         samples = [run_child([*cli, *job], child_env, src) for _ in range(args.runs)]
                         t = statistics.median(s[0] for s in samples)
