@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,7 +20,10 @@ import psycopg
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumers.plan import Canonical, Fold, fold
+from consumers import checkpoints, due, period_store
+from consumers.lease import Lease, held
+from consumers.mirror import mirror
+from consumers.plan import Canonical, Fold
 from consumers.redis_sink import RedisSink
 from leaderboard import scoring
 from leaderboard.boards import Board
@@ -35,7 +37,8 @@ _EVENT_COLUMNS = (
     "event_id, match_id, player_id, game, mode, region, points, occurred_at, kafka_partition, kafka_offset"
 )
 _CHUNK = 20_000
-_LOCK_MS = 120_000
+STALL_S = 120.0
+"""A catch-up that applies nothing and moves no position this long is stuck (not merely slow)."""
 
 
 def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
@@ -56,51 +59,22 @@ def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
     return out
 
 
-def stream_events(
-    conn: psycopg.Connection, where: str = "", params: Sequence[object] = ()
-) -> Iterator[list[Canonical]]:
-    """Every stored event (optionally filtered), in chunks, through a server-side cursor."""
-    with conn.cursor(name=f"events_{uuid.uuid4().hex[:8]}") as cur:
-        cur.itersize = _CHUNK
-        cur.execute(f"SELECT {_EVENT_COLUMNS} FROM events {where}", params)
-        while rows := cur.fetchmany(_CHUNK):
-            yield canonical_rows(rows)
-
-
-def positions(conn: psycopg.Connection) -> dict[int, int]:
-    """Highest stored offset per partition: every canonical event at or below it is stored (prefix)."""
-    return {
-        int(p): int(o)
-        for p, o in conn.execute(
-            "SELECT kafka_partition, max(kafka_offset) FROM events GROUP BY 1"
-        ).fetchall()
-    }
-
-
 @dataclass
 class Loaded:
-    """A folded source and the per-partition positions it covers."""
+    """A folded source and the per-partition positions it covers (``rebuild --from kafka``)."""
 
     folded: Fold
     positions: dict[int, int]
     events: int
 
 
-def load_from_postgres(
-    conn: psycopg.Connection, board: Board, progress: Callable[[int], None] | None = None
-) -> Loaded:
-    """Fold every stored event in one consistent snapshot."""
-    folded: Fold = {}
-    events = 0
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        pos = positions(conn)
-        for chunk in stream_events(conn):
-            fold(board, chunk, into=folded, split_partitions=False)
-            events += len(chunk)
-            if progress is not None:
-                progress(events)
-    return Loaded(folded, pos, events)
+@dataclass
+class Written:
+    """What a checkpoint load wrote into a generation."""
+
+    positions: dict[int, int]
+    entries: int
+    periods: int
 
 
 class Generations:
@@ -123,17 +97,17 @@ class Generations:
             pipe.hget(self._keys.meta(board), "writing")
         return [b for b, w in zip(self._boards, pipe.execute(), strict=True) if w is None]
 
-    def lock(self, board: str) -> str | None:
-        token = uuid.uuid4().hex
-        return token if self._r.set(self._keys.lock(board), token, nx=True, px=_LOCK_MS) else None
+    def lease(self, board: str) -> Lease | None:
+        """The board's rebuild lock, renewing itself until released; None if another process holds it."""
+        return Lease.take(self._r, self._keys.lock(board))
 
-    def refresh_lock(self, board: str, token: str) -> None:
-        if self._r.get(self._keys.lock(board)) == token.encode():
-            self._r.pexpire(self._keys.lock(board), _LOCK_MS)
+    def mirror_closed(self, board: Board, closed: set[str]) -> None:
+        """Give the closed periods of a new generation their Redis retention (the rebuild wrote none)."""
+        mirror(self._r, self._keys, board, closed)
 
-    def unlock(self, board: str, token: str) -> None:
-        if self._r.get(self._keys.lock(board)) == token.encode():
-            self._r.delete(self._keys.lock(board))
+    def rebuilding(self, board: str) -> bool:
+        """Whether some process holds the board's rebuild lock now."""
+        return held(self._r, self._keys.lock(board))
 
     def new_generation(self, board: str) -> int:
         gen = int(self._r.hincrby(self._keys.meta(board), "seq", 1))
@@ -187,16 +161,72 @@ class Generations:
             pipe.hset(keys.floor(board.id, gen), mapping=pos)
         pipe.execute()
 
-    def catch_up_and_flip(
-        self, board: Board, gen: int, conn: psycopg.Connection, sink: RedisSink, deadline_s: float = 600
+    def write_checkpoint(
+        self, board: Board, gen: int, conn: psycopg.Connection, lease: Lease | None = None
+    ) -> Written:
+        """Stream the board's checkpoint into generation ``gen``, its positions as watermarks.
+
+        One REPEATABLE READ snapshot, so rows and positions agree; rows arrive in chunks
+        (``checkpoints.CHUNK``), so memory is bounded whatever the board's size. Closed periods whose
+        Redis retention is over are skipped: the API serves them from their stored standings.
+        """
+        keys = self._keys
+        now_ms = str(int(time.time() * 1000))
+        entries = 0
+        events: dict[str, int] = {}
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            pos = checkpoints.positions(conn, board.id)
+            gone = set(retired_periods(conn, board, datetime.now(UTC)))
+            wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone]
+            for chunk in checkpoints.stream_rows(conn, board.id, wanted):
+                pipe = self._r.pipeline(transaction=False)
+                by_period: dict[str, dict[str, float]] = {}
+                for row in chunk:
+                    by_period.setdefault(row.period, {})[row.player_id] = checkpoints.packed(
+                        board, row.period, row.points, row.at_s
+                    )
+                    events[row.period] = events.get(row.period, 0) + row.events
+                for period, mapping in by_period.items():
+                    pipe.zadd(keys.board(board.id, gen, period), mapping)
+                pipe.execute()
+                entries += len(chunk)
+                if lease is not None:
+                    lease.check()
+        mapping_pos: dict[FieldT, EncodableT] = {str(p): str(o) for p, o in pos.items()}
+        pipe = self._r.pipeline(transaction=False)
+        for period, n in events.items():
+            pipe.hset(keys.stats(board.id, gen, period), mapping={"events": str(n), "updated_ms": now_ms})
+            if mapping_pos:
+                pipe.hset(keys.watermark(board.id, gen, period), mapping=mapping_pos)
+        if events:
+            pipe.sadd(keys.periods(board.id, gen), *sorted(events))
+        if mapping_pos:
+            pipe.hset(keys.position(board.id, gen), mapping=mapping_pos)
+            pipe.hset(keys.floor(board.id, gen), mapping=mapping_pos)
+        pipe.execute()
+        return Written(pos, entries, len(events))
+
+    def catch_up_and_flip(  # noqa: PLR0917 - kept positional for both rebuild paths
+        self,
+        board: Board,
+        gen: int,
+        conn: psycopg.Connection,
+        sink: RedisSink,
+        lease: Lease | None = None,
+        stall_s: float = STALL_S,
     ) -> int | None:
         """Apply the PostgreSQL tail to ``gen`` until it is at or past the live generation, then flip.
 
-        Returns the generation it replaced (None if there was none).
+        No deadline on the whole: the live stream may keep it busy for a while. It gives up only when a
+        round makes no progress (no tail row applied, no position moved) for ``stall_s``, or the lock is
+        lost. Returns the generation it replaced (None if there was none).
         """
         keys = self._keys
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
+        last_progress = time.monotonic()
+        while True:
+            if lease is not None:
+                lease.check()
             res = self._flip(keys=[keys.meta(board.id)], args=[keys.base(board.id), gen])
             if res[0] == b"flipped":
                 return int(res[1]) if res[1] else None
@@ -209,6 +239,7 @@ class Generations:
                     int(p): int(o) for p, o in self._r.hgetall(keys.position(board.id, live_active)).items()
                 }
             )
+            moved = False
             for part, live_hi in live.items():
                 if live_hi <= mine.get(part, -1):
                     continue
@@ -217,34 +248,68 @@ class Generations:
                     "ORDER BY kafka_offset LIMIT %s",
                     (part, mine.get(part, -1), _CHUNK),
                 ).fetchall()
-                sink.apply(canonical_rows(rows), gen=gen)
+                if rows:
+                    sink.apply(canonical_rows(rows), gen=gen)
+                    moved = True
                 if len(rows) < _CHUNK:  # every canonical event up to live_hi is stored, so gen has them all
                     self._r.hset(keys.position(board.id, gen), str(part), str(live_hi))
-        raise TimeoutError(f"board {board.id}: generation {gen} did not catch up within {deadline_s:.0f} s")
+                    moved = True
+            if moved:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > stall_s:
+                raise TimeoutError(
+                    f"board {board.id}: generation {gen} made no progress towards the live one"
+                    f" for {stall_s:.0f} s"
+                )
+            else:
+                time.sleep(0.05)
 
 
-def rebuild_from_postgres(
+def retired_periods(conn: psycopg.Connection, board: Board, now: datetime) -> list[str]:
+    """Closed periods of the board whose Redis retention is over (served from PostgreSQL standings)."""
+    rows = conn.execute(
+        "SELECT period FROM closed_periods WHERE board = %s AND standings_at IS NOT NULL", (board.id,)
+    ).fetchall()
+    return [str(r[0]) for r in rows if due.expire_at(board, str(r[0])) <= now]
+
+
+def rebuild_from_checkpoint(  # noqa: PLR0917 - the two callers pass the same six things
     gens: Generations,
     sink: RedisSink,
     conn: psycopg.Connection,
     board: Board,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[int, Loaded]:
-    """Rebuild one board from PostgreSQL as a new generation and flip to it. Caller holds the lock."""
+    lease: Lease,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[int, Written]:
+    """THE rebuild from PostgreSQL (operator's ``rebuild --from postgres`` and Redis-loss recovery).
+
+    Folds the event log's tail into the board's checkpoint, streams the checkpoint into a new generation,
+    applies the tail after its positions and flips. Cost: the players on the board plus the tail, never
+    all history. The caller holds ``lease``; losing it stops the job with LockLost.
+    """
+    say = progress or (lambda line: log.info(line, extra={"board": board.id}))
+    started = time.monotonic()
+    done = checkpoints.advance(conn, board, progress=lambda steps: lease.check())
+    say(f"board {board.id}: checkpoint folded ({done.steps} step(s)) in {time.monotonic() - started:.1f} s")
+    lease.check()
     gen = gens.new_generation(board.id)
-    loaded = load_from_postgres(conn, board, progress)
-    gens.write(board, gen, loaded)
-    old = gens.catch_up_and_flip(board, gen, conn, sink)
+    written = gens.write_checkpoint(board, gen, conn, lease)
+    say(
+        f"board {board.id}: generation {gen} loaded,"
+        f" {written.entries:,} entries in {written.periods} period(s)"
+    )
+    old = gens.catch_up_and_flip(board, gen, conn, sink, lease)
     if old is not None and old != gen:
         gens.drop(board.id, old)
+    gens.mirror_closed(board, period_store.complete(conn, board.id))  # expiries of closed periods, again
     log.info(
-        "board rebuilt from postgres",
+        "board rebuilt from the checkpoint",
         extra={
             "board": board.id,
             "generation": gen,
             "replaced": old,
-            "events": loaded.events,
-            "at": datetime.now(UTC).isoformat(),
+            "entries": written.entries,
+            "seconds": round(time.monotonic() - started, 3),
         },
     )
-    return gen, loaded
+    return gen, written

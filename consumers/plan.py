@@ -116,7 +116,7 @@ def _expand(
     for (part, bucket), ((lo, hi), players) in groups.items():
         instants = {v[1] for v in players.values()}  # few: a batch spans seconds of play
         for key, origin, unit in periods_of(board, bucket):
-            tb = {ts: _tiebreak(ts, origin, unit) for ts in instants}
+            tb = {ts: tiebreak_of(ts, origin, unit) for ts in instants}
             expanded = {p: [v[0], tb[v[1]], v[2]] for p, v in players.items()}
             slot = acc.get((key, part))
             if slot is None:
@@ -130,7 +130,7 @@ def _expand(
 _SPAN_1 = scoring.TIME_SPAN - 1
 
 
-def _tiebreak(ts: int, origin: int, unit: int) -> int:
+def tiebreak_of(ts: int, origin: int, unit: int) -> int:
     """scoring.tiebreak of whole units since the origin, clamped into the field; ts in epoch seconds."""
     units = (ts - origin) // unit
     return _SPAN_1 - (0 if units < 0 else _SPAN_1 if units > _SPAN_1 else units)

@@ -22,24 +22,25 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from types import FrameType
 
 import psycopg
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumers import close_period, dlq, pg_sink
+from consumers import dlq, pg_sink
 from consumers.bounded import TransactionalProducer, bounded
 from consumers.catchup import CatchUp
 from consumers.clients import Clients
 from consumers.decoded import Record, decode_messages
-from consumers.generations import Generations, rebuild_from_postgres
+from consumers.generations import Generations, rebuild_from_checkpoint
 from consumers.health import Readiness
+from consumers.lease import LockLost
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
 from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisLost, RedisSink
+from consumers.scheduler import Scheduler
 from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.errors import EXIT_FAILED, UserError
@@ -64,7 +65,6 @@ _KAFKA_FAILURES_BEFORE_NEW_PRODUCER = 2
 _PG_STATEMENT_S = 8
 _PG_BREAK_S = 10.0
 _LATENCY_SAMPLES = 64
-_CLOSE_EVERY_S = 60.0
 _CATCH_UP_CHECK_S = 0.5
 _END_OFFSETS_TIMEOUT_S = 10.0
 
@@ -145,9 +145,8 @@ class Processor:
         self.consumer: Consumer = self._clients.consumer
         self.producer = self._new_producer()
         self._kafka_failures = 0
-        # Period-closed announcements go outside the batch transactions, so through their own producer.
-        self._announcer = close_period.new_producer(config)
-        self._next_close = 0.0
+        # Checkpoints and period closes run beside the poll loop, with their own connections and producer.
+        self._scheduler = Scheduler(config, self.boards)
         self._next_idle_check = 0.0
         self._next_sample = 0.0
         self._next_catch_up_check = 0.0
@@ -277,19 +276,23 @@ class Processor:
         self.recover_missing()
 
     def recover_missing(self) -> None:
-        """Rebuild every board whose generation Redis lacks; one process does it, the others wait."""
-        deadline = time.monotonic() + 900
-        while (missing := self.gens.missing()) and time.monotonic() < deadline:
+        """Rebuild every board whose generation Redis lacks; one process does it, the others wait.
+
+        No deadline: a member waits as long as the rebuild's lock is held (its holder renews it on a timer
+        and the rebuild gives up by itself when it stops making progress); a lock that lapses with the
+        board still missing is taken over.
+        """
+        while missing := self.gens.missing():
             for board_id in missing:
                 board = next(b for b in self.boards if b.id == board_id)
                 self.readiness.set("recovery", f"rebuilding board {board_id} from PostgreSQL")
                 if self._rebuild(board, "board missing in Redis; rebuilding from PostgreSQL"):
                     self._load_names()
             if self.gens.missing():
+                if self.stopping.is_set():
+                    raise RuntimeError("stopping while boards are missing in Redis")
                 self.readiness.set("recovery", "waiting for another member to rebuild the boards")
                 self._serve(0.5)  # another process is rebuilding
-        if self.gens.missing():
-            raise RuntimeError("boards still missing in Redis after 15 minutes of recovery")
         self.readiness.set("recovery", None)
 
     def check_regression(self) -> None:
@@ -306,33 +309,45 @@ class Processor:
                 self._rebuild(board, "Redis lost recent writes; rebuilding from PostgreSQL")
 
     def _rebuild(self, board: Board, why: str) -> bool:
-        """Rebuild one board from PostgreSQL under its Redis lock; False if another process holds it."""
-        token = self.gens.lock(board.id)
-        if token is None:
+        """Rebuild one board from its checkpoint under its Redis lease; False if another process holds it."""
+        lease = self.gens.lease(board.id)
+        if lease is None:
             return False
         log.warning(why, extra={"board": board.id})
         self.metrics.recovering.set(1)
         try:
-            rebuild_from_postgres(
-                self.gens,
-                self.sink,
-                self._long_conn(),
-                board,
-                progress=self._lock_refresher(board.id, token),
+            self._in_background(
+                lambda: rebuild_from_checkpoint(self.gens, self.sink, self._long_conn(), board, lease)
             )
             self.metrics.recoveries.inc()
+        except LockLost as exc:  # the job stopped; whoever holds the lock now finishes the board
+            log.error("rebuild stopped: its lock was lost", extra={"board": board.id, "error": str(exc)})  # noqa: TRY400
+            return False
         finally:
-            self.gens.unlock(board.id, token)
+            lease.release()
             self.metrics.recovering.set(0)
         return True
 
-    def _lock_refresher(self, board_id: str, token: str) -> Callable[[int], None]:
-        def refresh(events: int) -> None:
-            del events
-            self.progress.alive(time.monotonic())  # a long rebuild is progress, not a blocked loop
-            self.gens.refresh_lock(board_id, token)
+    def _in_background(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on a thread while this one keeps the group membership alive (poll), however long it
+        takes: no ``max.poll.interval.ms`` cliff. Re-raises what the job raised."""
+        failed: list[BaseException] = []
 
-        return refresh
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:
+                failed.append(exc)
+
+        worker = threading.Thread(target=run, name="rebuild", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            if self.stopping.is_set():
+                worker.join(0.2)
+            else:
+                self._serve(0.2)
+        if failed:
+            raise failed[0]
 
     def _load_names(self) -> None:
         conn = self._long_conn()
@@ -607,14 +622,6 @@ class Processor:
             self.readiness.set("idle", None)
         except redis.RedisError as exc:
             self.readiness.set("idle", f"redis unavailable: {exc}")
-        if self.config.auto_close_periods and now >= self._next_close:
-            self._next_close = now + _CLOSE_EVERY_S
-            try:
-                close_period.close_due(
-                    self._conn(), self._redis, self._announcer, self.config, self.boards, datetime.now(UTC)
-                )
-            except (psycopg.Error, redis.RedisError) as exc:
-                log.warning("close-period run failed; will retry", extra={"error": str(exc)[:300]})
         self._sample_offsets()
 
     def run(self, until_caught_up: bool = False, timeout_s: float | None = None) -> None:
@@ -631,6 +638,7 @@ class Processor:
                 timer.daemon = True
                 timer.start()
         self.prepare()
+        self._scheduler.start()
         self.consumer.subscribe(
             [self.config.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -709,7 +717,7 @@ class Processor:
             self.consumer.close()
         finally:
             self.producer.flush(5)
-            self._announcer.flush(5)
+            self._scheduler.stop()
             self._redis.close()
             for conn in (self._pg, self._pg_long):
                 if conn is not None:

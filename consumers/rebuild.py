@@ -1,14 +1,17 @@
 """``leaderboard rebuild``: rebuild boards as a new generation while the API keeps serving the old one.
 
-``--from postgres`` folds a consistent snapshot of the event log; ``--from kafka`` replays the topic from
-its beginning through the same PostgreSQL de-duplication as the live consumer. Either way the new
-generation then catches up with the live stream and the readers' pointer flips atomically.
+``--from postgres`` is the same path Redis-loss recovery takes (``generations.rebuild_from_checkpoint``): fold
+the log's tail into the board's checkpoint, load the checkpoint, apply the tail after it. ``--from kafka``
+replays the topic from its beginning through the same PostgreSQL de-duplication as the live consumer. Either
+way the new generation then catches up with the live stream and the readers' pointer flips atomically; each
+board's lock renews itself for the whole job, and a lost lock stops it with one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,7 +22,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers import pg_sink
 from consumers.decoded import decode_messages
-from consumers.generations import Generations, Loaded, load_from_postgres
+from consumers.generations import Generations, Loaded, rebuild_from_checkpoint
+from consumers.lease import Lease, LockLost
 from consumers.plan import Canonical, Fold, fold
 from consumers.redis_sink import RedisSink
 from leaderboard import boards as boards_mod
@@ -105,43 +109,65 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     keys = Keys(config.redis_prefix)
     gens = Generations(client, keys, boards)
     sink = RedisSink(client, keys, boards)
-    tokens: dict[str, str] = {}
+    leases: dict[str, Lease] = {}
     try:
         for board in boards:
-            token = gens.lock(board.id)
-            if token is None:
+            lease = gens.lease(board.id)
+            if lease is None:
                 raise UserError(
                     f"board {board.id!r} is being rebuilt by another process (lock {keys.lock(board.id)})"
                 )
-            tokens[board.id] = token
+            leases[board.id] = lease
         with psycopg.connect(config.database_url, autocommit=True, connect_timeout=5) as conn:
-            new = {b.id: gens.new_generation(b.id) for b in boards}
             if args.source == "kafka":
-                loaded = replay_kafka(config, conn, boards)
+                _from_kafka(config, conn, gens, sink, boards, leases)
             else:
-                loaded = {}
                 for board in boards:
-                    progress = Progress(f"board {board.id}: events read from PostgreSQL")
-                    loaded[board.id] = load_from_postgres(conn, board, progress.update)
-                    progress.finish()
-            for board in boards:
-                started = time.monotonic()
-                gen = new[board.id]
-                gens.write(board, gen, loaded[board.id])
-                gens.refresh_lock(board.id, tokens[board.id])
-                old = gens.catch_up_and_flip(board, gen, conn, sink)
-                if old is not None and old != gen:
-                    gens.drop(board.id, old)
-                print(
-                    f"board {board.id}: generation {gen} is live (replaced {old or 'none'}), "
-                    f"{sum(len(s.players) for s in loaded[board.id].folded.values()):,} entries, "
-                    f"flip after {time.monotonic() - started:.1f} s",
-                    flush=True,
-                )
+                    started = time.monotonic()
+                    gen, written = rebuild_from_checkpoint(
+                        gens, sink, conn, board, leases[board.id], progress=_say
+                    )
+                    print(
+                        f"board {board.id}: generation {gen} is live, {written.entries:,} entries, "
+                        f"{time.monotonic() - started:.1f} s",
+                        flush=True,
+                    )
+    except LockLost as exc:
+        raise UserError(f"stopped: {exc}") from exc
     finally:
         # A failure above (mapped to one line by the CLI) must not be replaced by Redis failing here too.
-        for board_id, token in tokens.items():
+        for lease in leases.values():
             with contextlib.suppress(redis.RedisError):
-                gens.unlock(board_id, token)
+                lease.release()
         client.close()
     return 0
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _from_kafka(  # noqa: PLR0917
+    config: Settings,
+    conn: psycopg.Connection,
+    gens: Generations,
+    sink: RedisSink,
+    boards: Sequence[Board],
+    leases: dict[str, Lease],
+) -> None:
+    new = {b.id: gens.new_generation(b.id) for b in boards}
+    loaded = replay_kafka(config, conn, boards)
+    for board in boards:
+        started = time.monotonic()
+        gen = new[board.id]
+        leases[board.id].check()
+        gens.write(board, gen, loaded[board.id])
+        old = gens.catch_up_and_flip(board, gen, conn, sink, leases[board.id])
+        if old is not None and old != gen:
+            gens.drop(board.id, old)
+        print(
+            f"board {board.id}: generation {gen} is live (replaced {old or 'none'}), "
+            f"{sum(len(s.players) for s in loaded[board.id].folded.values()):,} entries, "
+            f"flip after {time.monotonic() - started:.1f} s",
+            flush=True,
+        )

@@ -1,22 +1,22 @@
-"""``leaderboard verify``: compare every Redis board with the scores recomputed from PostgreSQL."""
+"""``leaderboard verify``: compare every Redis board with the standings checkpoint plus the log's tail.
+
+The comparison itself is :func:`consumers.compare.differences` (streaming, bounded memory).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from typing import cast
 
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from consumers.generations import load_from_postgres
+from consumers.compare import differences
 from consumers.rebuild import select_boards
-from leaderboard import scoring
-from leaderboard.boards import Board
 from leaderboard.errors import ServiceError, UserError
 from leaderboard.keys import Keys
-from leaderboard.redis_client import SyncClient, sync_client
+from leaderboard.redis_client import sync_client
 from leaderboard.settings import Settings
 
 HELP = (
@@ -36,51 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="records the group may have left uncommitted (under live load, allow a few batches)",
     )
-
-
-def differences(
-    client: SyncClient, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
-) -> tuple[list[str], int]:
-    """Readable difference lines and the number of periods compared."""
-    expected: dict[str, dict[str, int]] = {}
-    for (key, _), slot in load_from_postgres(conn, board).folded.items():
-        expected[key] = {p: scoring.pack(v[0], v[1]) for p, v in slot.players.items()}
-    gen = client.hget(keys.meta(board.id), "active")
-    if gen is None:
-        return [f"{board.id}: no live generation in Redis (being rebuilt?)"], 0
-    live_periods = {_text(p) for p in client.smembers(keys.periods(board.id, int(gen)))}
-    closed = {_text(p) for p in client.smembers(keys.closed(board.id))}
-    wanted = (set(expected) | live_periods) if period is None else {period}
-    lines: list[str] = []
-    for key in sorted(wanted):
-        zkey = keys.board(board.id, int(gen), key)
-        if key in closed and not client.exists(zkey):
-            continue  # closed and expired from Redis: served from PostgreSQL standings
-        rows = cast("list[tuple[bytes, float]]", client.zrange(zkey, 0, -1, withscores=True))
-        have = {m.decode(): int(s) for m, s in rows}
-        want = expected.get(key, {})
-        for player in sorted(set(have) | set(want)):
-            h, w = have.get(player), want.get(player)
-            if h == w:
-                continue
-            if h is None:
-                lines.append(
-                    f"{board.id} {key} {player}: missing in Redis (expected {scoring.points_of(w or 0)})"
-                )
-            elif w is None:
-                lines.append(
-                    f"{board.id} {key} {player}: in Redis ({scoring.points_of(h)}) but not in PostgreSQL"
-                )
-            else:
-                lines.append(
-                    f"{board.id} {key} {player}: Redis {scoring.unpack(h)} != PostgreSQL {scoring.unpack(w)} "
-                    "(points, tie-break)"
-                )
-    return lines, len(wanted)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def run(config: Settings, args: argparse.Namespace) -> int:

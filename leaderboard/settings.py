@@ -81,7 +81,12 @@ class Settings:
     """How long Kafka may still hold an erased player's raw records (the longest retention of the match-won,
     dead-letter and moderation topics; Kafka's default is 7 days): their digest is kept that long."""
     auto_close_periods: bool = True
-    """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
+    """Consumers close due periods (end + grace) on a scheduler thread; off when replaying history."""
+    close_lookback_s: int = 2 * 86400
+    """The scheduler never closes on its own a period that ended longer ago than this (by the group's recorded
+    clock); older periods need an operator's ``close-period --period``. A backdated win cannot close them."""
+    close_interval_s: int = 60
+    """How often the scheduler folds the checkpoints and closes due periods."""
     kafka_file_settings: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"env": False})
     """What ``load`` read from ``kafka_config_file`` (not an environment variable of its own)."""
 
@@ -293,6 +298,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 10 * 366 * 86_400)
         elif name == "max_future_skew_s":
             values[name] = _int(var, text, 0, 366 * 86_400)
+        elif name == "close_lookback_s":
+            values[name] = _int(var, text, 0, 10 * 365 * 86400)
+        elif name == "close_interval_s":
+            values[name] = _int(var, text, 1, 86400)
         elif name == "batch_timeout_ms":
             values[name] = _int(var, text, 1, 60_000)
         elif name == "redis_url":

@@ -19,7 +19,8 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from consumers.close_period import close_due, close_one, expire_at, new_producer
+from consumers.close_period import close_due, close_one, new_producer
+from consumers.due import expire_at
 from leaderboard import boards as boards_mod
 from leaderboard import periods, scoring
 from leaderboard.keys import Keys
@@ -180,6 +181,14 @@ def test_closing_october_snapshots_the_live_board_announces_once_and_refuses_lat
     ):
         assert redis_client.expiretime(key) == when, key
     assert redis_client.ttl(keys.board("global", gen, "monthly:2026-11")) == -1
+
+    # A rebuild (the same path as Redis-loss recovery) gives the closed period its retention again.
+    rebuilt = leaderboard_cli(cfg, "rebuild", "--from", "postgres", timeout=120)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    new_gen = int(redis_client.hget(keys.meta("global"), "active") or 0)
+    assert new_gen > gen
+    assert redis_client.expiretime(keys.board("global", new_gen, OCT)) == when
+    assert live(redis_client, cfg, OCT) == before
 
     # A second run closes nothing and announces nothing again.
     again = cli(cfg, "--period", OCT, "--now", NOW)

@@ -1,0 +1,328 @@
+"""Standings checkpoints: every board's standings folded from the event log, in SQL, once per event.
+
+``standings_checkpoint`` holds (board, period, player) -> (points, at_s, events); ``checkpoint_positions``
+the Kafka offset per partition up to which every stored event is folded in. :func:`advance` folds the
+events after those positions (``(kafka_partition, kafka_offset) > position``) onto the rows with one
+set-based ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` per step and moves the positions in the same
+transaction, so each event is folded exactly once. It is the same fold as ``consumers.plan.fold`` (the
+live path): the events table holds only canonical copies (duplicates are never stored) and no event of a
+closed period (those are dead-lettered), and both aggregations commute.
+
+``at_s`` is an instant, not a tie-break: for ``sum`` the latest win, for ``best`` the earliest win with the
+best points. The period's tie-break follows from it (:func:`packed`), the same clamped units
+``plan.tiebreak_of`` gives, so nothing here depends on a period's origin.
+
+Rebuild, recovery, verify and close read the checkpoint (cost in players) plus the tail after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+import psycopg
+
+from consumers.plan import tiebreak_of
+from leaderboard import scoring
+from leaderboard.boards import Board
+from leaderboard.periods import PeriodKind
+
+log = logging.getLogger(__name__)
+
+_LOCK = 0x1EAD_C4EC  # advisory lock: one fold at a time per board (second key: hashtext(board))
+STEP = 2_000_000
+"""Offsets (all partitions together) folded per transaction: a first fold of a long log commits as it goes
+and holds the board's fold lock for one step at a time."""
+CHUNK = 10_000
+"""Checkpoint rows per fetch when streaming: what rebuild, verify and close hold in memory at once."""
+_TS_BITS = 34  # epoch seconds until 2514; schemas.model bounds occurred_at to [2020, 2050)
+_TS_MASK = (1 << _TS_BITS) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One checkpoint row: a player's standing on one period of a board."""
+
+    period: str
+    player_id: str
+    points: int
+    at_s: int
+    events: int
+
+
+def fingerprint(board: Board) -> str:
+    """What decides a board's fold; a checkpoint taken under another definition is refolded from scratch."""
+    parts = [
+        board.aggregation,
+        board.timezone.key,
+        ",".join(sorted(k.value for k in board.periods)),
+        *(",".join(sorted(s)) if s is not None else "*" for s in (board.games, board.modes, board.regions)),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=4096)
+def _origin(board: Board, period: str) -> tuple[int, int]:
+    origin, unit = board.origin(period)
+    return int(origin.timestamp()), unit
+
+
+def packed(board: Board, period: str, points: int, at_s: int) -> int:
+    """The Redis score of a checkpoint row: points and the period's tie-break of ``at_s``."""
+    origin, unit = _origin(board, period)
+    return scoring.pack(points, tiebreak_of(at_s, origin, unit))
+
+
+# -- positions ---------------------------------------------------------------------------------------------
+
+_STORED = """
+WITH RECURSIVE parts AS (
+    SELECT min(kafka_partition) AS p FROM events
+    UNION ALL
+    SELECT (SELECT min(kafka_partition) FROM events WHERE kafka_partition > parts.p) FROM parts
+    WHERE parts.p IS NOT NULL
+)
+SELECT p, (SELECT max(kafka_offset) FROM events WHERE kafka_partition = parts.p) FROM parts
+WHERE p IS NOT NULL
+"""
+
+
+def stored_positions(conn: psycopg.Connection) -> dict[int, int]:
+    """Highest stored offset per partition, by index (a loose scan: cost in partitions, not events)."""
+    return {int(p): int(o) for p, o in conn.execute(_STORED).fetchall()}
+
+
+def positions(conn: psycopg.Connection, board: str) -> dict[int, int]:
+    """The positions a board's checkpoint covers (empty: nothing folded yet)."""
+    rows = conn.execute(
+        "SELECT kafka_partition, kafka_offset FROM checkpoint_positions WHERE board = %s", (board,)
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def clock(conn: psycopg.Connection) -> datetime | None:
+    """The group's recorded clock: the latest ingest time any checkpoint folded (None before any fold).
+
+    Decisions that must replay identically (which periods the scheduler may close) use this, not the
+    wall clock of whoever decides.
+    """
+    row = conn.execute("SELECT max(seen_until) FROM checkpoint_boards").fetchone()
+    return None if row is None else row[0]
+
+
+# -- the fold ----------------------------------------------------------------------------------------------
+
+_KEY_SQL = {
+    PeriodKind.ALL_TIME: "'all_time'",
+    PeriodKind.MONTHLY: "'monthly:' || to_char(e.occurred_at AT TIME ZONE %(tz)s, 'YYYY-MM')",
+    PeriodKind.WEEKLY: "'weekly:' || to_char(e.occurred_at AT TIME ZONE %(tz)s, 'IYYY-\"W\"IW')",
+    PeriodKind.DAILY: "'daily:' || to_char(e.occurred_at AT TIME ZONE %(tz)s, 'YYYY-MM-DD')",
+}
+
+_RANGES = "unnest(%(parts)s::int[], %(lo)s::bigint[], %(hi)s::bigint[]) AS r(p, lo, hi)"
+# A tail: one index range scan of events_position per partition (LATERAL, with OFFSET 0 so the planner does
+# not flatten it into a join and pick a sequential scan), so it costs its own rows, never the whole log.
+_TAIL = f"""
+FROM {_RANGES}
+CROSS JOIN LATERAL (
+    SELECT * FROM events
+    WHERE kafka_partition = r.p AND kafka_offset > r.lo AND kafka_offset <= r.hi
+    OFFSET 0
+) e
+"""
+# A large step (a first fold of an existing log): a join, for which the planner scans the table in one pass.
+_BULK = f"""
+FROM events e
+JOIN {_RANGES} ON e.kafka_partition = r.p AND e.kafka_offset > r.lo AND e.kafka_offset <= r.hi
+"""
+_BULK_OFFSETS = 1_000_000
+_BULK_WORK_MEM = "128MB"
+"""Steps covering more offsets than this (all partitions together) read the table in one pass."""
+_FILTER = """
+CROSS JOIN LATERAL (VALUES {keys}) AS k(period)
+WHERE (%(games)s::text[] IS NULL OR e.game = ANY(%(games)s::text[]))
+  AND (%(modes)s::text[] IS NULL OR e.mode = ANY(%(modes)s::text[]))
+  AND (%(regions)s::text[] IS NULL OR e.region = ANY(%(regions)s::text[]))
+"""
+
+_TS = "floor(extract(epoch FROM e.occurred_at))::bigint"
+
+_FOLD_SUM = """
+INSERT INTO standings_checkpoint AS c (board, period, player_id, points, at_s, events)
+SELECT %(board)s, k.period, e.player_id, sum(e.points), max({ts}), count(*)
+{tail}
+GROUP BY k.period, e.player_id
+ON CONFLICT (board, period, player_id) DO UPDATE SET
+    points = c.points + EXCLUDED.points,
+    at_s = greatest(c.at_s, EXCLUDED.at_s),
+    events = c.events + EXCLUDED.events
+"""
+
+# best: the highest points, and of the wins with them the earliest: max of points * 2^34 + (2^34 - 1 - ts).
+_FOLD_BEST = """
+INSERT INTO standings_checkpoint AS c (board, period, player_id, points, at_s, events)
+SELECT %(board)s, period, player_id, top >> {bits}, {mask} - (top & {mask}), n
+FROM (
+    SELECT k.period, e.player_id, max((e.points::bigint << {bits}) + ({mask} - {ts})) AS top, count(*) AS n
+    {tail}
+    GROUP BY k.period, e.player_id
+) g
+ON CONFLICT (board, period, player_id) DO UPDATE SET
+    points = CASE WHEN EXCLUDED.points > c.points OR (EXCLUDED.points = c.points AND EXCLUDED.at_s < c.at_s)
+                  THEN EXCLUDED.points ELSE c.points END,
+    at_s = CASE WHEN EXCLUDED.points > c.points OR (EXCLUDED.points = c.points AND EXCLUDED.at_s < c.at_s)
+                THEN EXCLUDED.at_s ELSE c.at_s END,
+    events = c.events + EXCLUDED.events
+"""
+
+
+def _fold_sql(board: Board, bulk: bool = False) -> str:
+    keys = ", ".join(f"({_KEY_SQL[kind]})" for kind in board.periods)
+    tail = (_BULK if bulk else _TAIL) + _FILTER.format(keys=keys)
+    if board.aggregation == "best":
+        return _FOLD_BEST.format(tail=tail, ts=_TS, bits=_TS_BITS, mask=_TS_MASK)
+    return _FOLD_SUM.format(tail=tail, ts=_TS)
+
+
+def _names(values: frozenset[str] | None) -> list[str] | None:
+    return None if values is None else sorted(values)
+
+
+@dataclass
+class Advanced:
+    """What one :func:`advance` did for a board."""
+
+    positions: dict[int, int]
+    steps: int
+    refolded: bool
+
+
+def advance(
+    conn: psycopg.Connection,
+    board: Board,
+    *,
+    upto: dict[int, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Advanced:
+    """Fold the stored events after the board's checkpoint onto it, up to ``upto`` (default: all stored).
+
+    ``conn`` must be in autocommit mode: each step is its own transaction, under the board's advisory
+    lock, read committed, so a concurrent fold waits and then sees what this one committed. Every event at
+    or below a stored row's offset on its partition is already committed when that offset is read (a
+    partition's batches commit in offset order), so the range never misses one.
+    """
+    target = stored_positions(conn) if upto is None else upto
+    steps = 0
+    refolded = False
+    while True:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))", (_LOCK, board.id))
+            refolded |= _reset_if_redefined(conn, board)
+            have = positions(conn, board.id)
+            step = max(1, STEP // max(1, len(target)))
+            todo = {p: (have.get(p, -1), min(hi, have.get(p, -1) + step)) for p, hi in target.items()}
+            todo = {p: r for p, r in todo.items() if r[1] > r[0]}
+            if not todo:
+                return Advanced(have, steps, refolded)
+            parts = sorted(todo)
+            params = {
+                "board": board.id,
+                "tz": board.timezone.key,
+                "parts": parts,
+                "lo": [todo[p][0] for p in parts],
+                "hi": [todo[p][1] for p in parts],
+                "games": _names(board.games),
+                "modes": _names(board.modes),
+                "regions": _names(board.regions),
+            }
+            todo_total = sum(hi - lo for lo, hi in todo.values())
+            bulk = todo_total > _BULK_OFFSETS
+            if bulk:  # the aggregate of a large step stays in memory (a bounded amount) instead of spilling
+                conn.execute(f"SET LOCAL work_mem = '{_BULK_WORK_MEM}'")
+            conn.execute(_fold_sql(board, bulk), params)
+            conn.execute(
+                "INSERT INTO checkpoint_positions (board, kafka_partition, kafka_offset)"
+                " SELECT %s, p, o FROM unnest(%s::int[], %s::bigint[]) AS t(p, o)"
+                " ON CONFLICT (board, kafka_partition) DO UPDATE SET kafka_offset = EXCLUDED.kafka_offset",
+                (board.id, parts, params["hi"]),
+            )
+            conn.execute(
+                "UPDATE checkpoint_boards SET folded_at = now(), seen_until = greatest(seen_until,"
+                " (SELECT max(ingested_at) FROM events e JOIN unnest(%s::int[], %s::bigint[]) AS t(p, o)"
+                "  ON e.kafka_partition = t.p AND e.kafka_offset = t.o)) WHERE board = %s",
+                (parts, params["hi"], board.id),
+            )
+        steps += 1
+        if bulk:
+            log.info(
+                "checkpoint step folded", extra={"board": board.id, "step": steps, "offsets": todo_total}
+            )
+        if progress is not None:
+            progress(steps)
+
+
+def _reset_if_redefined(conn: psycopg.Connection, board: Board) -> bool:
+    """Start the board's checkpoint over when its definition changed (or it has none); True if reset."""
+    fp = fingerprint(board)
+    row = conn.execute("SELECT fingerprint FROM checkpoint_boards WHERE board = %s", (board.id,)).fetchone()
+    if row is not None and row[0] == fp:
+        return False
+    if row is not None:
+        log.warning("board definition changed; refolding its checkpoint", extra={"board": board.id})
+    conn.execute("DELETE FROM standings_checkpoint WHERE board = %s", (board.id,))
+    conn.execute("DELETE FROM checkpoint_boards WHERE board = %s", (board.id,))
+    conn.execute("INSERT INTO checkpoint_boards (board, fingerprint) VALUES (%s, %s)", (board.id, fp))
+    return row is not None
+
+
+# -- reading -----------------------------------------------------------------------------------------------
+
+
+def stream_rows(
+    conn: psycopg.Connection, board: str, periods: Sequence[str] | None = None
+) -> Iterator[list[Row]]:
+    """The board's checkpoint rows (only ``periods``, if given), in chunks, in no particular order.
+
+    Call inside the transaction that read :func:`positions` so rows and positions agree.
+    """
+    where = "board = %s" + ("" if periods is None else " AND period = ANY(%s)")
+    params: tuple[object, ...] = (board,) if periods is None else (board, list(periods))
+    with conn.cursor(name=f"ckpt_{uuid.uuid4().hex[:8]}") as cur:
+        cur.itersize = CHUNK
+        cur.execute(
+            f"SELECT period, player_id, points, at_s, events FROM standings_checkpoint WHERE {where}",
+            params,
+        )
+        while rows := cur.fetchmany(CHUNK):
+            yield [Row(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
+
+
+_PERIODS = """
+WITH RECURSIVE ps AS (
+    SELECT min(period) AS p FROM standings_checkpoint WHERE board = %(board)s
+    UNION ALL
+    SELECT (SELECT min(period) FROM standings_checkpoint WHERE board = %(board)s AND period > ps.p) FROM ps
+    WHERE ps.p IS NOT NULL
+)
+SELECT p FROM ps WHERE p IS NOT NULL
+"""
+
+
+def periods_of(conn: psycopg.Connection, board: str) -> list[str]:
+    """Period keys the board's checkpoint has rows for (a loose index scan: cost in periods)."""
+    return [str(r[0]) for r in conn.execute(_PERIODS, {"board": board}).fetchall()]
+
+
+def drop_periods(conn: psycopg.Connection, board: str, periods: Sequence[str]) -> int:
+    """Delete the checkpoint rows of periods nothing reads from the checkpoint any more."""
+    if not periods:
+        return 0
+    cur = conn.execute(
+        "DELETE FROM standings_checkpoint WHERE board = %s AND period = ANY(%s)", (board, list(periods))
+    )
+    return cur.rowcount

@@ -1,0 +1,98 @@
+"""Redis boards against the standings checkpoint (folded up to everything stored), in bounded memory.
+
+Per period: checkpoint rows stream in chunks and each chunk is looked up in Redis with one ZMSCORE; only when
+Redis holds more members than matched does a ZSCAN look for members PostgreSQL does not know. Memory is a
+chunk, whatever the board's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+import psycopg
+
+from consumers import checkpoints
+from leaderboard import scoring
+from leaderboard.boards import Board
+from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient
+
+MAX_LINES = 1000
+"""Difference lines kept per board; the count says how many there were in all."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def differences(
+    client: SyncClient, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
+) -> tuple[list[str], int]:
+    """Readable difference lines (at most MAX_LINES, then a count) and the number of periods compared."""
+    checkpoints.advance(conn, board)
+    gen = client.hget(keys.meta(board.id), "active")
+    if gen is None:
+        return [f"{board.id}: no live generation in Redis (being rebuilt?)"], 0
+    live_periods = {_text(p) for p in client.smembers(keys.periods(board.id, int(gen)))}
+    closed = {_text(p) for p in client.smembers(keys.closed(board.id))}
+    lines: list[str] = []
+    total = 0
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        stored = set(checkpoints.periods_of(conn, board.id))
+        wanted = (stored | live_periods) if period is None else {period}
+        for key in sorted(wanted):
+            zkey = keys.board(board.id, int(gen), key)
+            if key in closed and not client.exists(zkey):
+                continue  # closed and expired from Redis: served from PostgreSQL standings
+            for line in _period(client, conn, board, key, zkey):
+                total += 1
+                if len(lines) < MAX_LINES:
+                    lines.append(line)
+    if total > len(lines):
+        lines.append(f"{board.id}: {total - len(lines)} more difference(s) not shown")
+    return lines, len(wanted)
+
+
+def _period(client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str) -> Iterator[str]:
+    matched = 0
+    for chunk in checkpoints.stream_rows(conn, board.id, [key]):
+        have = client.zmscore(zkey, [r.player_id for r in chunk])
+        for row, h in zip(chunk, have, strict=True):
+            want = checkpoints.packed(board, key, row.points, row.at_s)
+            if h is None:
+                yield (
+                    f"{board.id} {key} {row.player_id}: missing in Redis (expected {scoring.points_of(want)})"
+                )
+                continue
+            matched += 1
+            if int(h) != want:
+                yield (
+                    f"{board.id} {key} {row.player_id}: Redis {scoring.unpack(h)} != PostgreSQL "
+                    f"{scoring.unpack(want)} (points, tie-break)"
+                )
+    if int(client.zcard(zkey)) == matched:
+        return
+    for members in _scan(client, zkey):
+        known = {
+            str(r[0])
+            for r in conn.execute(
+                "SELECT player_id FROM standings_checkpoint WHERE board = %s AND period = %s"
+                " AND player_id = ANY(%s)",
+                (board.id, key, list(members)),
+            ).fetchall()
+        }
+        for player, score in members.items():
+            if player not in known:
+                yield f"{board.id} {key} {player}: in Redis ({scoring.points_of(score)}), not in PostgreSQL"
+
+
+def _scan(client: SyncClient, zkey: str) -> Iterator[dict[str, float]]:
+    cursor = 0
+    while True:
+        cursor, rows = client.zscan(zkey, cursor, count=checkpoints.CHUNK)
+        if rows:
+            yield {_text(m): float(s) for m, s in cast("list[tuple[bytes, float]]", rows)}
+        if cursor == 0:
+            return

@@ -1,0 +1,55 @@
+"""Redis side of closed periods: the board's ``closed`` set, and expiries on the period's keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import redis
+
+from consumers.due import expire_at
+from leaderboard.boards import Board
+from leaderboard.keys import Keys
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def generations(client: redis.Redis, keys: Keys, board: str) -> list[int]:
+    """The active generation first, then any other generation live consumers write (a rebuild's)."""
+    active, writing = client.hmget(keys.meta(board), ["active", "writing"])
+    gens: list[int] = [] if active is None else [int(active)]
+    for part in _text(writing or b"").split(","):
+        if part.strip() and int(part) not in gens:
+            gens.append(int(part))
+    return gens
+
+
+def mirror(client: redis.Redis, keys: Keys, board: Board, closed: Iterable[str]) -> int:
+    """Mirror closed periods (standings stored) into Redis: the ``closed`` set and key expiries. Idempotent.
+
+    Also repairs what a rebuild (or Redis recovery) recreated without an expiry; an expiry in the past
+    drops the keys at once, which is right: the API serves those periods from PostgreSQL.
+    """
+    closed = sorted(closed)
+    if not closed:
+        return 0
+    gens = generations(client, keys, board.id)
+    present = set()
+    if gens:
+        present = {_text(p) for p in client.smembers(keys.periods(board.id, gens[0]))}
+    pipe = client.pipeline(transaction=False)
+    pipe.sadd(keys.closed(board.id), *closed)
+    for period in closed:
+        if period not in present:
+            continue
+        when = expire_at(board, period)
+        for gen in gens:
+            for key in (
+                keys.board(board.id, gen, period),
+                keys.watermark(board.id, gen, period),
+                keys.stats(board.id, gen, period),
+            ):
+                pipe.expireat(key, when)
+    pipe.execute()
+    return len(closed)

@@ -1,0 +1,109 @@
+"""The scheduler: a thread beside the consumer's poll loop, with its own connections.
+
+Every ``LEADERBOARD_CLOSE_INTERVAL_S`` one member of the group (a PostgreSQL advisory lock; the others skip
+the run) folds the event log's tail into the standings checkpoints (so a rebuild, a recovery or a close
+only ever has a short tail to add) and, with ``LEADERBOARD_AUTO_CLOSE_PERIODS``, closes the periods that
+are due by the group's recorded clock (``checkpoints.clock``: the latest ingest time folded, so a replay
+decides the same) within ``LEADERBOARD_CLOSE_LOOKBACK_S``, announces them and mirrors them into Redis. The
+poll loop never waits for any of it: batches only ever queue behind a freeze's brief insert.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import redis
+from confluent_kafka import KafkaException
+
+from consumers import checkpoints, close_period, due, period_store
+from consumers.announce import new_producer
+from consumers.generations import retired_periods
+from leaderboard.boards import Board
+from leaderboard.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_LOCK = 0x1EAD_5C4D  # advisory lock: one scheduler run at a time in the whole group
+_STATEMENT_TIMEOUT_MS = 600_000  # a first fold of a long log may take minutes; nothing waits for it
+
+
+class Scheduler:
+    """Run :meth:`run_once` now and then every ``interval``, until :meth:`stop`."""
+
+    def __init__(self, config: Settings, boards: Sequence[Board]) -> None:
+        self.config = config
+        self.boards = tuple(boards)
+        self.lookback = timedelta(seconds=config.close_lookback_s)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="close-scheduler", daemon=True)
+        self._pg: psycopg.Connection | None = None
+        self._redis = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=3)
+        self._producer = new_producer(config)
+        self._warned: set[tuple[str, str]] = set()
+        self.runs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout=30)
+        self._producer.flush(5)
+        self._redis.close()
+        if self._pg is not None:
+            self._pg.close()
+
+    def _conn(self) -> psycopg.Connection:
+        if self._pg is None or self._pg.closed or self._pg.broken:
+            self._pg = psycopg.connect(self.config.database_url, autocommit=True, connect_timeout=5)
+            self._pg.execute(f"SET statement_timeout = {_STATEMENT_TIMEOUT_MS}")
+        return self._pg
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except (psycopg.Error, redis.RedisError, KafkaException, RuntimeError) as exc:
+                log.warning("close scheduler run failed; will retry", extra={"error": str(exc)[:300]})
+            if self._stop.wait(self.config.close_interval_s):
+                return
+
+    def run_once(self) -> list[tuple[str, str]]:
+        """One run if no other member is running one; the (board, period) closed."""
+        conn = self._conn()
+        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK,)).fetchone()
+        if not got or not got[0]:
+            return []
+        try:
+            return self._run(conn)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+
+    def _run(self, conn: psycopg.Connection) -> list[tuple[str, str]]:
+        for board in self.boards:
+            checkpoints.advance(conn, board)
+        now = checkpoints.clock(conn)
+        self.runs += 1
+        if now is None or not self.config.auto_close_periods:
+            return []
+        for board in self.boards:
+            known = checkpoints.periods_of(conn, board.id)
+            for period in due.too_old(board, known, period_store.closed(conn, board.id), now, self.lookback):
+                if (board.id, period) not in self._warned:
+                    self._warned.add((board.id, period))
+                    log.warning(
+                        "period left to an operator: it ended before the close lookback",
+                        extra={"board": board.id, "period": period, "clock": now.isoformat()},
+                    )
+        closed = close_period.close_due(
+            conn, self._redis, self._producer, self.config, self.boards, now, lookback=self.lookback
+        )
+        wall = datetime.now(UTC)
+        for board in self.boards:  # checkpoint rows nothing reads any more: closed, out of Redis retention
+            checkpoints.drop_periods(conn, board.id, retired_periods(conn, board, wall))
+        return closed
