@@ -1,12 +1,6 @@
 """``leaderboard close-period``: close due periods for good, store their final standings, announce them.
 
-The work is split by job: :mod:`consumers.due` decides which periods are due (pure);
-:mod:`consumers.period_store` freezes a period, then stores its standings from the checkpoint (two steps,
-neither holding a lock batches wait on for more than ``FREEZE_LOCK_TIMEOUT``); :mod:`consumers.announce`
-publishes the ``period-closed`` event; :mod:`consumers.mirror` gives the period's Redis keys their
-retention. :func:`close_due` runs them in order. The consumer's scheduler thread (:mod:`consumers.scheduler`)
-calls it with the group's recorded clock and a lookback; operators run this command (also ``--dry-run``,
-``--list``).
+The work itself is :mod:`consumers.closing`; this module parses the command line and reports.
 """
 
 from __future__ import annotations
@@ -15,20 +9,18 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import psycopg
 import redis
-from confluent_kafka import Producer
 
 from consumers import checkpoints, due, period_store
-from consumers.announce import FLUSH_S, announce, iso, new_producer
-from consumers.mirror import mirror
+from consumers.announce import FLUSH_S, iso, new_producer
+from consumers.closing import due_periods, run_closes
 from consumers.rebuild import select_boards
 from leaderboard import periods
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
-from leaderboard.keys import Keys
 from leaderboard.periods import PeriodError, PeriodKind
 from leaderboard.settings import Settings
 
@@ -36,125 +28,6 @@ HELP = "close due periods: snapshot final standings into PostgreSQL and publish 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str], None]
-
-__all__ = ["close_due", "close_one", "due_periods", "new_producer"]
-
-
-def due_periods(
-    conn: psycopg.Connection,
-    board: Board,
-    now: datetime,
-    *,
-    only: str | None = None,
-    lookback: timedelta | None = None,
-) -> list[str]:
-    """Periods of ``board`` due at ``now`` and not closed (``only``: just that one, if it is).
-
-    Reads the checkpoint's period keys, so the caller advances the checkpoint first.
-    """
-    closed = period_store.closed(conn, board.id)
-    if only is not None:
-        return [] if only in closed or not due.is_due(board, only, now) else [only]
-    return due.select(board, checkpoints.periods_of(conn, board.id), closed, now, lookback)
-
-
-def close_one(conn: psycopg.Connection, board: Board, period: str) -> int | None:
-    """Freeze one period, fold the checkpoint past the freeze, store the standings.
-
-    The number of players, or None if it was closed (or is being closed) elsewhere.
-    """
-    if not period_store.freeze(conn, board.id, period):
-        return None
-    checkpoints.advance(conn, board)
-    return period_store.store_standings(conn, board, period)
-
-
-def close_due(  # noqa: PLR0917 - the scheduler's call signature
-    conn: psycopg.Connection,
-    client: redis.Redis,
-    producer: Producer,
-    config: Settings,
-    boards: Sequence[Board],
-    now: datetime,
-    only: tuple[str, str] | None = None,
-    lookback: timedelta | None = None,
-) -> list[tuple[str, str]]:
-    """Close every due period of ``boards`` (or just ``only``); returns the (board, period) closed now.
-
-    ``conn`` is in autocommit mode. Also finishes closes that died half-way, announces periods whose
-    earlier announcement did not complete and re-applies Redis expiries. Safe to run from several
-    processes at once (per-period advisory locks; the freeze is an idempotent insert).
-    """
-    return _run(
-        conn,
-        client,
-        producer,
-        config,
-        boards,
-        now=now,
-        only=only,
-        lookback=lookback,
-        report=log.info,
-        warn=log.warning,
-    )[0]
-
-
-def _run(
-    conn: psycopg.Connection,
-    client: redis.Redis,
-    producer: Producer,
-    config: Settings,
-    boards: Sequence[Board],
-    *,
-    now: datetime,
-    only: tuple[str, str] | None,
-    lookback: timedelta | None,
-    report: Report,
-    warn: Report,
-) -> tuple[list[tuple[str, str]], int]:
-    """(closed now, announcements that failed and will be retried on the next run)."""
-    keys = Keys(config.redis_prefix)
-    done: list[tuple[str, str]] = []
-    failed = 0
-    for board in boards:
-        if only is not None and only[0] != board.id:
-            continue
-        checkpoints.advance(conn, board)
-        frozen = False
-        for period in due_periods(
-            conn, board, now, only=None if only is None else only[1], lookback=lookback
-        ):
-            frozen |= period_store.freeze(conn, board.id, period)
-        todo = [p for p in period_store.pending(conn, board.id) if only is None or only[1] == p]
-        if not todo:
-            continue
-        if frozen:
-            checkpoints.advance(conn, board)  # everything stored before the freeze, and nothing after
-        for period in todo:
-            players = period_store.store_standings(conn, board, period)
-            if players is None:
-                report(f"{board.id} {period}: being closed elsewhere; skipped")
-                continue
-            done.append((board.id, period))
-            report(f"{board.id} {period}: closed, {players} player(s) in the final standings")
-    for board, period in period_store.unannounced(conn, boards):
-        if only is not None and only != (board.id, period):
-            continue
-        try:
-            sent = announce(conn, producer, config, board, period)
-        except RuntimeError as exc:
-            failed += 1
-            warn(f"{exc}; the close is committed and will be announced on the next run")
-            continue
-        if sent:
-            report(f"{board.id} {period}: period-closed event published to {config.period_closed_topic}")
-    for board in boards:
-        if only is None or only[0] == board.id:
-            mirror(client, keys, board, period_store.complete(conn, board.id))
-    return done, failed
-
-
-# -- CLI ----------------------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -217,7 +90,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
                         at = iso(at_dt)
                         raise UserError(f"{board.id} {only_period} is not due until {at} (end + grace)")
             if args.dry_run:
-                return _dry_run(conn, boards, now, only_period=only_period)
+                return _dryrun_closes(conn, boards, now, only_period=only_period)
             return _close(conn, client, config, boards, now, only_period=only_period)
     except (psycopg.OperationalError, redis.ConnectionError) as exc:
         raise UserError(f"PostgreSQL or Redis failed: {exc}") from exc
@@ -225,7 +98,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
         client.close()
 
 
-def _dry_run(
+def _dryrun_closes(
     conn: psycopg.Connection, boards: Sequence[Board], now: datetime, *, only_period: str | None
 ) -> int:
     total = 0
@@ -260,7 +133,7 @@ def _close(
     try:
         for board in boards:
             only = None if only_period is None else (board.id, only_period)
-            done, fails = _run(
+            done, fails = run_closes(
                 conn,
                 client,
                 producer,

@@ -19,7 +19,7 @@ import psycopg
 import redis
 from confluent_kafka import KafkaException
 
-from consumers import checkpoints, close_period, due, period_store
+from consumers import checkpoints, closing, due, period_store
 from consumers.announce import new_producer
 from consumers.generations import retired_periods
 from leaderboard.boards import Board
@@ -100,7 +100,7 @@ class Scheduler:
                         "period left to an operator: it ended before the close lookback",
                         extra={"board": board.id, "period": period, "clock": now.isoformat()},
                     )
-        closed = close_period.close_due(
+        closed = closing.close_due(
             conn, self._redis, self._producer, self.config, self.boards, now, lookback=self.lookback
         )
         wall = datetime.now(UTC)

@@ -19,7 +19,8 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from consumers.close_period import close_due, close_one, new_producer
+from consumers.announce import new_producer
+from consumers.closing import close_due, close_one
 from consumers.due import expire_at
 from leaderboard import boards as boards_mod
 from leaderboard import periods, scoring
