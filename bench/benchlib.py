@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -27,13 +26,6 @@ VENV_BIN = ROOT / ".venv" / "bin"
 
 class BenchError(RuntimeError):
     """A step of the benchmark failed; the message says which."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -47,7 +47,6 @@ from benchlib import (
     fmt_ms,
     fmt_num,
     fmt_runs,
-    free_port,
     histogram_quantile,
     http_get,
     median,
@@ -68,6 +67,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 sys.path.insert(0, str(ROOT))
 from consumers.migrate import migrate
 from leaderboard import scoring
+from leaderboard.net import free_port
 from producers.publisher import PRODUCER_DEFAULTS
 
 KAFKA = "127.0.0.1:9092"

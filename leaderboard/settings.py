@@ -73,6 +73,8 @@ class Settings:
     with reason ``future`` (the broker's clock, so a replay decides the same)."""
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
+    stack_dir: Path = Path(".stack")
+    """Where deploy/stack.sh keeps the local services' data and logs; ``leaderboard demo`` logs there too."""
     kafka_file_settings: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"env": False})
     """What ``load`` read from ``kafka_config_file`` (not an environment variable of its own)."""
 
@@ -275,6 +277,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         elif name == "kafka_config_file":
             values[name] = Path(text)
             values["kafka_file_settings"] = _read_properties(var, text)
+        elif name == "stack_dir":
+            values[name] = Path(text)
         elif name == "database_url":
             values[name] = _url(var, text, ("postgresql", "postgres"))
         elif name == "boards_file":

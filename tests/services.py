@@ -19,18 +19,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from leaderboard import settings
+from leaderboard.net import free_port
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout: float, log: Path) -> None:
@@ -264,7 +259,8 @@ def _java() -> str:
 
 def kafka_libs() -> Path:
     """The broker classpath deploy/stack.sh assembled, under LEADERBOARD_STACK_DIR or <repo>/.stack."""
-    stack = Path(os.environ.get("LEADERBOARD_STACK_DIR") or REPO / ".stack")
+    stack_dir = settings.load().stack_dir
+    stack = stack_dir if stack_dir.is_absolute() else REPO / stack_dir
     libs = stack / "kafka" / "libs"
     if not any(libs.glob("kafka_*.jar")):
         raise RuntimeError(f"no Kafka jars in {libs}: run `make up` once (deploy/stack.sh assembles them)")
