@@ -17,9 +17,10 @@ import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from leaderboard.net import free_port
 from leaderboard.settings import Settings
+from leaderboard.topic_reader import read_to_end
 from tests.conftest import env_of
-from tests.services import free_port
 
 T = TypeVar("T")
 
@@ -154,38 +155,7 @@ def read_topic(
 
     Raises if the end offsets are not reached in ``timeout``: a partial list would let absence checks pass.
     """
-    ends = end_offsets(config, topic)
-    consumer = Consumer(
-        {
-            **config.kafka_common(),
-            "group.id": f"reader-{time.time_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-    out = []
-    positions = dict.fromkeys(ends, 0)
-    deadline = time.monotonic() + timeout
-    try:
-        while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error():
-                    continue
-                positions[msg.partition()] = msg.offset() + 1
-                headers = {k: (v or b"").decode() for k, v in msg.headers() or []}
-                out.append((msg.key(), msg.value(), headers))
-                # transaction markers occupy offsets too: ask for positions to see past them
-            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-                if tp.offset >= 0:
-                    positions[tp.partition] = max(positions[tp.partition], tp.offset)
-        behind = {p: (positions[p], ends[p]) for p in ends if positions[p] < ends[p]}
-    finally:
-        consumer.close()
-    if behind:
-        raise AssertionError(f"read_topic({topic}): not at the end after {timeout:.0f} s: {behind}")
-    return out
+    return [(r.key, r.value, r.headers) for r in read_to_end(config, topic, timeout)]
 
 
 def group_state(admin: AdminClient, group: str) -> tuple[str, int]:

@@ -34,9 +34,10 @@ from hypothesis import strategies as st
 
 from consumers.migrate import migrate
 from leaderboard import cli, errors, settings
+from leaderboard.net import free_port
 from leaderboard.settings import Settings, SettingsError
 from tests.conftest import create_topics, delete_topics, env_of
-from tests.services import RedisServer, free_port
+from tests.services import RedisServer
 
 LIMIT_S = 15.0
 K, R, P = "Kafka", "Redis", "PostgreSQL"

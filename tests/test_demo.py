@@ -40,7 +40,8 @@ def test_verdict_names_what_is_missing(
     written: set[str], applied: dict[int, float | None], status: int, page: dict[str, object], why: str
 ) -> None:
     verdict = served_verdict(written, applied, status, page)
-    assert verdict is not None and why in verdict, verdict
+    assert verdict is not None
+    assert why in verdict, verdict
     assert "\n" not in verdict
 
 
