@@ -314,3 +314,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 def env_names() -> dict[str, str]:
     """Setting name -> environment variable (docs and the compose-file test use it)."""
     return dict(_ENV)
+
+
+def to_env(config: Settings) -> dict[str, str]:
+    """The LEADERBOARD_* variables that make a child process (``leaderboard ...``) load exactly ``config``."""
+    return {var: "" if (value := getattr(config, name)) is None else str(value) for name, var in _ENV.items()}

@@ -145,8 +145,4 @@ def pg(config: Settings) -> Iterator[psycopg.Connection]:
 
 def env_of(config: Settings) -> dict[str, str]:
     """The environment that makes a child process (`leaderboard ...`) use these settings."""
-    env = dict(os.environ)
-    for name, var in settings_mod.env_names().items():
-        value = getattr(config, name)
-        env[var] = "" if value is None else str(value)
-    return env
+    return {**os.environ, **settings_mod.to_env(config)}
