@@ -16,7 +16,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 import redis
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from leaderboard import settings as settings_mod
 from leaderboard.probe import unreachable_services

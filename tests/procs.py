@@ -11,9 +11,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
+import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -148,6 +149,11 @@ def caught_up(config: Settings, member: ConsumerProcess | None = None) -> bool:
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
 
+def zscores(client: redis.Redis, key: str) -> list[tuple[bytes, float]]:
+    """A sorted set's (member, score) pairs, low to high (redis-py types the reply as any reply shape)."""
+    return cast("list[tuple[bytes, float]]", client.zrange(key, 0, -1, withscores=True))
+
+
 def read_topic(
     config: Settings, topic: str, timeout: float = 20
 ) -> list[tuple[bytes | None, bytes | None, dict[str, str]]]:
@@ -205,7 +211,7 @@ def dumps(obj: object) -> bytes:
 class ApiProcess:
     """``leaderboard api`` as a child process on a free port."""
 
-    def __init__(self, config: Settings, log_dir: Path, workers: int = 1, **env: str) -> None:
+    def __init__(self, config: Settings, log_dir: Path, *, workers: int = 1, **env: str) -> None:
         self.port = free_port()
         self.log_path = log_dir / f"api-{self.port}.log"
         environ = env_of(config)

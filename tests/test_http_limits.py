@@ -45,7 +45,7 @@ def api_server(
     with psycopg.connect(pg_url, autocommit=True) as conn:
         migrate(conn)
     activate(config, redis_client)
-    api = ApiProcess(replace(config, database_url=pg_url), tmp_path, **env)
+    api = ApiProcess(replace(config, database_url=pg_url), tmp_path, workers=1, **env)
     try:
         api.wait_ready(60)
         yield api
