@@ -272,6 +272,7 @@ def proc_cpu(pid: int) -> float:
 def cpu_by_command(names: Sequence[str]) -> dict[str, float]:
     """CPU seconds so far of every live process whose command name is in ``names`` (read-only /proc scan)."""
     out = dict.fromkeys(names, 0.0)
+    # A /proc scan like tests/services.py's PostgresServer._pids on purpose: the bench does not import tests.
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -31,6 +31,7 @@ from leaderboard.errors import UserError
 from leaderboard.net import free_port, port_free
 from leaderboard.settings import Settings
 
+# Tuning constants of the demo itself (not settings: nothing to configure per deployment).
 HELP: Final = "run consumers, API and simulator together and show a live top 10 (after `make up`)"
 CONSUMERS: Final = 2
 REFRESH_S: Final = 2.0

@@ -62,21 +62,52 @@ def scrape(url: str, name: str, labels: str = "", *, unset: float | None = None)
     raise AssertionError(f"{url} has no series {name}{labels}")
 
 
-class ConsumerProcess:
-    """One ``leaderboard consume`` child process with its own health port and log file."""
+class _CliChild:
+    """A ``leaderboard`` subcommand as a child process with the test's settings, on a free port (``port``),
+    its output in ``<log_dir>/<name>-<port>.log``."""
 
-    def __init__(self, config: Settings, log_dir: Path, name: str = "consumer", **env: str) -> None:
+    proc: subprocess.Popen[bytes]
+
+    def __init__(self, config: Settings, log_dir: Path, name: str, env: dict[str, str]) -> None:
+        self.name = name
         self.port = free_port()
         self.log_path = log_dir / f"{name}-{self.port}.log"
-        environ = env_of(config)
-        environ.update(env)
+        self._environ = {**env_of(config), **env}
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "leaderboard.cli", "consume", "--metrics-port", str(self.port)],
-            env=environ,
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "leaderboard.cli", *args],
+            env=self._environ,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until /readyz answers 200; fails at once, with the log's tail, if the process exited."""
+        wait_until(
+            lambda: self.get("/readyz")[0] == 200 or self.proc.poll() is not None,
+            timeout,
+            f"{self.name} ready",
+        )
+        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+
+    def stop(self, timeout: float = 30) -> int:
+        try:
+            return stop_process(self.proc, timeout)
+        finally:
+            self._log.close()
+
+
+class ConsumerProcess(_CliChild):
+    """One ``leaderboard consume`` child process with its own health port and log file."""
+
+    def __init__(self, config: Settings, log_dir: Path, name: str = "consumer", **env: str) -> None:
+        super().__init__(config, log_dir, name, env)
+        self.proc = self._spawn("consume", "--metrics-port", str(self.port))
 
     def get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"http://127.0.0.1:{self.port}{path}", timeout=2)
@@ -86,21 +117,9 @@ class ConsumerProcess:
         unless ``unset`` says what an absent series means (a labelled counter never incremented)."""
         return scrape(f"http://127.0.0.1:{self.port}/metrics", name, labels, unset=unset)
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(
-            lambda: self.get("/readyz")[0] == 200 or self.proc.poll() is not None, timeout, "consumer ready"
-        )
-        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
-
-    def stop(self, timeout: float = 30) -> int:
-        try:
-            return stop_process(self.proc, timeout)
-        finally:
-            self._log.close()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -208,46 +227,16 @@ def dumps(obj: object) -> bytes:
     return orjson.dumps(obj)
 
 
-class ApiProcess:
+class ApiProcess(_CliChild):
     """``leaderboard api`` as a child process on a free port."""
 
     def __init__(self, config: Settings, log_dir: Path, *, workers: int = 1, **env: str) -> None:
-        self.port = free_port()
-        self.log_path = log_dir / f"api-{self.port}.log"
-        environ = env_of(config)
-        environ.update(env)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "leaderboard.cli",
-                "api",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ],
-            env=environ,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(config, log_dir, "api", env)
+        self.proc = self._spawn("api", "--port", str(self.port), "--workers", str(workers))
         self.url = f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"{self.url}{path}", timeout=5)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(
-            lambda: self.get("/readyz")[0] == 200 or self.proc.poll() is not None, timeout, "API ready"
-        )
-        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-
-    def stop(self, timeout: float = 30) -> int:
-        try:
-            return stop_process(self.proc, timeout)
-        finally:
-            self._log.close()
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ from leaderboard.demo import APPLIED, await_served, served_verdict
 from leaderboard.errors import UserError
 from leaderboard.net import free_port
 from leaderboard.settings import Settings
-from tests.conftest import env_of
 from tests.procs import ApiProcess, ConsumerProcess, caught_up, leaderboard_cli, wait_until
 
 PAGE = {"entries": [{"rank": 1, "player_id": "p1", "score": 7}]}
@@ -72,18 +70,9 @@ def test_check_fails_on_nothing_applied_then_passes_once_served(config: Settings
 @pytest.mark.slow
 def test_bounded_demo_passes_its_check(config: Settings, tmp_path: Path) -> None:
     """The CI command itself, on this test's topics, prefix and schema, on free ports."""
-    env = env_of(config)
-    env["LEADERBOARD_API_PORT"] = str(free_port())
-    env["LEADERBOARD_STACK_DIR"] = str(tmp_path)
-    args = ["demo", "--duration", "5", "--rate", "100", "--players", "50"]
-    out = subprocess.run(
-        [sys.executable, "-m", "leaderboard.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    demo_config = replace(config, api_port=free_port(), stack_dir=tmp_path)
+    args = ("demo", "--duration", "5", "--rate", "100", "--players", "50")
+    out = leaderboard_cli(demo_config, *args, timeout=180)
     logs = "\n".join(p.read_text()[-1500:] for p in sorted((tmp_path / "logs").glob("demo-*.log")))
     assert out.returncode == 0, f"{out.stdout[-2000:]}\n{out.stderr}\n{logs}"
     assert "demo: check passed" in out.stdout

@@ -317,6 +317,7 @@ def _ask(sock: socket.socket) -> bytes:
 def test_connections_beyond_the_limits_get_429_and_503(
     config: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
+    # Same set-up shape as the header-timeout test on purpose: each test states the limits it exercises.
     env = {
         "LEADERBOARD_API_MAX_CONNECTIONS": "8",
         "LEADERBOARD_API_MAX_CONNECTIONS_PER_CLIENT": "5",
