@@ -10,7 +10,7 @@ after both writes. No Kafka, no batching, no exactly-once across the two stores.
 the product's N consumers do. The load driver is ``wrk`` with ``baseline_post.lua`` (see bench/run.py).
 
     python bench/baseline_sync.py --port 8099 --processes 2 --prefix benchX:base \
-        --database-url 'postgresql://...?options=-csearch_path%3Dbench_x' --table baseline_events
+        --database-url "$DATABASE_URL?options=-csearch_path%3Dbench_x" --table baseline_events
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ import orjson
 import psycopg
 import redis
 
+from leaderboard import settings
+
 _local = threading.local()
 _COLUMNS = "event_id, match_id, player_id, game, points, occurred_at, kafka_partition, kafka_offset"
 
 
 class Config:
-    redis_url = "redis://127.0.0.1:6379/0"
+    redis_url = ""
     database_url = ""
     prefix = "bench:base"
     table = "baseline_events"
@@ -117,10 +119,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--prefix", required=True, help="Redis key prefix for the baseline's boards")
     parser.add_argument("--database-url", required=True)
-    parser.add_argument("--redis-url", default=Config.redis_url)
+    parser.add_argument("--redis-url", help="default: LEADERBOARD_REDIS_URL (leaderboard.settings)")
     parser.add_argument("--table", default=Config.table)
     args = parser.parse_args()
-    Config.redis_url, Config.database_url = args.redis_url, args.database_url
+    Config.redis_url = args.redis_url or settings.load().redis_url
+    Config.database_url = args.database_url
     Config.prefix, Config.table = args.prefix, args.table
     ThreadingHTTPServer.daemon_threads = True
     ThreadingHTTPServer.request_queue_size = 128

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import time
@@ -27,13 +26,6 @@ VENV_BIN = ROOT / ".venv" / "bin"
 
 class BenchError(RuntimeError):
     """A step of the benchmark failed; the message says which."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -280,6 +272,7 @@ def proc_cpu(pid: int) -> float:
 def cpu_by_command(names: Sequence[str]) -> dict[str, float]:
     """CPU seconds so far of every live process whose command name is in ``names`` (read-only /proc scan)."""
     out = dict.fromkeys(names, 0.0)
+    # A /proc scan like tests/services.py's PostgresServer._pids on purpose: the bench does not import tests.
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

@@ -17,6 +17,7 @@ import time
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from leaderboard import settings
 from leaderboard.settings import PRODUCER_DEFAULTS
 
 _TICK_S = 0.01
@@ -41,7 +42,6 @@ def main() -> None:
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--players", type=int, default=100_000)
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     args = parser.parse_args()
     failed = 0
 
@@ -51,7 +51,7 @@ def main() -> None:
         if err is not None:
             failed += 1
 
-    producer = Producer({"bootstrap.servers": args.bootstrap, **PRODUCER_DEFAULTS})
+    producer = Producer({**settings.load().kafka_common(), **PRODUCER_DEFAULTS})
     rng = random.Random()
     sent = 0
     started = time.monotonic()

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,7 +47,6 @@ from benchlib import (
     fmt_ms,
     fmt_num,
     fmt_runs,
-    free_port,
     histogram_quantile,
     http_get,
     median,
@@ -67,12 +66,10 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 sys.path.insert(0, str(ROOT))
 from consumers.migrate import migrate
-from leaderboard import scoring
-from leaderboard.settings import PRODUCER_DEFAULTS
+from leaderboard import scoring, settings
+from leaderboard.net import free_port
+from leaderboard.settings import PRODUCER_DEFAULTS, Settings
 
-KAFKA = "127.0.0.1:9092"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_URL = "postgresql://leaderboard:leaderboard@127.0.0.1:5432/leaderboard"
 PARTITIONS = 12
 BOARD = "global"
 STAGES = ("decode", "postgres", "redis", "commit")
@@ -121,13 +118,18 @@ class Bench:
     db_url: str = ""
     topics: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
-    r: redis.Redis = field(default_factory=lambda: redis.Redis.from_url(REDIS_URL, socket_timeout=30))
-    admin: AdminClient = field(default_factory=lambda: AdminClient({"bootstrap.servers": KAFKA}))
+    config: Settings = field(default_factory=settings.load)
+    """The services under test, from the LEADERBOARD_* variables (defaults: the local stack)."""
+    r: redis.Redis = field(init=False)
+    admin: AdminClient = field(init=False)
     res: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.schema = f"bench_{self.run}"
-        self.db_url = f"{PG_URL}?options=-csearch_path%3D{self.schema}"
+        self.r = redis.Redis.from_url(self.config.redis_url, socket_timeout=30)
+        self.admin = AdminClient(self.config.kafka_common())
+        sep = "&" if "?" in self.config.database_url else "?"
+        self.db_url = f"{self.config.database_url}{sep}options=-csearch_path%3D{self.schema}"
 
     @property
     def topic(self) -> str:
@@ -135,19 +137,19 @@ class Bench:
 
     def env(self, prefix: str, group: str, topic: str | None = None) -> dict[str, str]:
         """Environment for `leaderboard ...` processes: only our own names; default boards."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADERBOARD_")}
         t = topic or self.topic
-        env.update(
-            LEADERBOARD_KAFKA_BOOTSTRAP=KAFKA,
-            LEADERBOARD_REDIS_URL=REDIS_URL,
-            LEADERBOARD_TOPIC=t,
-            LEADERBOARD_DLQ_TOPIC=f"{t}.dlq",
-            LEADERBOARD_PERIOD_CLOSED_TOPIC=f"{t}.closed",
-            LEADERBOARD_REDIS_PREFIX=prefix,
-            LEADERBOARD_CONSUMER_GROUP=group,
-            LEADERBOARD_DATABASE_URL=self.db_url,
-            LEADERBOARD_LOG_LEVEL="WARNING",
+        config = replace(
+            self.config,
+            topic=t,
+            dlq_topic=f"{t}.dlq",
+            period_closed_topic=f"{t}.closed",
+            redis_prefix=prefix,
+            consumer_group=group,
+            database_url=self.db_url,
+            log_level="WARNING",
+            boards_file=None,
         )
+        env = {**os.environ, **settings.to_env(config)}
         if group not in self.groups:
             self.groups.append(group)
         return env
@@ -175,7 +177,7 @@ def machine_info(b: Bench) -> dict[str, str]:
     commit = run_cmd(["git", "rev-parse", "--short=12", "HEAD"], 10).strip()
     dirty = run_cmd(["git", "status", "--porcelain", "--untracked-files=no"], 10).strip()
     kafka = run_cmd([str(ROOT / "deploy/kafka/bin/kafka-topics"), "--version"], 60).split()[0]
-    with b.pg(PG_URL) as conn:
+    with b.pg(b.config.database_url) as conn:
         pg = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     info = b.r.info("server")
     return {
@@ -193,7 +195,7 @@ def machine_info(b: Bench) -> dict[str, str]:
 
 
 def setup(b: Bench) -> None:
-    with b.pg(PG_URL) as conn:
+    with b.pg(b.config.database_url) as conn:
         conn.execute(f"CREATE SCHEMA {b.schema}")
     with psycopg.connect(b.db_url, connect_timeout=5) as conn:
         migrate(conn)
@@ -236,7 +238,7 @@ def cleanup(b: Bench) -> None:
                 break
         if batch:
             b.r.unlink(*batch)
-    with contextlib.suppress(Exception), b.pg(PG_URL) as conn:
+    with contextlib.suppress(Exception), b.pg(b.config.database_url) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {b.schema} CASCADE")
 
 
@@ -331,7 +333,7 @@ def kafka_ceilings(b: Bench) -> None:
     produce: list[float] = []
     consume: list[float] = []
     for rep in range(b.sizes.reps):
-        p = Producer({"bootstrap.servers": KAFKA, **PRODUCER_DEFAULTS})
+        p = Producer({**b.config.kafka_common(), **PRODUCER_DEFAULTS})
         deadline = time.monotonic() + 180
         t0 = time.perf_counter()
         for i, (k, v) in enumerate(msgs):
@@ -353,7 +355,7 @@ def kafka_ceilings(b: Bench) -> None:
         b.groups.append(group)
         c = Consumer(
             {
-                "bootstrap.servers": KAFKA,
+                **b.config.kafka_common(),
                 "group.id": group,
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -590,7 +592,7 @@ def latency(b: Bench) -> None:
         conn.execute("TRUNCATE events, players")
     env = b.env(prefix, f"bench-{b.run}-lat", topic)
     cons = start_consumers(b, 2, env, "lat")
-    producer = Producer({"bootstrap.servers": KAFKA, **PRODUCER_DEFAULTS})
+    producer = Producer({**b.config.kafka_common(), **PRODUCER_DEFAULTS})
     hist: list[tuple[float | None, float | None]] = []
     probes: list[list[float]] = []
     rates: list[float] = []

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, Message, Producer
 
 from consumers import dlq
 from leaderboard.errors import UserError
 from leaderboard.progress import Progress
 from leaderboard.settings import Settings
+from leaderboard.topic_reader import read_to_end
 
 HELP = "inspect the dead-letter topic (show) or re-publish dead letters to the main topic (redrive)"
 HEADER_REDRIVEN = "redriven-from"
@@ -75,95 +74,19 @@ def read_letters(
     """Dead letters from the beginning (or ``ranges``: partition -> [first, end)) up to today's end offsets.
 
     read_committed: letters of aborted consumer transactions are never shown. Raises UserError if the end
-    is not reached within ``timeout_s``.
+    is not reached within ``timeout_s`` (TopicReadError, from the shared reader).
     """
-    topic = config.dlq_topic
-    consumer = Consumer(
-        {
-            **config.kafka_common(),
-            "group.id": f"{config.consumer_group}-dlq-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": False,
-        }
-    )
-    try:
-        bounds = _bounds(consumer, config, ranges)
-        if not bounds:
-            return
-        consumer.assign([TopicPartition(topic, p, lo) for p, (lo, _) in bounds.items()])
-        total = sum(hi - lo for lo, hi in bounds.values())
-        meter = Progress("dead letters read", total) if progress else None
-        positions = {p: lo for p, (lo, _) in bounds.items()}
-        deadline = time.monotonic() + timeout_s
-        while any(positions[p] < hi for p, (_, hi) in bounds.items()):
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"reading {topic} did not reach its end within {timeout_s:.0f} s "
-                    f"({sum(positions[p] - lo for p, (lo, _) in bounds.items()):,}/{total:,} offsets)"
-                )
-            for msg in consumer.consume(1000, 0.5):
-                letter = _letter(msg)
-                if letter is None or letter.offset >= bounds[letter.partition][1]:
-                    continue
-                positions[letter.partition] = max(positions[letter.partition], letter.offset + 1)
-                yield letter
-            _past_markers(consumer, topic, positions)
-            if meter is not None:
-                meter.update(sum(min(positions[p], hi) - lo for p, (lo, hi) in bounds.items()))
+    meter = Progress("dead letters read") if progress else None
+
+    def advanced(done: int, total: int) -> None:
         if meter is not None:
-            meter.finish()
-    finally:
-        consumer.close()
+            meter.total = total
+            meter.update(done)
 
-
-def _past_markers(consumer: Consumer, topic: str, positions: dict[int, int]) -> None:
-    """Transaction markers take offsets too: the position moves past them, messages do not."""
-    for tp in consumer.position([TopicPartition(topic, p) for p in positions]):
-        if tp.offset >= 0:
-            positions[tp.partition] = max(positions[tp.partition], tp.offset)
-
-
-def _bounds(
-    consumer: Consumer, config: Settings, ranges: dict[int, tuple[int, int]] | None
-) -> dict[int, tuple[int, int]]:
-    """[first, end) to read per partition: today's watermarks, narrowed to ``ranges``; empty ones left out."""
-    topic = config.dlq_topic
-    meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise UserError(f"dead-letter topic {topic!r} not found at {config.kafka_bootstrap}")
-    bounds: dict[int, tuple[int, int]] = {}
-    for p in meta.partitions:
-        if ranges is not None and p not in ranges:
-            continue
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        if ranges is not None:
-            low, high = max(low, ranges[p][0]), min(high, ranges[p][1])
-        if high > low:
-            bounds[p] = (low, high)
-    return bounds
-
-
-def _letter(msg: Message) -> Letter | None:
-    err = msg.error()
-    if err is not None:
-        if err.code() != KafkaError._PARTITION_EOF:
-            raise UserError(f"reading the dead-letter topic failed: {err}")
-        return None
-    return Letter(
-        partition=msg.partition() or 0,
-        offset=msg.offset() or 0,
-        key=msg.key(),
-        value=msg.value(),
-        headers=_headers(msg),
-    )
-
-
-def _headers(msg: Message) -> dict[str, str]:
-    raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else (v or "") for k, v in pairs}
+    for r in read_to_end(config, config.dlq_topic, timeout_s, ranges, advanced):
+        yield Letter(r.partition, r.offset, r.key, r.value, r.headers)
+    if meter is not None and meter.total is not None:
+        meter.finish()
 
 
 # -- show ------------------------------------------------------------------------------------------------

@@ -87,6 +87,8 @@ class Settings:
     clock); older periods need an operator's ``close-period --period``. A backdated win cannot close them."""
     close_interval_s: int = 60
     """How often the scheduler folds the checkpoints and closes due periods."""
+    stack_dir: Path = Path(".stack")
+    """Where deploy/stack.sh keeps the local services' data and logs; ``leaderboard demo`` logs there too."""
     kafka_file_settings: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"env": False})
     """What ``load`` read from ``kafka_config_file`` (not an environment variable of its own)."""
 
@@ -311,6 +313,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         elif name == "kafka_config_file":
             values[name] = Path(text)
             values["kafka_file_settings"] = _read_properties(var, text)
+        elif name == "stack_dir":
+            values[name] = Path(text)
         elif name == "database_url":
             values[name] = _url(var, text, ("postgresql", "postgres"))
         elif name == "boards_file":
@@ -353,3 +357,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
 def env_names() -> dict[str, str]:
     """Setting name -> environment variable (docs and the compose-file test use it)."""
     return dict(_ENV)
+
+
+def to_env(config: Settings) -> dict[str, str]:
+    """The LEADERBOARD_* variables that make a child process (``leaderboard ...``) load exactly ``config``."""
+    return {var: "" if (value := getattr(config, name)) is None else str(value) for name, var in _ENV.items()}

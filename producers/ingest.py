@@ -174,6 +174,7 @@ def make_router(
             return failed
         return JSONResponse({"event_id": event_ids[0]}, status_code=202)
 
+    # Same route shape as /v1/scores on purpose: one event or a batch, each documented in OpenAPI.
     batch_schema = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": event_schema}
 
     @router.post(

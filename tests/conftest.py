@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
 from urllib.parse import quote
 
 import psycopg
 import pytest
 import redis
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from leaderboard import settings as settings_mod
 from leaderboard.probe import unreachable_services
@@ -98,9 +98,12 @@ def delete_topics(admin: AdminClient, topics: list[str]) -> None:
             future.result(timeout=30)
 
 
-@pytest.fixture
-def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
-    """Settings for one test: its own topics (12/3/3/3 partitions), group, Redis prefix and PG schema."""
+@contextmanager
+def isolated(
+    base_settings: Settings, admin: AdminClient, partitions: tuple[int, int, int]
+) -> Iterator[Settings]:
+    """Settings with their own topics (main, DLQ, period-closed: ``partitions``), consumer group, Redis key
+    prefix and PostgreSQL schema; all of it removed afterwards."""
     tag = uuid.uuid4().hex[:10]
     schema = f"t_{tag}"
     with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
@@ -119,18 +122,25 @@ def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
         consumer_metrics_port=0,
         auto_close_periods=False,  # tests replay historic timestamps; test_close_period turns it on
     )
-    create_topics(
-        admin, {cfg.topic: 12, cfg.dlq_topic: 3, cfg.period_closed_topic: 3, cfg.moderation_topic: 3}
-    )
-    yield cfg
-    delete_topics(admin, [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic, cfg.moderation_topic])
-    r = redis.Redis.from_url(base_settings.redis_url)
-    keys = list(r.scan_iter(match=f"{cfg.redis_prefix}:*", count=1000))
-    for i in range(0, len(keys), 500):
-        r.unlink(*keys[i : i + 500])
-    r.close()
-    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    topics = [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic, cfg.moderation_topic]
+    try:
+        create_topics(admin, dict(zip(topics, (*partitions, partitions[-1]), strict=True)))
+        yield cfg
+    finally:
+        delete_topics(admin, topics)
+        with redis.Redis.from_url(base_settings.redis_url) as r:
+            keys = list(r.scan_iter(match=f"{cfg.redis_prefix}:*", count=1000))
+            for i in range(0, len(keys), 500):
+                r.unlink(*keys[i : i + 500])
+        with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
+    """Settings for one test: its own topics (12/3/3/3 partitions), group, Redis prefix and PG schema."""
+    with isolated(base_settings, admin, (12, 3, 3)) as cfg:
+        yield cfg
 
 
 @pytest.fixture
@@ -148,8 +158,4 @@ def pg(config: Settings) -> Iterator[psycopg.Connection]:
 
 def env_of(config: Settings) -> dict[str, str]:
     """The environment that makes a child process (`leaderboard ...`) use these settings."""
-    env = dict(os.environ)
-    for name, var in settings_mod.env_names().items():
-        value = getattr(config, name)
-        env[var] = "" if value is None else str(value)
-    return env
+    return {**os.environ, **settings_mod.to_env(config)}

@@ -11,15 +11,17 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import orjson
+import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from leaderboard.net import free_port
 from leaderboard.settings import Settings
+from leaderboard.topic_reader import read_to_end
 from tests.conftest import env_of
-from tests.services import free_port
 
 T = TypeVar("T")
 
@@ -60,21 +62,52 @@ def scrape(url: str, name: str, labels: str = "", *, unset: float | None = None)
     raise AssertionError(f"{url} has no series {name}{labels}")
 
 
-class ConsumerProcess:
-    """One ``leaderboard consume`` child process with its own health port and log file."""
+class _CliChild:
+    """A ``leaderboard`` subcommand as a child process with the test's settings, on a free port (``port``),
+    its output in ``<log_dir>/<name>-<port>.log``."""
 
-    def __init__(self, config: Settings, log_dir: Path, name: str = "consumer", **env: str) -> None:
+    proc: subprocess.Popen[bytes]
+
+    def __init__(self, config: Settings, log_dir: Path, name: str, env: dict[str, str]) -> None:
+        self.name = name
         self.port = free_port()
         self.log_path = log_dir / f"{name}-{self.port}.log"
-        environ = env_of(config)
-        environ.update(env)
+        self._environ = {**env_of(config), **env}
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "leaderboard.cli", "consume", "--metrics-port", str(self.port)],
-            env=environ,
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "leaderboard.cli", *args],
+            env=self._environ,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until /readyz answers 200; fails at once, with the log's tail, if the process exited."""
+        wait_until(
+            lambda: self.get("/readyz")[0] == 200 or self.proc.poll() is not None,
+            timeout,
+            f"{self.name} ready",
+        )
+        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+
+    def stop(self, timeout: float = 30) -> int:
+        try:
+            return stop_process(self.proc, timeout)
+        finally:
+            self._log.close()
+
+
+class ConsumerProcess(_CliChild):
+    """One ``leaderboard consume`` child process with its own health port and log file."""
+
+    def __init__(self, config: Settings, log_dir: Path, name: str = "consumer", **env: str) -> None:
+        super().__init__(config, log_dir, name, env)
+        self.proc = self._spawn("consume", "--metrics-port", str(self.port))
 
     def get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"http://127.0.0.1:{self.port}{path}", timeout=2)
@@ -84,21 +117,9 @@ class ConsumerProcess:
         unless ``unset`` says what an absent series means (a labelled counter never incremented)."""
         return scrape(f"http://127.0.0.1:{self.port}/metrics", name, labels, unset=unset)
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(
-            lambda: self.get("/readyz")[0] == 200 or self.proc.poll() is not None, timeout, "consumer ready"
-        )
-        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
-
-    def stop(self, timeout: float = 30) -> int:
-        try:
-            return stop_process(self.proc, timeout)
-        finally:
-            self._log.close()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -147,6 +168,11 @@ def caught_up(config: Settings, member: ConsumerProcess | None = None) -> bool:
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
 
+def zscores(client: redis.Redis, key: str) -> list[tuple[bytes, float]]:
+    """A sorted set's (member, score) pairs, low to high (redis-py types the reply as any reply shape)."""
+    return cast("list[tuple[bytes, float]]", client.zrange(key, 0, -1, withscores=True))
+
+
 def read_topic(
     config: Settings, topic: str, timeout: float = 20
 ) -> list[tuple[bytes | None, bytes | None, dict[str, str]]]:
@@ -154,38 +180,7 @@ def read_topic(
 
     Raises if the end offsets are not reached in ``timeout``: a partial list would let absence checks pass.
     """
-    ends = end_offsets(config, topic)
-    consumer = Consumer(
-        {
-            **config.kafka_common(),
-            "group.id": f"reader-{time.time_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-    out = []
-    positions = dict.fromkeys(ends, 0)
-    deadline = time.monotonic() + timeout
-    try:
-        while any(positions[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error():
-                    continue
-                positions[msg.partition()] = msg.offset() + 1
-                headers = {k: (v or b"").decode() for k, v in msg.headers() or []}
-                out.append((msg.key(), msg.value(), headers))
-                # transaction markers occupy offsets too: ask for positions to see past them
-            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
-                if tp.offset >= 0:
-                    positions[tp.partition] = max(positions[tp.partition], tp.offset)
-        behind = {p: (positions[p], ends[p]) for p in ends if positions[p] < ends[p]}
-    finally:
-        consumer.close()
-    if behind:
-        raise AssertionError(f"read_topic({topic}): not at the end after {timeout:.0f} s: {behind}")
-    return out
+    return [(r.key, r.value, r.headers) for r in read_to_end(config, topic, timeout)]
 
 
 def group_state(admin: AdminClient, group: str) -> tuple[str, int]:
@@ -232,46 +227,16 @@ def dumps(obj: object) -> bytes:
     return orjson.dumps(obj)
 
 
-class ApiProcess:
+class ApiProcess(_CliChild):
     """``leaderboard api`` as a child process on a free port."""
 
-    def __init__(self, config: Settings, log_dir: Path, workers: int = 1, **env: str) -> None:
-        self.port = free_port()
-        self.log_path = log_dir / f"api-{self.port}.log"
-        environ = env_of(config)
-        environ.update(env)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "leaderboard.cli",
-                "api",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ],
-            env=environ,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+    def __init__(self, config: Settings, log_dir: Path, *, workers: int = 1, **env: str) -> None:
+        super().__init__(config, log_dir, "api", env)
+        self.proc = self._spawn("api", "--port", str(self.port), "--workers", str(workers))
         self.url = f"http://127.0.0.1:{self.port}"
 
     def get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"{self.url}{path}", timeout=5)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(
-            lambda: self.get("/readyz")[0] == 200 or self.proc.poll() is not None, timeout, "API ready"
-        )
-        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
-
-    def stop(self, timeout: float = 30) -> int:
-        try:
-            return stop_process(self.proc, timeout)
-        finally:
-            self._log.close()
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:

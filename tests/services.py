@@ -19,18 +19,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from leaderboard import settings
+from leaderboard.net import free_port
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_for(check: Callable[[], bool], what: str, timeout: float, log: Path) -> None:
@@ -74,21 +69,47 @@ class _Server:
         self.cleanup()
 
 
-class RedisServer(_Server):
+class _ChildServer(_Server):
+    """A server that is one child process: SIGTERM to stop, SIGKILL to crash, both waited for."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(prefix)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM: a controlled shutdown (Redis fsyncs its AOF first)."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash (Redis may lose up to ~1 s of writes; Kafka recovers its log dir on start)."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if not self.running:
+            return
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+        try:
+            self._proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5)
+
+
+class RedisServer(_ChildServer):
     """A private redis-server with AOF (appendfsync everysec) in a temp dir."""
 
     def __init__(self) -> None:
         super().__init__("redis-test-")
         self.log = self.dir / "redis.log"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def _ping(self) -> bool:
         if not self.running:
@@ -110,25 +131,6 @@ class RedisServer(_Server):
         args += ["--save", "", "--logfile", str(self.log), "--daemonize", "no"]
         self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         _wait_for(self._ping, "redis-server", START_TIMEOUT, self.log)
-
-    def stop(self) -> None:
-        """SIGTERM (Redis fsyncs the AOF on shutdown) and wait for exit."""
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash; up to ~1 s of acknowledged writes may be lost (everysec)."""
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if not self.running:
-            return
-        assert self._proc is not None
-        self._proc.send_signal(sig)
-        try:
-            self._proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(5)
 
 
 class PostgresServer(_Server):
@@ -229,6 +231,7 @@ class PostgresServer(_Server):
         except (OSError, ValueError):
             return []
         pids = [root]
+        # A /proc scan like bench/benchlib.cpu_by_command on purpose: tests do not import the bench.
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -264,14 +267,15 @@ def _java() -> str:
 
 def kafka_libs() -> Path:
     """The broker classpath deploy/stack.sh assembled, under LEADERBOARD_STACK_DIR or <repo>/.stack."""
-    stack = Path(os.environ.get("LEADERBOARD_STACK_DIR") or REPO / ".stack")
+    stack_dir = settings.load().stack_dir
+    stack = stack_dir if stack_dir.is_absolute() else REPO / stack_dir
     libs = stack / "kafka" / "libs"
     if not any(libs.glob("kafka_*.jar")):
         raise RuntimeError(f"no Kafka jars in {libs}: run `make up` once (deploy/stack.sh assembles them)")
     return libs
 
 
-class KafkaServer(_Server):
+class KafkaServer(_ChildServer):
     """A private single-node KRaft broker (combined broker + controller) on free ports, data in a temp dir.
 
     Rendered from deploy/kafka/server.properties like deploy/stack.sh does; ``kill()`` then ``start()``
@@ -285,7 +289,6 @@ class KafkaServer(_Server):
         self.controller_port = free_port()
         self.log = self.dir / "kafka.log"
         self.conf = self.dir / "server.properties"
-        self._proc: subprocess.Popen[bytes] | None = None
         self._libs = kafka_libs()
         template = (REPO / "deploy" / "kafka" / "server.properties").read_text()
         self.conf.write_text(
@@ -319,10 +322,6 @@ class KafkaServer(_Server):
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def _answers(self) -> bool:
         """A metadata request lists this broker (the port alone opens before the broker is usable)."""
@@ -366,22 +365,3 @@ class KafkaServer(_Server):
                 start_new_session=True,
             )
         _wait_for(self._answers, "kafka", timeout, self.log)
-
-    def stop(self) -> None:
-        """SIGTERM: a controlled shutdown."""
-        self._signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash; the next start() recovers the log dir."""
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if not self.running:
-            return
-        assert self._proc is not None
-        self._proc.send_signal(sig)
-        try:
-            self._proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait(5)

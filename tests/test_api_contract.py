@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def served(config: Settings, tmp_path: Path) -> Iterator[tuple[Settings, ApiProc
         yield cfg, api
 
 
-def get(api: ApiProcess, path: str) -> tuple[int, dict[str, object]]:
+def get(api: ApiProcess, path: str) -> tuple[int, dict[str, Any]]:
     status, body = api.get(path)
     return status, json.loads(body)
 

@@ -16,12 +16,12 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from query_api import store as store_mod
 from query_api.app import STATIC
 from tests.conftest import env_of
 from tests.procs import stop_process, wait_until
-from tests.services import free_port
 from tests.test_api_reads import World, make_world, problem_of, serving, ties
 
 ROUTES = [

@@ -11,11 +11,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from query_api import models
 from query_api.app import create_app
 from tests.factories import win
-from tests.services import free_port
 from tests.test_api_reads import BOARDS, World, at, make_world, problem_of, rows, serving
 
 PERIOD = "monthly:2025-01"

@@ -14,11 +14,11 @@ import redis
 import uvicorn
 from fastapi import FastAPI
 
+from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from query_api import stream
 from query_api.app import create_app
 from tests.factories import win
-from tests.services import free_port
 from tests.test_api_reads import BOARDS, World, at, make_world, ties
 
 DEADLINE_S = 10.0

@@ -21,9 +21,8 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -34,9 +33,10 @@ from hypothesis import strategies as st
 
 from consumers.migrate import migrate
 from leaderboard import cli, errors, settings
+from leaderboard.net import free_port
 from leaderboard.settings import Settings, SettingsError
-from tests.conftest import create_topics, delete_topics, env_of
-from tests.services import RedisServer, free_port
+from tests.conftest import env_of, isolated
+from tests.services import RedisServer
 
 LIMIT_S = 15.0
 K, R, P = "Kafka", "Redis", "PostgreSQL"
@@ -188,81 +188,62 @@ def _fails(command: Command, fault: Fault) -> bool:
 def world(
     base_settings: Settings, admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    tag = uuid.uuid4().hex[:10]
-    schema = f"t_{tag}"
-    with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base_settings.database_url else "?"
-    db_url = f"{base_settings.database_url}{sep}options={quote(f'-csearch_path={schema}')}"
-    cfg = replace(
-        base_settings,
-        topic=f"match-won-{tag}",
-        dlq_topic=f"match-won-{tag}.dlq",
-        period_closed_topic=f"period-closed-{tag}",
-        consumer_group=f"lb-{tag}",
-        redis_prefix=f"t{tag}",
-        database_url=db_url,
-        consumer_metrics_port=0,
-        auto_close_periods=False,
-    )
-    create_topics(admin, {cfg.topic: 3, cfg.dlq_topic: 1, cfg.period_closed_topic: 1})
-    with psycopg.connect(cfg.database_url, autocommit=True) as conn:
-        migrate(conn)
-    env = {
-        k: v
-        for k, v in env_of(cfg).items()
-        if not k.startswith("LEADERBOARD_") or k in settings.env_names().values()
-    }
-    env["LEADERBOARD_STACK_DIR"] = str(tmp_path_factory.mktemp("stack"))
-    private = RedisServer()
-    hung = [Hung(), Hung(), Hung()]
-    try:
-        private.start()
-        with redis.Redis.from_url(private.url) as r:
-            r.config_set("requirepass", f"right-{tag}")
-        files = tmp_path_factory.mktemp("boards")
-        not_utf8 = files / "latin1.toml"
-        not_utf8.write_bytes('[[board]]\nid = "global"\ntimezone = "Europe/Zürich"\n'.encode("latin-1"))
-        not_tables = files / "list.toml"
-        not_tables.write_text("board = [1, 2]\n")
-        down_pg = f"postgresql://leaderboard:{DOWN_PASSWORD}@127.0.0.1:{free_port()}/leaderboard"
-        pg_wrong = base_settings.database_url.replace(
-            "leaderboard:leaderboard@", f"leaderboard:{PG_PASSWORD}@"
-        )
-        assert pg_wrong != base_settings.database_url, "expected the stack's user:password in the URL"
-        redis_db = cfg.redis_url.rsplit("/", 1)[0] + "/99"
-        fault_env = {
-            "kafka-down": {"LEADERBOARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"},
-            "redis-down": {"LEADERBOARD_REDIS_URL": f"redis://:{DOWN_PASSWORD}@127.0.0.1:{free_port()}/0"},
-            "postgres-down": {"LEADERBOARD_DATABASE_URL": down_pg},
-            "kafka-hung": {"LEADERBOARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{hung[0].port}"},
-            "redis-hung": {"LEADERBOARD_REDIS_URL": f"redis://:{DOWN_PASSWORD}@127.0.0.1:{hung[1].port}/0"},
-            "postgres-hung": {
-                "LEADERBOARD_DATABASE_URL": f"postgresql://leaderboard:{DOWN_PASSWORD}@127.0.0.1:{hung[2].port}/lb"
-            },
-            "postgres-wrong-password": {"LEADERBOARD_DATABASE_URL": pg_wrong},
-            "redis-wrong-password": {
-                "LEADERBOARD_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{private.port}/0"
-            },
-            "redis-db-out-of-range": {"LEADERBOARD_REDIS_URL": redis_db},
-            "boards-not-utf8": {"LEADERBOARD_BOARDS_FILE": str(not_utf8)},
-            "boards-not-tables": {"LEADERBOARD_BOARDS_FILE": str(not_tables)},
+    with isolated(base_settings, admin, (3, 1, 1)) as cfg:
+        tag = cfg.redis_prefix
+        with psycopg.connect(cfg.database_url, autocommit=True) as conn:
+            migrate(conn)
+        env = {
+            k: v
+            for k, v in env_of(cfg).items()
+            if not k.startswith("LEADERBOARD_") or k in settings.env_names().values()
         }
-        # verify compares against a live generation: make one first (an empty event log).
-        prepared = _run(("rebuild", "--from", "postgres"), env)
-        assert prepared.code == 0, prepared.stderr
-        yield World(env, fault_env)
-    finally:
-        for server in hung:
-            server.close()
-        private.cleanup()
-        delete_topics(admin, [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic])
-        with redis.Redis.from_url(base_settings.redis_url) as r:
-            keys = list(r.scan_iter(match=f"{cfg.redis_prefix}:*", count=1000))
-            if keys:
-                r.unlink(*keys)
-        with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        env["LEADERBOARD_STACK_DIR"] = str(tmp_path_factory.mktemp("stack"))
+        private = RedisServer()
+        hung = [Hung(), Hung(), Hung()]
+        try:
+            private.start()
+            with redis.Redis.from_url(private.url) as r:
+                r.config_set("requirepass", f"right-{tag}")
+            files = tmp_path_factory.mktemp("boards")
+            not_utf8 = files / "latin1.toml"
+            not_utf8.write_bytes('[[board]]\nid = "global"\ntimezone = "Europe/Zürich"\n'.encode("latin-1"))
+            not_tables = files / "list.toml"
+            not_tables.write_text("board = [1, 2]\n")
+            down_pg = f"postgresql://leaderboard:{DOWN_PASSWORD}@127.0.0.1:{free_port()}/leaderboard"
+            pg_wrong = base_settings.database_url.replace(
+                "leaderboard:leaderboard@", f"leaderboard:{PG_PASSWORD}@"
+            )
+            assert pg_wrong != base_settings.database_url, "expected the stack's user:password in the URL"
+            redis_db = cfg.redis_url.rsplit("/", 1)[0] + "/99"
+            fault_env = {
+                "kafka-down": {"LEADERBOARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"},
+                "redis-down": {
+                    "LEADERBOARD_REDIS_URL": f"redis://:{DOWN_PASSWORD}@127.0.0.1:{free_port()}/0"
+                },
+                "postgres-down": {"LEADERBOARD_DATABASE_URL": down_pg},
+                "kafka-hung": {"LEADERBOARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{hung[0].port}"},
+                "redis-hung": {
+                    "LEADERBOARD_REDIS_URL": f"redis://:{DOWN_PASSWORD}@127.0.0.1:{hung[1].port}/0"
+                },
+                "postgres-hung": {
+                    "LEADERBOARD_DATABASE_URL": f"postgresql://leaderboard:{DOWN_PASSWORD}@127.0.0.1:{hung[2].port}/lb"
+                },
+                "postgres-wrong-password": {"LEADERBOARD_DATABASE_URL": pg_wrong},
+                "redis-wrong-password": {
+                    "LEADERBOARD_REDIS_URL": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{private.port}/0"
+                },
+                "redis-db-out-of-range": {"LEADERBOARD_REDIS_URL": redis_db},
+                "boards-not-utf8": {"LEADERBOARD_BOARDS_FILE": str(not_utf8)},
+                "boards-not-tables": {"LEADERBOARD_BOARDS_FILE": str(not_tables)},
+            }
+            # verify compares against a live generation: make one first (an empty event log).
+            prepared = _run(("rebuild", "--from", "postgres"), env)
+            assert prepared.code == 0, prepared.stderr
+            yield World(env, fault_env)
+        finally:
+            for server in hung:
+                server.close()
+            private.cleanup()
 
 
 def assert_clean(result: Result) -> None:

@@ -120,7 +120,7 @@ def test_ports_match_settings(compose: dict[str, Any]) -> None:
         assert env(svc)["LEADERBOARD_CONSUMER_METRICS_PORT"] == str(DEFAULTS.consumer_metrics_port)
         assert "--metrics-host" in svc["command"]
     host_ports = [published(svc)[DEFAULTS.consumer_metrics_port] for svc in consumers]
-    assert tuple(host_ports) == demo.CONSUMER_PORTS
+    assert tuple(host_ports) == demo.consumer_ports(DEFAULTS)
 
 
 def test_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:
@@ -139,7 +139,7 @@ def test_prometheus_and_grafana_wiring(compose: dict[str, Any]) -> None:
         job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
         for job in local["scrape_configs"]
     }
-    assert local_targets["leaderboard-consumer"] == [f"127.0.0.1:{p}" for p in demo.CONSUMER_PORTS]
+    assert local_targets["leaderboard-consumer"] == [f"127.0.0.1:{p}" for p in demo.consumer_ports(DEFAULTS)]
     assert local_targets["leaderboard-api"] == [f"127.0.0.1:{DEFAULTS.api_port}"]
     assert local["global"]["scrape_interval"] == "5s"
 

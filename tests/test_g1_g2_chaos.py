@@ -14,6 +14,7 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import pytest
@@ -23,7 +24,7 @@ from leaderboard import scoring
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from tests.conftest import env_of
-from tests.procs import ConsumerProcess, caught_up, read_topic, wait_until
+from tests.procs import ConsumerProcess, caught_up, read_topic, wait_until, zscores
 
 COUNT = 55_000
 
@@ -32,11 +33,10 @@ def all_periods(client: redis.Redis, config: Settings) -> dict[str, dict[str, in
     keys = Keys(config.redis_prefix)
     gen = int(client.hget(keys.meta("global"), "active") or 0)
     out = {}
-    for period in client.smembers(keys.periods("global", gen)):
+    periods = cast("set[bytes]", client.smembers(keys.periods("global", gen)))
+    for period in periods:
         key = keys.board("global", gen, period.decode())
-        out[period.decode()] = {
-            m.decode(): scoring.points_of(s) for m, s in client.zrange(key, 0, -1, withscores=True)
-        }
+        out[period.decode()] = {m.decode(): scoring.points_of(s) for m, s in zscores(client, key)}
     return out
 
 

@@ -45,7 +45,7 @@ def api_server(
     with psycopg.connect(pg_url, autocommit=True) as conn:
         migrate(conn)
     activate(config, redis_client)
-    api = ApiProcess(replace(config, database_url=pg_url), tmp_path, **env)
+    api = ApiProcess(replace(config, database_url=pg_url), tmp_path, workers=1, **env)
     try:
         api.wait_ready(60)
         yield api
@@ -317,6 +317,7 @@ def _ask(sock: socket.socket) -> bytes:
 def test_connections_beyond_the_limits_get_429_and_503(
     config: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
+    # Same set-up shape as the header-timeout test on purpose: each test states the limits it exercises.
     env = {
         "LEADERBOARD_API_MAX_CONNECTIONS": "8",
         "LEADERBOARD_API_MAX_CONNECTIONS_PER_CLIENT": "5",

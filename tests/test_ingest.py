@@ -151,7 +151,11 @@ def test_poison_bodies_are_problems_never_500(config: Settings) -> None:
     }
     for body, (status, reason) in cases.items():
         for path, sent in (("/v1/scores", body), ("/v1/scores:batch", b"[" + body + b"]")):
-            response = call(config, TOKEN, lambda c, p=path, b=sent: c.post(p, content=b, headers=AUTH))
+
+            def post(c: httpx.AsyncClient, p: str = path, b: bytes = sent) -> Awaitable[httpx.Response]:
+                return c.post(p, content=b, headers=AUTH)
+
+            response = call(config, TOKEN, post)
             assert response.status_code == status, (body[-60:], path, response.text)
             problem = problem_of(response)
             reasons = {e["reason"] for e in problem.get("errors", [])} | {problem.get("reason")}

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from tests.procs import (
     ApiProcess,
@@ -32,7 +33,6 @@ from tests.procs import (
     stop_process,
     wait_until,
 )
-from tests.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"

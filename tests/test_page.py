@@ -1,7 +1,7 @@
 """The live page in headless Chromium against a real consumer and API (events from the simulator).
 
 Debian's chromium (``deploy/stack.sh tools``), never a downloaded browser.
-Takes a screenshot of the page; with LEADERBOARD_UPDATE_SCREENSHOT=1 it replaces
+Takes a screenshot of the page; with UPDATE_SCREENSHOT=1 it replaces
 docs/screenshot-live-page.png, otherwise it goes to the test's temporary folder (tests leave the tree clean).
 """
 
@@ -124,7 +124,7 @@ def test_live_page(api: ApiProcess, browser: Browser, config: Settings, tmp_path
     page.click("#search button")
     expect(page.locator("#player-card")).to_be_visible(timeout=WAIT_MS)
     page.wait_for_timeout(1700)  # let the rank-change flash fade before the screenshot
-    shot = DOC_SCREENSHOT if os.environ.get("LEADERBOARD_UPDATE_SCREENSHOT") == "1" else tmp_path / "page.png"
+    shot = DOC_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     assert not errors, errors

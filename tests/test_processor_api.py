@@ -16,9 +16,9 @@ from consumers.clients import Clients, consumer_settings
 from consumers.metrics import ConsumerMetrics
 from consumers.processor import NotCaughtUp, Processor
 from leaderboard import boards as boards_mod
+from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from tests.procs import ConsumerProcess, committed, end_offsets, leaderboard_cli
-from tests.services import free_port
 from tests.test_consumer import board, produce_stream
 
 

@@ -63,7 +63,8 @@ def test_examples_and_naive_instants() -> None:
 def offenders(body: bytes, content_type: str) -> tuple[list[str], list[str]]:
     """(instants written another way or epochs, instants written the one way) found in a body."""
     text = body.decode()
-    bad, good = [], []
+    bad: list[str] = []
+    good: list[str] = []
     for match in LOOSE.finditer(text):
         (good if timefmt.PATTERN.fullmatch(match.group()) else bad).append(match.group())
     if "json" in content_type and body:
