@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient
 from leaderboard.settings import Settings, load
 from producers.publisher import Publisher
 from tests.factories import win
+from tests.services import kafka_libs
 from tests.test_redis_cluster import _free_block
 
 pytestmark = pytest.mark.slow
@@ -52,7 +53,7 @@ def _stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     stack_dir = tmp_path_factory.mktemp("kc-stack")
-    shared = Path(os.environ.get("LEADERBOARD_STACK_DIR", REPO / ".stack")) / "kafka" / "libs"
+    shared = kafka_libs()
     if (shared / ".stamp").is_file():  # reuse the assembled broker classpath instead of copying it again
         (stack_dir / "kafka").mkdir()
         (stack_dir / "kafka" / "libs").symlink_to(shared)
