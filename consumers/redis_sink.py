@@ -1,4 +1,13 @@
-"""Applies planned batches to Redis through ``apply.lua``: one script call per board per batch."""
+"""Applies planned batches to Redis through ``apply.lua`` in calls of bounded size.
+
+A script holds Redis while it runs, so one call per 5,000-event batch stalled every reader for ~60 ms on a
+5M-player board. Each board's share of a batch is therefore cut into chunks of at most ``max_updates``
+sorted-set updates, in offset order per partition: every chunk moves the watermarks it touches to its own last
+offsets, atomically with its writes, so a failure between chunks leaves a prefix applied and the retried batch
+skips exactly that prefix. The batch's positions (``pos``) go with a board's FIRST chunk: the batch is already
+committed to PostgreSQL then, and flip.lua waits until a rebuilt generation's position reaches the live one's,
+so a flip that falls between two chunks cannot leave the new generation without the chunks applied before it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import orjson
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumers.plan import Canonical, Fold, fold, payload, positions
+from consumers.plan import BUCKET_S, Canonical, Fold, fold, payload, positions, targets
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import source
@@ -29,13 +38,20 @@ class PartialLoop(RuntimeError):
 
 
 _MAX_PARTIAL_ROUNDS = 8
+MAX_UPDATES = 1000
+"""Sorted-set updates per script call: ~1-3 ms of Redis time on a 5M-player board (docs/benchmarks.md)."""
 
 
 class RedisSink:
-    def __init__(self, client: redis.Redis, keys: Keys, boards: Sequence[Board]) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, boards: Sequence[Board], max_updates: int = MAX_UPDATES
+    ) -> None:
+        if max_updates < 1:
+            raise ValueError("max_updates must be >= 1")
         self._r = client
         self._keys = keys
         self._boards = tuple(boards)
+        self._max = max_updates
         self._apply = client.register_script(source("apply"))
 
     def apply(
@@ -45,41 +61,55 @@ class RedisSink:
 
         Idempotent: records at or below a board-period's watermark for their partition are skipped.
         ``pos`` is the batch's last offset per partition (invalid and duplicate records included).
+        Round r sends chunk r of every board in one pipeline; a board's partials are resolved before its
+        next chunk, so no later chunk can move a watermark past records an earlier one still owes.
         """
         pos = positions(records) if pos is None else pos
         if not records and not pos:
             return 0
         now = str(int(time.time() * 1000))
-        calls: list[tuple[Board, bytes]] = []
-        for board in self._boards:
-            planned = payload(board, fold(board, records), gen, pos)
-            if planned is not None:
-                calls.append((board, orjson.dumps(planned)))
+        ordered = sorted(records, key=_position)
+        plans = [(board, chunks(board, ordered, self._max)) for board in self._boards]
         names = _latest_names(records)
-        if not calls and not names:
-            return 0
-        pipe = self._r.pipeline(transaction=False)
-        if names:
-            pipe.hset(self._keys.names(), mapping=names)
-        for board, body in calls:
-            self._apply(
-                keys=[self._keys.meta(board.id)], args=[self._keys.base(board.id), body, now], client=pipe
-            )
-        results = pipe.execute()[1 if names else 0 :]
-        lost = [board.id for (board, _), res in zip(calls, results, strict=True) if res[0] == b"nometa"]
-        if lost:
-            raise RedisLost(lost)
         applied = 0
-        for (board, _), res in zip(calls, results, strict=True):
-            applied += int(res[1])
-            if len(res) > 2:
-                applied += self._resolve_partials(board, records, [p.decode() for p in res[2:]], now)
+        rounds = max((len(c) for _, c in plans), default=0)
+        for r in range(max(rounds, 1)):
+            pipe = self._r.pipeline(transaction=False)
+            skip = 0
+            if r == 0:
+                items = list(names.items())
+                for i in range(0, len(items), self._max):
+                    pipe.hset(self._keys.names(), mapping=dict(items[i : i + self._max]))
+                    skip += 1
+            calls: list[tuple[Board, list[Canonical]]] = []
+            for board, parts in plans:
+                if r >= len(parts):
+                    continue
+                planned = payload(board, fold(board, parts[r]), gen, pos if r == 0 else None)
+                if planned is None:
+                    continue
+                self._apply(
+                    keys=[self._keys.meta(board.id)],
+                    args=[self._keys.base(board.id), orjson.dumps(planned), now],
+                    client=pipe,
+                )
+                calls.append((board, parts[r]))
+            if not calls and not skip:
+                continue
+            results = pipe.execute()[skip:]
+            lost = [board.id for (board, _), res in zip(calls, results, strict=True) if res[0] == b"nometa"]
+            if lost:
+                raise RedisLost(lost)
+            for (board, part), res in zip(calls, results, strict=True):
+                applied += int(res[1])
+                if len(res) > 2:
+                    applied += self._resolve_partials(board, part, [p.decode() for p in res[2:]], now)
         return applied
 
     def _resolve_partials(
         self, board: Board, records: Sequence[Canonical], partials: list[str], now: str
     ) -> int:
-        """Resend only the records past each watermark a batch overlapped (zombie or rewind)."""
+        """Resend only the records past each watermark a chunk overlapped (zombie or rewind)."""
         applied = 0
         for _ in range(_MAX_PARTIAL_ROUNDS):
             by_gen: dict[int, dict[tuple[str, int], int]] = {}
@@ -105,6 +135,40 @@ class RedisSink:
             if not partials:
                 return applied
         raise PartialLoop(f"board {board.id}: watermarks moved during {_MAX_PARTIAL_ROUNDS} retries")
+
+
+def _position(rec: Canonical) -> tuple[int, int]:
+    return rec.partition, rec.offset
+
+
+def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list[list[Canonical]]:
+    """The records ``board`` accepts, cut in (partition, offset) order into chunks whose fold makes at most
+    ``max_updates`` sorted-set updates (a single event's periods may exceed it alone; it still gets a chunk).
+
+    The weight counts what ``fold`` turns into one update: a player once per (partition, 15-minute bucket),
+    times the period keys of that bucket - an upper bound, since two buckets may share a period key.
+    Always at least one chunk, so there is a call to carry the batch's positions.
+    """
+    out: list[list[Canonical]] = []
+    cur: list[Canonical] = []
+    seen: set[tuple[int, int, str]] = set()
+    weight = 0
+    for rec in ordered:
+        e = rec.event
+        keys = targets(board, e)
+        if not keys:
+            continue
+        group = (rec.partition, int(e.occurred_at.timestamp()) // BUCKET_S, e.player_id)
+        cost = 0 if group in seen else len(keys)
+        if cur and weight + cost > max_updates:
+            out.append(cur)
+            cur, seen, weight = [], set(), 0
+            cost = len(keys)
+        cur.append(rec)
+        seen.add(group)
+        weight += cost
+    out.append(cur)
+    return out
 
 
 def _latest_names(records: Sequence[Canonical]) -> dict[FieldT, EncodableT]:

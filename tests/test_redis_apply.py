@@ -11,8 +11,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.plan import Canonical
-from consumers.redis_sink import RedisLost, RedisSink
+from consumers.plan import Canonical, fold
+from consumers.redis_sink import RedisLost, RedisSink, chunks
 from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -127,3 +127,101 @@ def test_ties_list_first_to_reach_first_and_share_a_competition_rank(
         for p, pts in (("top", 9), ("early", 5), ("late", 5), ("low", 1))
     }
     assert ranks == {"top": 1, "early": 2, "late": 2, "low": 4}
+
+
+class _Flaky:
+    """A Redis client whose pipeline fails once, on its ``fail_at``-th execute: before sending it ("lost")
+    or after Redis ran it and before the reply arrived ("applied") - a crash between two chunks."""
+
+    def __init__(self, client: redis.Redis, fail_at: int, applied: bool) -> None:
+        self._client = client
+        self.left = fail_at
+        self.applied = applied
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def pipeline(self, transaction: bool = False) -> object:
+        flaky = self
+        pipe = self._client.pipeline(transaction=transaction)
+        real = pipe.execute
+
+        def execute(raise_on_error: bool = True) -> list[object]:
+            flaky.left -= 1
+            if flaky.left == 0:
+                if flaky.applied:
+                    real()
+                raise redis.ConnectionError("injected: connection lost between chunks")
+            return real(raise_on_error)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    first=st.integers(1, 12),
+    retry=st.integers(1, 40),
+    fail_at=st.integers(1, 12),
+    applied=st.booleans(),
+)
+def test_failure_between_chunks_then_retry_counts_every_event_once(
+    redis_client: redis.Redis,
+    config: Settings,
+    seed: int,
+    first: int,
+    retry: int,
+    fail_at: int,
+    applied: bool,
+) -> None:
+    """A batch cut into chunks of ``first`` updates fails after some chunks; the retry (cut differently) and a
+    replay of the whole batch leave every board equal to the truth, and no watermark ever moves backwards."""
+    keys = Keys(config.redis_prefix)
+    for key in redis_client.scan_iter(match=f"{config.redis_prefix}:{{global}}:g1:*"):
+        redis_client.delete(key)
+    redis_client.hset(keys.meta("global"), mapping={"active": 1, "writing": 1})
+    boards = [Board(id="global")]
+    records = stream(120, seed)
+    flaky = _Flaky(redis_client, fail_at, applied)
+    broken = RedisSink(flaky, keys, boards, max_updates=first)  # type: ignore[arg-type]
+    try:
+        broken.apply(records)
+        crashed = False
+    except redis.ConnectionError:
+        crashed = True
+    assert crashed == (fail_at <= len(chunks(boards[0], sorted(records, key=_key), first)))
+    marks_before = watermarks(redis_client, keys)
+    healthy = RedisSink(redis_client, keys, boards, max_updates=retry)
+    healthy.apply(records)
+    for slot, mark in watermarks(redis_client, keys).items():
+        assert mark >= marks_before.get(slot, -1)
+    healthy.apply(records)  # a replay of the whole batch changes nothing
+    assert board_points(redis_client, keys, "global", "all_time") == truth(records)
+    weekly = truth([r for r in records if r.event.occurred_at < datetime(2026, 11, 9, tzinfo=UTC)])
+    assert board_points(redis_client, keys, "global", "weekly:2026-W45") == weekly
+
+
+def _key(rec: Canonical) -> tuple[int, int]:
+    return rec.partition, rec.offset
+
+
+def watermarks(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], int]:
+    out = {}
+    for key in client.scan_iter(match=f"{keys.base('global')}:g1:wm:*"):
+        for part, mark in client.hgetall(key).items():
+            out[(key.decode(), part.decode())] = int(mark)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.integers(1, 50))
+def test_chunks_keep_offset_order_and_bound_the_updates_of_every_call(seed: int, budget: int) -> None:
+    board = Board(id="global")
+    records = sorted(stream(150, seed), key=_key)
+    parts = chunks(board, records, budget)
+    assert [r for c in parts for r in c] == records  # every record once, in (partition, offset) order
+    for chunk in parts:
+        updates = sum(len(slot.players) for slot in fold(board, chunk).values())
+        assert updates <= budget or len(chunk) == 1
+    assert len(parts) > 1 or sum(len(s.players) for s in fold(board, records).values()) <= budget
