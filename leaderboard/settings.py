@@ -44,6 +44,8 @@ class Settings:
     log_level: str = "INFO"
     auto_close_periods: bool = True
     """Consumers close due periods (end + grace) once a minute; off for replays of historic streams."""
+    event_retention_months: int = 13
+    """`leaderboard archive` moves months of the event log older than this many whole months to files."""
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka settings shared by producers, consumers and admin clients.
@@ -101,6 +103,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 65535)
         elif name == "batch_size":
             values[name] = _int(var, text, 1, 100_000)
+        elif name == "event_retention_months":
+            values[name] = _int(var, text, 1, 360)
         elif name == "batch_timeout_ms":
             values[name] = _int(var, text, 1, 60_000)
         elif name == "redis_url":

@@ -104,6 +104,8 @@ class Reason(enum.StrEnum):
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     OUT_OF_RANGE = "out_of_range"
     PERIOD_CLOSED = "period_closed"
+    TOO_OLD = "too_old"
+    """occurred_at is before the event log's floor: its month is archived, copies are unrecognisable."""
 
 
 class Invalid(msgspec.Struct, frozen=True):
