@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "close-period": "consumers.close_period",
     "dlq": "consumers.dlq_tool",
     "migrate": "consumers.migrate",
+    "archive": "consumers.archive",
     "demo": "leaderboard.demo",
 }
 
