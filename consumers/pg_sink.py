@@ -50,17 +50,18 @@ SELECT event_id::uuid, match_id, player_id, game, mode, region, points, occurred
        kafka_partition, kafka_offset
 FROM events_in
 ON CONFLICT (event_id, occurred_at) DO NOTHING
-RETURNING event_id::text, occurred_at, kafka_partition, kafka_offset
+RETURNING kafka_partition, kafka_offset
 """
-# By (event_id, occurred_at): the planner prunes to the partition of each pair at run time.
+# occurred_at = ANY prunes to the months asked for, and each month answers from its primary key, like the
+# unpartitioned lookup did (a join with unnest() lets the planner pick a hash join over every partition).
+# It may also return rows pairing one copy's id with another's instant: the caller keeps the pairs it asked.
 _CANONICAL = """
-SELECT e.event_id::text, e.occurred_at, e.kafka_partition, e.kafka_offset
-FROM unnest(%s::uuid[], %s::timestamptz[]) AS k (event_id, occurred_at)
-JOIN events e ON e.event_id = k.event_id AND e.occurred_at = k.occurred_at
+SELECT event_id::text, occurred_at, kafka_partition, kafka_offset FROM events
+WHERE event_id = ANY(%s::uuid[]) AND occurred_at = ANY(%s::timestamptz[])
 """
 # ROW SHARE waits for an archive moving the floor (EXCLUSIVE), so the floor read holds for the whole batch.
-_FLOOR_LOCK = "LOCK TABLE event_log_floor IN ROW SHARE MODE"
-_FLOOR = "SELECT floor FROM event_log_floor"
+# One round trip: the lock's (empty) result, then the floor's.
+_FLOOR = "LOCK TABLE event_log_floor IN ROW SHARE MODE; SELECT floor FROM event_log_floor"
 _CLOSED = """
 SELECT board, period FROM closed_periods
 WHERE (board, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
@@ -99,16 +100,21 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
             pairs.update((board.id, key) for key, _, _ in periods_of(board, bucket))
     try:
         _ensure_partitions(conn, records)
-        stored, hits, floor = _write(conn, records, boards, pairs)
+        inserted, looked, hits, floor = _write(conn, records, boards, pairs)
     except BaseException:
         _staged.discard(conn)  # a rolled-back transaction also dropped the staging table it created
         raise
     for i, rec in enumerate(records):
-        coords = stored.get((rec.event.event_id, rec.event.occurred_at))
-        if rec.event.occurred_at < floor:
-            detail = f"occurred_at {rec.event.occurred_at.isoformat()} is before the event log's floor"
+        event = rec.event
+        if event.occurred_at < floor:
+            detail = f"occurred_at {event.occurred_at.isoformat()} is before the event log's floor"
             out.too_old.append((rec.partition, rec.offset, f"{detail} {floor.isoformat()} (archived)"))
-        elif coords is None:
+            continue
+        if (rec.partition, rec.offset) in inserted:
+            out.canonical.append(rec)
+            continue
+        coords = looked.get((event.event_id, event.occurred_at))
+        if coords is None:
             out.period_closed.append((rec.partition, rec.offset, hits.get(i, "?")))
         elif coords == (rec.partition, rec.offset):
             out.canonical.append(rec)
@@ -136,12 +142,13 @@ def _write(
     records: Sequence[Canonical],
     boards: Sequence[Board],
     pairs: set[tuple[str, str]],
-) -> tuple[dict[tuple[str, datetime], tuple[int, int]], dict[int, str], datetime]:
-    """The one transaction: ((event_id, occurred_at) -> stored coordinates, record index -> closed period it
-    feeds, the log's floor)."""
+) -> tuple[set[tuple[int, int]], dict[tuple[str, datetime], tuple[int, int]], dict[int, str], datetime]:
+    """The one transaction: (coordinates inserted just now, (event_id, occurred_at) -> stored coordinates of
+    the other records, record index -> closed period it feeds, the log's floor)."""
     with conn.transaction():
-        conn.execute(_FLOOR_LOCK)
-        row = conn.execute(_FLOOR).fetchone()
+        cur = conn.execute(_FLOOR)
+        cur.nextset()
+        row = cur.fetchone()
         assert row is not None  # migration 0005 inserts the only row
         floor: datetime = row[0]
         # SHARE: many batches at once, but none while close-period inserts its row (ROW EXCLUSIVE).
@@ -153,20 +160,25 @@ def _write(
             if rows:
                 hits = _closed_hits(records, boards, {(str(b), str(p)) for b, p in rows})
         fresh = [r for i, r in enumerate(records) if i not in hits and r.event.occurred_at >= floor]
-        stored: dict[tuple[str, datetime], tuple[int, int]] = {}
+        inserted: set[tuple[int, int]] = set()
         if fresh:
             _stage(conn, fresh)
-            rows = conn.execute(_INSERT).fetchall()
-            stored = {(eid, at): (part, off) for eid, at, part, off in rows}
+            # A batch holds each Kafka position once, so the coordinates name the records inserted.
+            inserted = {(part, off) for part, off in conn.execute(_INSERT).fetchall()}
             if any(rec.event.display_name is not None for rec in fresh):
                 conn.execute(_PLAYERS)
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
-        keys = {(rec.event.event_id, rec.event.occurred_at) for rec in records}
-        rest = [k for k in keys if k[1] >= floor and k not in stored]
+        rest = {
+            (r.event.event_id, r.event.occurred_at)
+            for r in records
+            if (r.partition, r.offset) not in inserted and r.event.occurred_at >= floor
+        }
+        looked: dict[tuple[str, datetime], tuple[int, int]] = {}
         if rest:
-            rows = conn.execute(_CANONICAL, ([e for e, _ in rest], [a for _, a in rest])).fetchall()
-            stored.update(((eid, at), (part, off)) for eid, at, part, off in rows)
-    return stored, hits, floor
+            ids, ats = [e for e, _ in rest], list({a for _, a in rest})
+            rows = conn.execute(_CANONICAL, (ids, ats)).fetchall()
+            looked = {(eid, at): (part, off) for eid, at, part, off in rows if (eid, at) in rest}
+    return inserted, looked, hits, floor
 
 
 _months: weakref.WeakKeyDictionary[psycopg.Connection, set[tuple[int, int]]] = weakref.WeakKeyDictionary()
