@@ -61,11 +61,12 @@ def sink(config: Settings, redis_client: redis.Redis) -> RedisSink:
     return RedisSink(redis_client, keys, [Board(id="global")])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 10_000),
     cuts=st.lists(st.integers(1, 20), min_size=1, max_size=12),
     rewinds=st.lists(st.integers(0, 30), max_size=6),
+    budget=st.sampled_from([1, 3, 10, 1000]),
 )
 def test_any_batching_with_redelivery_and_rewinds_equals_the_truth(
     sink: RedisSink,
@@ -74,8 +75,11 @@ def test_any_batching_with_redelivery_and_rewinds_equals_the_truth(
     seed: int,
     cuts: list[int],
     rewinds: list[int],
+    budget: int,
 ) -> None:
+    """Any cut into batches, zombies replaying older offsets over newer ones, and any chunk size per call."""
     keys = Keys(config.redis_prefix)
+    sink = RedisSink(redis_client, keys, [Board(id="global")], max_updates=budget)
     for key in redis_client.scan_iter(match=f"{config.redis_prefix}:{{global}}:g1:*"):
         redis_client.delete(key)
     records = stream(120, seed)
@@ -130,29 +134,29 @@ def test_ties_list_first_to_reach_first_and_share_a_competition_rank(
 
 
 class _Flaky:
-    """A Redis client whose pipeline fails once, on its ``fail_at``-th execute: before sending it ("lost")
-    or after Redis ran it and before the reply arrived ("applied") - a crash between two chunks."""
+    """A Redis client whose first pipeline dies part-way: Redis runs its first ``ran`` commands (names and
+    chunk calls), then the connection is lost before any reply - a crash between two chunks."""
 
-    def __init__(self, client: redis.Redis, fail_at: int, applied: bool) -> None:
+    def __init__(self, client: redis.Redis, ran: int) -> None:
         self._client = client
-        self.left = fail_at
-        self.applied = applied
+        self.ran = ran
+        self.sent: int | None = None
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._client, name)
 
     def pipeline(self, transaction: bool = False) -> object:
-        flaky = self
         pipe = self._client.pipeline(transaction=transaction)
+        if self.sent is not None:
+            return pipe
         real = pipe.execute
 
         def execute(raise_on_error: bool = True) -> list[object]:
-            flaky.left -= 1
-            if flaky.left == 0:
-                if flaky.applied:
-                    real()
-                raise redis.ConnectionError("injected: connection lost between chunks")
-            return real(raise_on_error)
+            self.sent = len(pipe.command_stack)
+            del pipe.command_stack[self.ran :]
+            if pipe.command_stack:
+                real(raise_on_error)
+            raise redis.ConnectionError("injected: connection lost between chunks")
 
         pipe.execute = execute  # type: ignore[method-assign]
         return pipe
@@ -163,8 +167,7 @@ class _Flaky:
     seed=st.integers(0, 10_000),
     first=st.integers(1, 12),
     retry=st.integers(1, 40),
-    fail_at=st.integers(1, 12),
-    applied=st.booleans(),
+    ran=st.integers(0, 60),
 )
 def test_failure_between_chunks_then_retry_counts_every_event_once(
     redis_client: redis.Redis,
@@ -172,25 +175,23 @@ def test_failure_between_chunks_then_retry_counts_every_event_once(
     seed: int,
     first: int,
     retry: int,
-    fail_at: int,
-    applied: bool,
+    ran: int,
 ) -> None:
-    """A batch cut into chunks of ``first`` updates fails after some chunks; the retry (cut differently) and a
-    replay of the whole batch leave every board equal to the truth, and no watermark ever moves backwards."""
+    """A batch cut into chunks of ``first`` updates dies after Redis ran ``ran`` of its calls; the retry (cut
+    differently) and a replay of the whole batch leave every board equal to the truth, and no watermark
+    ever moves backwards."""
     keys = Keys(config.redis_prefix)
     for key in redis_client.scan_iter(match=f"{config.redis_prefix}:{{global}}:g1:*"):
         redis_client.delete(key)
     redis_client.hset(keys.meta("global"), mapping={"active": 1, "writing": 1})
     boards = [Board(id="global")]
     records = stream(120, seed)
-    flaky = _Flaky(redis_client, fail_at, applied)
+    flaky = _Flaky(redis_client, ran)
     broken = RedisSink(flaky, keys, boards, max_updates=first)  # type: ignore[arg-type]
-    try:
+    with pytest.raises(redis.ConnectionError, match="injected"):
         broken.apply(records)
-        crashed = False
-    except redis.ConnectionError:
-        crashed = True
-    assert crashed == (fail_at <= len(chunks(boards[0], sorted(records, key=_key), first)))
+    assert flaky.sent is not None
+    assert flaky.sent == len(chunks(boards[0], sorted(records, key=_key), first))  # one call per chunk
     marks_before = watermarks(redis_client, keys)
     healthy = RedisSink(redis_client, keys, boards, max_updates=retry)
     healthy.apply(records)
