@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -346,13 +347,14 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
 # -- redis -----------------------------------------------------------------------------------------------
 
 
-def reader(url: str, zkey: str, players: int, seconds: float, queue: mp.Queue) -> None:  # type: ignore[type-arg]
-    """Times top-10, rank (ZREVRANK + score) and around (+-5) reads in a loop; sends the latencies (s)."""
+def reader(url: str, zkey: str, players: int, ready: Any, stop: Any, queue: Any) -> None:  # noqa: PLR0917
+    """Times top-10, rank and around (+-5) reads in a loop until ``stop``; sends the latencies (s)."""
     r = redis.Redis.from_url(url)
     rng = random.Random(3)
     out: list[float] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    r.ping()
+    ready.set()
+    while not stop.is_set():
         kind = len(out) % 3
         t0 = time.perf_counter()
         if kind == 0:
@@ -398,12 +400,14 @@ def bench_redis(args: argparse.Namespace) -> str:
                         events(BATCH, args.board_players, now - timedelta(minutes=5), 300, 0, offset, rng)
                     )
                     offset += BATCH
-                r.slowlog_reset()
-                queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+                ready, stop, queue = mp.Event(), mp.Event(), mp.Queue()
                 proc = mp.Process(
-                    target=reader, args=(server.url, big[0], args.board_players, args.seconds, queue)
+                    target=reader, args=(server.url, big[0], args.board_players, ready, stop, queue)
                 )
                 proc.start()
+                if not ready.wait(60):
+                    raise RuntimeError("reader process did not start within 60 s")
+                r.slowlog_reset()
                 t0 = time.perf_counter()
                 for i, batch in enumerate(batches):
                     wait = t0 + i * BATCH / rate - time.perf_counter()
@@ -411,7 +415,8 @@ def bench_redis(args: argparse.Namespace) -> str:
                         time.sleep(wait)
                     sink.apply(batch)
                 applied_s = time.perf_counter() - t0
-                lat = queue.get(timeout=args.seconds + 60)
+                stop.set()
+                lat = queue.get(timeout=60)
                 proc.join(30)
                 scripts = [
                     e["duration"] / 1000

@@ -1,5 +1,5 @@
 -- Apply one chunk of canonical events to every period key of one board, exactly once.
--- The caller (consumers/redis_sink.py) bounds a call to ~1,000 sorted-set updates, in offset order per
+-- The caller (consumers/redis_sink.py) bounds a call to ~500 sorted-set updates, in offset order per
 -- partition, so the script holds Redis a few ms whatever the batch; each call moves its own watermarks.
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
