@@ -177,3 +177,19 @@ def test_cli_refuses_the_current_month_and_restoring_out_of_order_in_one_line(
     assert wrong.returncode == 2
     assert wrong.stderr.strip().endswith("restore months newest first")
     assert "\n" not in wrong.stderr.strip()
+
+
+def test_an_archive_that_stopped_after_detaching_is_finished_by_the_next_run(
+    pg: psycopg.Connection, world: tuple[Keys, list[Canonical]], tmp_path: Path
+) -> None:
+    del world
+    close_spring(pg)
+    april = rows(pg, "SELECT * FROM events WHERE occurred_at < '2026-05-01Z' ORDER BY event_id")
+    with pg.transaction():  # step (1) of an archive that died before writing its file
+        pg.execute("UPDATE event_log_floor SET floor = '2026-05-01Z'")
+        pg.execute("ALTER TABLE events DETACH PARTITION events_2026_04")
+    done = archive.archive(pg, [BOARD], archive.parse_month("2026-05"), tmp_path)
+    assert [(f"{a.month:%Y-%m}", a.rows) for a in done] == [("2026-04", len(april))]
+    assert rows(pg, "SELECT to_regclass('events_2026_04')") == [(None,)]
+    archive.restore(pg, tmp_path / "events_2026_04.csv.gz")
+    assert rows(pg, "SELECT * FROM events WHERE occurred_at < '2026-05-01Z' ORDER BY event_id") == april
