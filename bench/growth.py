@@ -14,6 +14,7 @@ Scenarios (``--only`` picks some; each prints one markdown table, medians of ``-
             ``--updates``/s through RedisSink with one script call per batch (before) and with
             redis_sink.MAX_UPDATES per call (after); a reader process times top-10, rank and around reads.
             Script time per call comes from SLOWLOG (Redis' own clock).
+  convert   migration 0005 on an unpartitioned log of ``--events`` rows: time and rows/s.
   close     close_period.close_one of a day of ``--close-events`` events while a writer process commits 5,000
             events/s: the close's time and the longest gap between two of the writer's commits.
 
@@ -280,6 +281,29 @@ def bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
     )
 
 
+def bench_convert(args: argparse.Namespace, schemas: Schemas) -> str:
+    """Migration 0005 on an unpartitioned log of ``--events`` rows (the ``--before-ref`` schema)."""
+    _, old_sql = old_write_path(args.before_ref)
+    url = schemas.new("conv")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for i, text in enumerate(old_sql, start=1):
+            conn.execute(text.encode())
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (i, f"old{i}"))
+    fill(url, args.events, args.players, 60)
+    with psycopg.connect(url, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        applied = migrate(conn)
+        took = time.perf_counter() - t0
+    rows = [[", ".join(applied), f"{args.events:,}", f"{took:.1f} s", f"{args.events / took:,.0f}"]]
+    return table(
+        "Converting an unpartitioned log (migration 0005)", ["applied", "rows", "time", "rows/s"], rows
+    )
+
+
 # -- rebuild / verify --------------------------------------------------------------------------------------
 
 
@@ -522,7 +546,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800.0, help="bound on one child process")
     p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
-    p.add_argument("--only", default="write,rebuild,redis,close")
+    p.add_argument("--only", default="write,convert,rebuild,redis,close")
     args = p.parse_args()
     config = settings_mod.load()
     schemas = Schemas(config.database_url)
@@ -532,6 +556,8 @@ def main() -> int:
             t0 = time.perf_counter()
             if name == "write":
                 out.append(bench_write(args, schemas))
+            elif name == "convert":
+                out.append(bench_convert(args, schemas))
             elif name == "rebuild":
                 out.append(bench_rebuild(args, schemas))
             elif name == "redis":
