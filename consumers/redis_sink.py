@@ -2,12 +2,12 @@
 
 A script holds Redis while it runs, so one call per 5,000-event batch stalled every reader for ~60 ms on a
 5M-player board. Each board's share of a batch is therefore cut into chunks of at most ``max_updates``
-sorted-set updates, in offset order per partition: every chunk moves the watermarks it touches to its own last
-offsets, atomically with its writes, so a failure between chunks leaves a prefix applied and the retried batch
-skips exactly that prefix (a chunk whose predecessor did not land is refused, see ``apply``). The batch's
-positions (``pos``) go with a board's FIRST chunk: the batch is already
-committed to PostgreSQL then, and flip.lua waits until a rebuilt generation's position reaches the live one's,
-so a flip that falls between two chunks cannot leave the new generation without the chunks applied before it.
+sorted-set updates, in offset order per partition. Every chunk moves the watermarks it touches to its own
+last offsets, atomically with its writes, so a failure between chunks leaves a prefix applied and the
+retried batch skips exactly that prefix (a chunk whose predecessor did not land is refused, see ``apply``).
+The batch's positions (``pos``) go with a board's FIRST chunk: the batch is committed to PostgreSQL by then,
+and flip.lua waits until a rebuilt generation's position reaches the live one's, so a flip that falls
+between two chunks cannot leave the new generation without the chunks applied before it.
 """
 
 from __future__ import annotations
