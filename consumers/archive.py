@@ -345,8 +345,12 @@ def run(config: Settings, args: argparse.Namespace) -> int:
                     raise UserError(f"--before {args.before}: the current month cannot be archived")
             done = archive(conn, select_boards(config, None), cut, args.to)
             floor = _floor(conn)
+    except psycopg.errors.UndefinedTable as exc:
+        raise UserError(f"the event log is not partitioned yet ({exc}): run `leaderboard migrate`") from exc
     except psycopg.OperationalError as exc:
-        raise UserError(f"cannot reach PostgreSQL: {exc}") from exc
+        raise UserError(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
+    except psycopg.Error as exc:  # e.g. a lock not granted within the lock timeout: nothing was dropped
+        raise UserError(f"PostgreSQL refused: {str(exc).strip().splitlines()[0]}") from exc
     for item in done:
         print(f"archived {item.month:%Y-%m}: {item.rows} event(s) -> {item.path}")
     print(f"event log now starts at {floor:%Y-%m}" if done else f"nothing to archive before {cut:%Y-%m}")
