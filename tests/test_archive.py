@@ -193,3 +193,24 @@ def test_an_archive_that_stopped_after_detaching_is_finished_by_the_next_run(
     assert rows(pg, "SELECT to_regclass('events_2026_04')") == [(None,)]
     archive.restore(pg, tmp_path / "events_2026_04.csv.gz")
     assert rows(pg, "SELECT * FROM events WHERE occurred_at < '2026-05-01Z' ORDER BY event_id") == april
+
+
+def test_retention_cut_counts_whole_months_back_from_the_current_one() -> None:
+    now = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
+    assert archive.retention_cut(now, 13) == datetime(2025, 11, 1, tzinfo=UTC)
+    assert archive.retention_cut(now, 12) == datetime(2025, 12, 1, tzinfo=UTC)
+    assert archive.retention_cut(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2025, 12, 1, tzinfo=UTC)
+    assert archive.next_month(datetime(2026, 12, 1, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
+    with pytest.raises(UserError):
+        archive.parse_month("2026-6")
+
+
+def test_open_periods_before_the_cut_include_a_week_that_straddles_it() -> None:
+    lo, cut = datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
+    found = {key for key, _, _ in archive.open_periods_before(BOARD, lo, cut, {"daily:2026-05-31"})}
+    assert "weekly:2026-W22" in found  # Monday 25 May - Sunday 31 May
+    assert "weekly:2026-W18" in found  # Monday 27 April - 3 May: starts before lo, still needed
+    assert "monthly:2026-05" in found
+    assert "daily:2026-05-31" not in found  # closed
+    assert "daily:2026-06-01" not in found
+    assert not any(key == "all_time" for key in found)
