@@ -147,7 +147,7 @@ def fill(url: str, n: int, players: int, days: int, end: datetime | None = None)
                 " SELECT gen_random_uuid(), 'm' || g, 'p' || ((g * 7919) %% %(players)s), 'chess',"
                 " 1 + g %% 7,"
                 " %(start)s + (g::float8 / %(n)s) * %(span)s * interval '1 second', g %% 12, g / 12"
-                " FROM generate_series(%(lo)s, %(hi)s - 1) g",
+                " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) g",
                 {"players": players, "start": start, "n": n, "span": days * 86400, "lo": lo, "hi": hi},
             )
         conn.execute("ANALYZE events")
