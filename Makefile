@@ -4,7 +4,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 STACK := deploy/stack.sh
 
-.PHONY: install up down status tools test lint demo bench bench-quick clean-stack
+.PHONY: install up down status tools test lint demo bench bench-quick bench-growth clean-stack
 
 install: .venv/.installed
 
@@ -43,6 +43,12 @@ bench: install up tools
 
 bench-quick: install up tools
 	$(PY) bench/run.py --quick
+
+# Costs that grow with history (issue 13) at the issue's sizes (hours); scale down with GROWTH_ARGS, e.g.
+# make bench-growth GROWTH_ARGS="--events 1000000 --players 100000 --board-players 1000000"
+GROWTH_ARGS ?=
+bench-growth: install up
+	$(PY) bench/growth.py $(GROWTH_ARGS)
 
 clean-stack: down
 	rm -rf .stack

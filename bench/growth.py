@@ -1,27 +1,45 @@
-"""Cost of the recompute jobs as the event log grows: ``rebuild --from postgres`` and ``verify``.
+"""Growth benchmark (issue 13): what costs grow with stored history, measured with the product's own code.
 
-    .venv/bin/python bench/growth.py [--sizes 500000,2000000] [--players 50000] [--runs 3] [--old REF]
+    .venv/bin/python bench/growth.py                       # make bench-growth: the issue's full sizes
+    .venv/bin/python bench/growth.py --events 1000000 --players 100000 --board-players 500000 --updates 10000
 
-Fills a private PostgreSQL schema (``growth_<run>``) with N synthetic stored events (generate_series: 12
-partitions, 30 days of November 2026, skewed players) and times each command as a child process, with
-its peak RSS (``wait4``). ``--old REF`` also times the code of a git ref (exported with ``git archive``)
-against the same data. The first rebuild of the current code also folds the checkpoint (once in a log's
-life) and is reported apart; the medians are over ``--runs`` later runs. Redis keys use a private prefix;
-schema and keys are removed at the end.
+Scenarios (``--only`` picks some; each prints one markdown table, medians of ``--runs``):
+  write     PostgreSQL batch writes (pg_sink.write_batch, 5,000 rows per commit): the write path of git
+            ``--before-ref`` vs this tree on fresh schemas in alternation, then this tree with ``--events``
+            stored events; disk (heap + indexes) and WAL per event.
+  rebuild   ``leaderboard rebuild --from postgres`` and ``leaderboard verify`` as child processes: wall time
+            and peak RSS at ``--events``/10 and at ``--events`` stored events over ``--players`` players.
+            Redis-loss recovery runs the same rebuild_from_checkpoint (consumers/generations.py).
+  redis     A ``--board-players`` board on a private redis-server; writers apply batches of 5,000 events at
+            ``--updates``/s through RedisSink with one script call per batch (before) and with
+            redis_sink.MAX_UPDATES per call (after); a reader process times top-10, rank and around reads.
+            Script time per call comes from SLOWLOG (Redis' own clock).
+  convert   migration 0005 on an unpartitioned log of ``--events`` rows: time and rows/s.
+  close     closing.close_one of a day of ``--close-events`` events while a writer process commits 5,000
+            events/s: the close's time and the longest gap between two of the writer's commits.
+
+Everything lives in PostgreSQL schemas ``growth_<run>_*`` (dropped at the end) and private redis-servers.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import itertools
+import multiprocessing as mp
 import os
+import random
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
+import types
 import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
+from urllib.parse import quote
 
 import psycopg
 import redis
@@ -29,97 +47,530 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from consumers import closing, pg_sink  # noqa: E402
 from consumers.migrate import migrate  # noqa: E402
+from consumers.plan import Canonical  # noqa: E402
+from consumers.redis_sink import MAX_UPDATES, RedisSink  # noqa: E402
+from leaderboard import scoring  # noqa: E402
 from leaderboard import settings as settings_mod  # noqa: E402
+from leaderboard.boards import Board  # noqa: E402
+from leaderboard.keys import Keys  # noqa: E402
+from schemas.model import MatchWon  # noqa: E402
+from tests.services import RedisServer  # noqa: E402
 
-_FILL = """
-INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at, kafka_partition, kafka_offset)
-SELECT gen_random_uuid(), 'm', 'p' || floor(%(players)s * power(random(), 3))::int, 'chess',
-       1 + (i %% 5), timestamptz '2026-11-01' + (i %% 2592000) * interval '1 second', i %% 12, i / 12
-FROM generate_series(%(lo)s, %(hi)s - 1) AS i
-"""
+BOARD = Board(id="global")
+BATCH = 5000
+RUN = uuid.uuid4().hex[:6]
 
 
-def run_child(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one child process; raises if it fails."""
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    took = time.monotonic() - started
-    err = proc.stderr.read().decode() if proc.stderr else ""
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def pct(values: Sequence[float], p: float) -> float:
+    if not values:
+        raise RuntimeError("no samples")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p * len(s)))]
+
+
+def uuid7(ms: int) -> str:
+    h = os.urandom(9).hex()
+    return f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{h[:3]}-{'89ab'[int(h[3], 16) & 3]}{h[4:7]}-{h[7:18]}0"
+
+
+def events(  # noqa: PLR0917 - a generator's knobs
+    n: int, players: int, start: datetime, span_s: int, partition: int, first_offset: int, rng: random.Random
+) -> list[Canonical]:
+    """Wins of skewed players (a few play a lot), UUIDv7 ids, 3% re-sent copies."""
+    out: list[Canonical] = []
+    for i in range(n):
+        if out and rng.random() < 0.03:
+            out.append(Canonical(partition, first_offset + i, rng.choice(out).event))
+            continue
+        at = start + timedelta(seconds=rng.randrange(span_s))
+        player = f"p{int(rng.paretovariate(1.1) * 7919) % players}"
+        event = MatchWon(
+            event_id=uuid7(int(at.timestamp() * 1000)),
+            match_id=f"m{i}",
+            player_id=player,
+            game="chess",
+            points=rng.randint(1, 10),
+            occurred_at=at,
+        )
+        out.append(Canonical(partition, first_offset + i, event))
+    return out
+
+
+class Schemas:
+    """PostgreSQL schemas of this run; each has its own search_path URL."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url
+        self.made: list[str] = []
+
+    def new(self, tag: str) -> str:
+        name = f"growth_{RUN}_{tag}"
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {name}")
+        self.made.append(name)
+        sep = "&" if "?" in self.base else "?"
+        return f"{self.base}{sep}options={quote(f'-csearch_path={name}')}"
+
+    def drop(self) -> None:
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            for name in self.made:
+                conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def fill(url: str, n: int, players: int, days: int, end: datetime | None = None) -> float:
+    """``n`` stored events over ``players`` players in the ``days`` days before ``end`` (default: now),
+    generated inside PostgreSQL (12 Kafka partitions, offsets from 0). Returns seconds taken."""
+    t0 = time.perf_counter()
+    end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(days=days)
+    with psycopg.connect(url, autocommit=True) as conn:
+        month = start.replace(day=1, hour=0)
+        partitioned = conn.execute("SELECT to_regproc('ensure_event_partition') IS NOT NULL").fetchone()
+        while partitioned and partitioned[0] and month <= end:
+            conn.execute("SELECT ensure_event_partition(%s)", (month,))
+            month = (month + timedelta(days=32)).replace(day=1)
+        step = 1_000_000
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            conn.execute(
+                "INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at,"
+                " kafka_partition, kafka_offset)"
+                " SELECT gen_random_uuid(), 'm' || g, 'p' || ((g * 7919) %% %(players)s), 'chess',"
+                " 1 + g %% 7,"
+                " %(start)s + (g::float8 / %(n)s) * %(span)s * interval '1 second', g %% 12, g / 12"
+                " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) g",
+                {"players": players, "start": start, "n": n, "span": days * 86400, "lo": lo, "hi": hi},
+            )
+        conn.execute("ANALYZE events")
+    return time.perf_counter() - t0
+
+
+def table(title: str, head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# -- write -----------------------------------------------------------------------------------------------
+
+
+def old_write_path(ref: str) -> tuple[types.ModuleType, list[str]]:
+    """pg_sink.py and the migrations as they are at git ``ref`` (the 'before' of this comparison)."""
+
+    def show(path: str) -> str:
+        return subprocess.run(
+            ["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True, timeout=30
+        ).stdout
+
+    names = subprocess.run(
+        ["git", "ls-tree", "--name-only", ref, "consumers/migrations/"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.split()
+    spec = importlib.util.spec_from_loader(f"pg_sink_{ref}", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    exec(compile(show("consumers/pg_sink.py"), f"{ref}:consumers/pg_sink.py", "exec"), module.__dict__)
+    return module, [show(n) for n in sorted(n for n in names if n.endswith(".sql"))]
+
+
+def backend_cpu(conn: psycopg.Connection) -> float:
+    """CPU seconds the connection's PostgreSQL backend has used (the server runs on this host)."""
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    fields = Path(f"/proc/{row[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_rate(
+    url: str, write: Callable[..., object], batches: list[list[Canonical]]
+) -> tuple[float, float, float]:
+    """(rows/s of wall time, rows per CPU second of client + backend, WAL bytes per row) of committed
+    batches on one connection. The CPU figure holds still when other work shares the cores; wall time not."""
+    with psycopg.connect(url) as conn:
+        lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        conn.commit()
+        cpu0 = backend_cpu(conn) + time.process_time()
+        conn.commit()
+        t0 = time.perf_counter()
+        for batch in batches:
+            write(conn, batch, [BOARD])
+        elapsed = time.perf_counter() - t0
+        cpu = backend_cpu(conn) + time.process_time() - cpu0
+        wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", lsn0).fetchone()
+        conn.commit()
+    rows = sum(len(b) for b in batches)
+    return rows / elapsed, rows / cpu, float(wal[0] if wal else 0) / rows
+
+
+def disk_per_event(url: str) -> tuple[int, float]:
+    """(rows, bytes per row) of the event log: heap, TOAST and indexes of every partition."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM events), coalesce(sum(pg_total_relation_size(inhrelid)), 0)"
+            " FROM pg_inherits WHERE inhparent = 'events'::regclass"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), float(row[1]) / max(1, int(row[0]))
+
+
+def bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
+    """Four variants per run, in a rotating order (the CPU is shared: drift hits all alike): the write path
+    of ``--before-ref`` and of this tree, each on an empty log and on one holding ``--events`` events."""
+    old_sink, old_sql = old_write_path(args.before_ref)
+    rng = random.Random(1)
+    now = datetime.now(UTC) - timedelta(days=1)
+    variants = [("before", 0), ("after", 0), ("before", args.events), ("after", args.events)]
+    urls: dict[tuple[str, int], str] = {}
+    filled = 0.0
+    for variant, stored in variants:
+        url = urls[(variant, stored)] = schemas.new(f"w{variant[0]}{stored}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            if variant == "before":
+                for text in old_sql:
+                    conn.execute(text.encode())
+            else:
+                migrate(conn)
+        if stored:
+            filled += fill(url, stored, args.players, 60)
+    rates: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    cpus: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    wal: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
+    for run in range(args.runs):
+        recs = events(args.write_rows, args.players, now, 3600, 100 + run, 0, rng)
+        batches = [recs[i : i + BATCH] for i in range(0, len(recs), BATCH)]
+        for v in variants[run % 4 :] + variants[: run % 4]:
+            write = old_sink.write_batch if v[0] == "before" else pg_sink.write_batch
+            rate, per_cpu, per_row = write_rate(urls[v], write, batches)
+            rates[v].append(rate)
+            cpus[v].append(per_cpu)
+            wal[v].append(per_row)
+    rows: list[list[object]] = []
+    for v in variants:
+        name = f"{v[0]} ({args.before_ref if v[0] == 'before' else 'this tree'}), {v[1]:,} stored"
+        runs = ", ".join(f"{r:,.0f}" for r in rates[v])
+        rows.append(
+            [name, f"{median(cpus[v]):,.0f}", f"{median(rates[v]):,.0f}", runs, f"{median(wal[v]):,.0f}"]
+        )
+    stored_n, per_event = disk_per_event(urls[("after", args.events)])
+    ratio = median(cpus[("after", args.events)]) / median(cpus[("after", 0)])
+    change = median(cpus[("after", 0)]) / median(cpus[("before", 0)])
+    return table(
+        f"Write rate ({args.write_rows:,} rows per run, 5,000 per commit, one connection)",
+        ["write path", "rows per CPU-s (median)", "rows/s wall (median)", "wall runs", "WAL B/row"],
+        rows,
+    ) + (
+        f"\nPer CPU second: this tree vs {args.before_ref} on an empty log {change:.2f}x;"
+        f" with {args.events:,} stored {ratio:.2f}x the empty-log rate (target >= 0.9x)."
+        f" Disk per stored event (heap + indexes, partitioned log): {per_event:,.0f} B"
+        f" over {stored_n:,} rows."
+        f" Filling took {filled:,.0f} s.\n"
+    )
+
+
+def bench_convert(args: argparse.Namespace, schemas: Schemas) -> str:
+    """Migration 0005 on an unpartitioned log of ``--events`` rows (the ``--before-ref`` schema)."""
+    _, old_sql = old_write_path(args.before_ref)
+    url = schemas.new("conv")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for i, text in enumerate(old_sql, start=1):
+            conn.execute(text.encode())
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (i, f"old{i}"))
+    fill(url, args.events, args.players, 60)
+    with psycopg.connect(url, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        applied = migrate(conn)
+        took = time.perf_counter() - t0
+    rows = [[", ".join(applied), f"{args.events:,}", f"{took:.1f} s", f"{args.events / took:,.0f}"]]
+    return table(
+        "Converting an unpartitioned log (migration 0005)", ["applied", "rows", "time", "rows/s"], rows
+    )
+
+
+# -- rebuild / verify --------------------------------------------------------------------------------------
+
+
+def child(argv: list[str], env: dict[str, str], timeout_s: float) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GB) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(10)
+            raise RuntimeError(f"{' '.join(argv[-3:])}: over {timeout_s:.0f} s")
+        time.sleep(0.05)
+    wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err[-500:]}")
-    return took, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{' '.join(argv[-3:])} exited {proc.returncode}: {err.strip()[-400:]}")
+    return wall, usage.ru_maxrss / 1024 / 1024
+
+
+def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
+    rows = []
+    cli = [str(ROOT / ".venv" / "bin" / "leaderboard")]
+    for n in (args.events // 10, args.events):
+        url = schemas.new(f"r{n}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        fill(url, n, args.players, 60)
+        with RedisServer() as server:
+            env = dict(os.environ)
+            env.update(
+                {
+                    "LEADERBOARD_DATABASE_URL": url,
+                    "LEADERBOARD_REDIS_URL": server.url,
+                    "LEADERBOARD_REDIS_PREFIX": f"g{RUN}",
+                    "LEADERBOARD_LOG_LEVEL": "WARNING",
+                }
+            )
+            results: dict[str, list[tuple[float, float]]] = {"rebuild": [], "verify": []}
+            for _ in range(args.runs):
+                results["rebuild"].append(child([*cli, "rebuild", "--from", "postgres"], env, args.timeout))
+                results["verify"].append(child([*cli, "verify", "--attempts", "1"], env, args.timeout))
+        for job, runs in results.items():
+            rows.append(
+                [
+                    job,
+                    f"{n:,}",
+                    f"{median([w for w, _ in runs]):.1f} s",
+                    f"{median([m for _, m in runs]):.2f} GB",
+                    ", ".join(f"{w:.1f}" for w, _ in runs),
+                ]
+            )
+    return table(
+        f"Rebuild and verify ({args.players:,} players, 60 days)",
+        ["job", "stored events", "time (median)", "peak RSS", "runs (s)"],
+        rows,
+    )
+
+
+# -- redis -----------------------------------------------------------------------------------------------
+
+
+def reader(url: str, zkey: str, players: int, ready: Any, stop: Any, queue: Any) -> None:  # noqa: PLR0917
+    """Times top-10, rank and around (+-5) reads in a loop until ``stop``; sends the latencies (s)."""
+    r = redis.Redis.from_url(url)
+    rng = random.Random(3)
+    out: list[float] = []
+    r.ping()
+    ready.set()
+    while not stop.is_set():
+        kind = len(out) % 3
+        t0 = time.perf_counter()
+        if kind == 0:
+            r.zrevrange(zkey, 0, 9, withscores=True)
+        else:
+            rank = cast("int | None", r.zrevrank(zkey, f"p{rng.randrange(players)}"))
+            if kind == 2 and rank is not None:
+                r.zrevrange(zkey, max(0, rank - 5), rank + 5, withscores=True)
+        out.append(time.perf_counter() - t0)
+        time.sleep(0.002)
+    queue.put(out)
+
+
+def bench_redis(args: argparse.Namespace) -> str:
+    rows = []
+    now = datetime.now(UTC)
+    with RedisServer() as server:
+        r = redis.Redis.from_url(server.url)
+        r.config_set("slowlog-log-slower-than", 0)
+        r.config_set("slowlog-max-len", 100_000)
+        keys = Keys(f"g{RUN}")
+        r.hset(keys.meta(BOARD.id), mapping={"active": 1, "writing": 1})
+        big = [keys.board(BOARD.id, 1, k) for k in BOARD.period_keys(now)]
+        rng = random.Random(2)
+        for zkey in big[:2]:  # all-time and this month hold every player
+            for lo in range(0, args.board_players, 10_000):
+                members = range(lo, min(args.board_players, lo + 10_000))
+                r.zadd(
+                    zkey,
+                    {f"p{i}": scoring.pack(rng.randint(1, 5000), rng.randrange(1 << 20)) for i in members},
+                )
+        rate = args.updates
+        offset = 0
+        for run in range(args.runs):
+            for label, budget in (
+                ("before: one call per batch", 10**9),
+                (f"after: <= {MAX_UPDATES} updates per call", MAX_UPDATES),
+            ):
+                sink = RedisSink(r, keys, [BOARD], max_updates=budget)
+                batches = []
+                for _ in range(max(1, int(args.seconds * rate / BATCH))):
+                    batches.append(
+                        events(BATCH, args.board_players, now - timedelta(minutes=5), 300, 0, offset, rng)
+                    )
+                    offset += BATCH
+                ready, stop = mp.Event(), mp.Event()
+                queue: mp.Queue[list[float]] = mp.Queue()
+                proc = mp.Process(
+                    target=reader, args=(server.url, big[0], args.board_players, ready, stop, queue)
+                )
+                proc.start()
+                if not ready.wait(60):
+                    raise RuntimeError("reader process did not start within 60 s")
+                r.slowlog_reset()
+                t0 = time.perf_counter()
+                for i, batch in enumerate(batches):
+                    wait = t0 + i * BATCH / rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                    sink.apply(batch)
+                applied_s = time.perf_counter() - t0
+                stop.set()
+                lat = queue.get(timeout=60)
+                proc.join(30)
+                scripts = [
+                    e["duration"] / 1000
+                    for e in r.slowlog_get(100_000)
+                    if e["command"].lower().startswith(b"evalsha")
+                ]
+                rows.append(
+                    [
+                        label,
+                        run + 1,
+                        f"{len(batches) * BATCH / applied_s:,.0f}",
+                        len(scripts),
+                        f"{median(scripts):.2f}",
+                        f"{pct(scripts, 0.99):.2f}",
+                        f"{max(scripts):.2f}",
+                        f"{pct(lat, 0.5) * 1000:.2f}",
+                        f"{pct(lat, 0.99) * 1000:.2f}",
+                    ]
+                )
+        r.close()
+    return table(
+        f"Redis: {args.board_players:,}-player board, {args.updates:,} updates/s offered (batches of 5,000)",
+        [
+            "apply",
+            "run",
+            "applied/s",
+            "script calls",
+            "script p50 ms",
+            "p99 ms",
+            "max ms",
+            "read p50 ms",
+            "read p99 ms",
+        ],
+        rows,
+    )
+
+
+# -- close -----------------------------------------------------------------------------------------------
+
+
+def writer(url: str, seconds: float, rate: int, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Commits batches of today's events at ``rate``/s; sends the commit instants."""
+    rng = random.Random(5)
+    now = datetime.now(UTC)
+    commits: list[float] = []
+    per = max(1, rate // 10)
+    with psycopg.connect(url) as conn:
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < seconds:
+            wait = t0 + i * per / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            pg_sink.write_batch(
+                conn, events(per, 10_000, now - timedelta(minutes=10), 300, 77, i * per, rng), [BOARD]
+            )
+            commits.append(time.monotonic())
+            i += 1
+    queue.put(commits)
+
+
+def bench_close(args: argparse.Namespace, schemas: Schemas) -> str:
+    rows = []
+    for run in range(args.runs):
+        url = schemas.new(f"c{run}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            migrate(conn)
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        fill(url, args.close_events, args.players, 1, end=today)  # every one in yesterday's daily period
+        day = (today - timedelta(days=1)).strftime("%Y-%m-%d")
+        queue: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+        proc = mp.Process(target=writer, args=(url, args.seconds * 3, 5000, queue))
+        proc.start()
+        time.sleep(2)
+        with psycopg.connect(url, autocommit=True) as conn:
+            t0 = time.monotonic()
+            closing.close_one(conn, BOARD, f"daily:{day}")
+            t1 = time.monotonic()
+        commits = queue.get(timeout=args.seconds * 3 + 120)
+        proc.join(30)
+        gaps = [b - a for a, b in itertools.pairwise(commits)]
+        during = [b - a for a, b in itertools.pairwise(commits) if b >= t0 and a <= t1]
+        rows.append([run + 1, f"{t1 - t0:.1f} s", f"{max(during, default=0):.2f} s", f"{max(gaps):.2f} s"])
+    return table(
+        f"Close a day of {args.close_events:,} events while 5,000 events/s are written",
+        ["run", "close time", "longest commit gap during close", "longest gap overall"],
+        rows,
+    )
+
+
+# -- main ------------------------------------------------------------------------------------------------
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="500000,2000000")
-    parser.add_argument("--players", type=int, default=50_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--old", help="also time this git ref's code (e.g. main)")
-    args = parser.parse_args()
-    base = settings_mod.load()
-    tag = uuid.uuid4().hex[:8]
-    schema = f"growth_{tag}"
-    sep = "&" if "?" in base.database_url else "?"
-    db_url = f"{base.database_url}{sep}options=-csearch_path%3D{schema}"
-    env = dict(os.environ)
-    env.update(
-        LEADERBOARD_DATABASE_URL=db_url,
-        LEADERBOARD_REDIS_PREFIX=f"growth{tag}",
-        LEADERBOARD_LOG_LEVEL="WARNING",
-    )
-    old_dir: Path | None = None
-    if args.old:
-        old_dir = Path(tempfile.mkdtemp(prefix="growth-old-"))
-        data = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", args.old], capture_output=True, check=True
-        ).stdout
-        archive = old_dir / "src.tar"
-        archive.write_bytes(data)
-        with tarfile.open(archive) as tar:
-            tar.extractall(old_dir, filter="data")
-    code = {"new": ROOT} | ({"old": old_dir} if old_dir else {})
-    rows: list[str] = []
-    with psycopg.connect(base.database_url, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=20_000_000, help="large stored size (small = a tenth)")
+    p.add_argument("--players", type=int, default=1_000_000)
+    p.add_argument("--board-players", type=int, default=5_000_000)
+    p.add_argument("--updates", type=int, default=25_000, help="events/s offered to Redis")
+    p.add_argument("--write-rows", type=int, default=200_000, help="rows per write-rate run")
+    p.add_argument("--close-events", type=int, default=5_000_000)
+    p.add_argument("--seconds", type=float, default=10.0, help="length of a timed load window")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=1800.0, help="bound on one child process")
+    p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
+    p.add_argument("--only", default="write,convert,rebuild,redis,close")
+    args = p.parse_args()
+    config = settings_mod.load()
+    schemas = Schemas(config.database_url)
+    out = [f"## Growth benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: `{' '.join(sys.argv[1:])}`\n"]
     try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            migrate(conn)
-            have = 0
-            for size in (int(s) for s in args.sizes.split(",")):
-                conn.execute(_FILL, {"players": args.players, "lo": have, "hi": size})
-                conn.execute("ANALYZE events")
-                have = size
-                for name, src in code.items():
-                    child_env = dict(env, PYTHONPATH=str(src))
-                    cli = [sys.executable, "-m", "leaderboard.cli"]
-                    if name == "new":
-                        conn.execute("DELETE FROM checkpoint_boards")  # cold: the fold of the whole log, once
-                        conn.execute("DELETE FROM standings_checkpoint")
-                        took, rss = run_child([*cli, "rebuild", "--from", "postgres"], child_env, src)
-                        first = "new, first rebuild (folds the checkpoint)"
-                        rows.append(f"| {size:,} | {first} | {took:.1f} | {rss:.0f} |")
-                        print(rows[-1], flush=True)
-                    for job in (["rebuild", "--from", "postgres"], ["verify", "--attempts", "1"]):
-                        samples = [run_child([*cli, *job], child_env, src) for _ in range(args.runs)]
-                        t = statistics.median(s[0] for s in samples)
-                        m = statistics.median(s[1] for s in samples)
-                        rows.append(f"| {size:,} | {name}, `{job[0]}` | {t:.1f} | {m:.0f} |")
-                        print(rows[-1], flush=True)
+        for name in args.only.split(","):
+            t0 = time.perf_counter()
+            if name == "write":
+                out.append(bench_write(args, schemas))
+            elif name == "convert":
+                out.append(bench_convert(args, schemas))
+            elif name == "rebuild":
+                out.append(bench_rebuild(args, schemas))
+            elif name == "redis":
+                out.append(bench_redis(args))
+            elif name == "close":
+                out.append(bench_close(args, schemas))
+            else:
+                raise SystemExit(f"--only: unknown scenario {name!r}")
+            print(out[-1], flush=True)
+            print(f"({name}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
     finally:
-        with psycopg.connect(base.database_url, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        client = redis.Redis.from_url(base.redis_url)
-        keys = list(client.scan_iter(match=f"growth{tag}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.unlink(*keys[i : i + 500])
-        client.close()
-    print(f"\n{args.players:,} players, medians of {args.runs}\n")
-    print("| stored events | code, job | seconds | peak RSS MB |\n|---|---|---|---|")
-    print("\n".join(rows))
+        schemas.drop()
     return 0
 
 

@@ -1,7 +1,9 @@
 """PostgreSQL side of a batch: append valid events once, decide which copy is canonical, in ONE transaction.
 
-A record is canonical iff the stored row carries its own (partition, offset): the first copy of an event_id
-to commit wins, and every replay asks the same question and gets the same answer.
+A record is canonical iff the stored row carries its own (partition, offset): the first copy of an event
+(event_id, occurred_at) to commit wins, and every replay asks the same question and gets the same answer.
+The log is partitioned by month of occurred_at (migration 0005): months below ``event_log_floor`` have been
+archived, so a record for them can be neither stored nor checked against its copies: ``too_old``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -50,12 +53,19 @@ INSERT INTO events ({_COLUMNS})
 SELECT event_id::uuid, match_id, player_id, game, mode, region, points, occurred_at, display_name,
        kafka_partition, kafka_offset
 FROM events_in
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id::text, kafka_partition, kafka_offset
+ON CONFLICT (event_id, occurred_at) DO NOTHING
+RETURNING kafka_partition, kafka_offset
 """
-_CANONICAL = (
-    "SELECT event_id::text, kafka_partition, kafka_offset FROM events WHERE event_id = ANY(%s::uuid[])"
-)
+# occurred_at = ANY prunes to the months asked for, and each month answers from its primary key, like the
+# unpartitioned lookup did (a join with unnest() lets the planner pick a hash join over every partition).
+# It may also return rows pairing one copy's id with another's instant: the caller keeps the pairs it asked.
+_CANONICAL = """
+SELECT event_id::text, occurred_at, kafka_partition, kafka_offset FROM events
+WHERE event_id = ANY(%s::uuid[]) AND occurred_at = ANY(%s::timestamptz[])
+"""
+# ROW SHARE waits for an archive moving the floor (EXCLUSIVE), so the floor read holds for the whole batch.
+# One round trip: the lock's (empty) result, then the floor's.
+_FLOOR = "LOCK TABLE event_log_floor IN ROW SHARE MODE; SELECT floor FROM event_log_floor"
 _CLOSED = """
 SELECT board, period FROM closed_periods
 WHERE (board, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
@@ -78,6 +88,9 @@ class Outcome:
     duplicates: int = 0
     period_closed: list[tuple[int, int, str]] = field(default_factory=list)
     """(partition, offset, "board/period") of events refused because a period they feed is closed."""
+    too_old: list[tuple[int, int, str]] = field(default_factory=list)
+    """(partition, offset, detail) of events older than the log's floor: their month is archived, so neither
+    the event nor a copy of it can be stored or recognised (dead-letter reason ``too_old``)."""
 
 
 def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: Sequence[Board]) -> Outcome:
@@ -90,12 +103,21 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
         for board in boards:
             pairs.update((board.id, key) for key, _, _ in periods_of(board, bucket))
     try:
-        stored, hits = _write(conn, records, boards, pairs)
+        _ensure_partitions(conn, records)
+        inserted, looked, hits, floor = _write(conn, records, boards, pairs)
     except BaseException:
         _staged.discard(conn)  # a rolled-back transaction also dropped the staging table it created
         raise
     for i, rec in enumerate(records):
-        coords = stored.get(rec.event.event_id)
+        event = rec.event
+        if event.occurred_at < floor:
+            detail = f"occurred_at {event.occurred_at.isoformat()} is before the event log's floor"
+            out.too_old.append((rec.partition, rec.offset, f"{detail} {floor.isoformat()} (archived)"))
+            continue
+        if (rec.partition, rec.offset) in inserted:
+            out.canonical.append(rec)
+            continue
+        coords = looked.get((event.event_id, event.occurred_at))
         if coords is None:
             out.period_closed.append((rec.partition, rec.offset, hits.get(i, "?")))
         elif coords == (rec.partition, rec.offset):
@@ -124,9 +146,15 @@ def _write(
     records: Sequence[Canonical],
     boards: Sequence[Board],
     pairs: set[tuple[str, str]],
-) -> tuple[dict[str, tuple[int, int]], dict[int, str]]:
-    """The one transaction: (event_id -> stored coordinates, record index -> closed period it feeds)."""
+) -> tuple[set[tuple[int, int]], dict[tuple[str, datetime], tuple[int, int]], dict[int, str], datetime]:
+    """The one transaction: (coordinates inserted just now, (event_id, occurred_at) -> stored coordinates of
+    the other records, record index -> closed period it feeds, the log's floor)."""
     with conn.transaction():
+        cur = conn.execute(_FLOOR)
+        cur.nextset()
+        row = cur.fetchone()
+        assert row is not None  # migration 0005 inserts the only row
+        floor: datetime = row[0]
         # SHARE: many batches at once, but none while close-period inserts its row (ROW EXCLUSIVE).
         conn.execute("LOCK TABLE closed_periods IN SHARE MODE")
         hits: dict[int, str] = {}
@@ -135,19 +163,52 @@ def _write(
             rows = conn.execute(_CLOSED, ([b for b, _ in ordered], [p for _, p in ordered])).fetchall()
             if rows:
                 hits = _closed_hits(records, boards, {(str(b), str(p)) for b, p in rows})
-        fresh = [r for i, r in enumerate(records) if i not in hits] if hits else records
-        stored: dict[str, tuple[int, int]] = {}
+        fresh = [r for i, r in enumerate(records) if i not in hits and r.event.occurred_at >= floor]
+        inserted: set[tuple[int, int]] = set()
         if fresh:
             _stage(conn, fresh)
-            stored = {eid: (part, off) for eid, part, off in conn.execute(_INSERT).fetchall()}
+            # A batch holds each Kafka position once, so the coordinates name the records inserted.
+            inserted = {(part, off) for part, off in conn.execute(_INSERT).fetchall()}
             if any(rec.event.display_name is not None for rec in fresh):
                 conn.execute(_PLAYERS)
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
-        rest = list({rec.event.event_id for rec in records if rec.event.event_id not in stored})
+        rest = {
+            (r.event.event_id, r.event.occurred_at)
+            for r in records
+            if (r.partition, r.offset) not in inserted and r.event.occurred_at >= floor
+        }
+        looked: dict[tuple[str, datetime], tuple[int, int]] = {}
         if rest:
-            rows = conn.execute(_CANONICAL, (rest,)).fetchall()
-            stored.update((eid, (part, off)) for eid, part, off in rows)
-    return stored, hits
+            ids, ats = [e for e, _ in rest], list({a for _, a in rest})
+            rows = conn.execute(_CANONICAL, (ids, ats)).fetchall()
+            looked = {(eid, at): (part, off) for eid, at, part, off in rows if (eid, at) in rest}
+    return inserted, looked, hits, floor
+
+
+_months: weakref.WeakKeyDictionary[psycopg.Connection, set[tuple[int, int]]] = weakref.WeakKeyDictionary()
+
+
+def _ensure_partitions(conn: psycopg.Connection, records: Sequence[Canonical]) -> None:
+    """Create the month partitions a batch needs that this connection has not seen, each in its own short
+    transaction BEFORE the batch's: DDL inside the batch would take a lock other batches hold (deadlock)."""
+    known = _months.get(conn)
+    if known is None:
+        known = _months[conn] = set()
+    wanted = {(r.event.occurred_at.year, r.event.occurred_at.month) for r in records} - known
+    for year, month in sorted(wanted):
+        for attempt in (1, 2):
+            try:
+                with conn.transaction():
+                    conn.execute("SET LOCAL lock_timeout = '10s'")
+                    conn.execute(_ENSURE, (datetime(year, month, 1, tzinfo=UTC),))
+                break
+            except (psycopg.errors.DuplicateTable, psycopg.errors.UniqueViolation):
+                if attempt == 2:  # another consumer created it at the same instant: it exists now
+                    raise
+        known.add((year, month))
+
+
+_ENSURE = "SELECT ensure_event_partition(%s)"
 
 
 _staged: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()

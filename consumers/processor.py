@@ -94,9 +94,11 @@ def dead_letters(
     records: Sequence[Record],
     period_closed: Sequence[tuple[int, int, str]],
     refused: Sequence[tuple[Canonical, str]],
+    too_old: Sequence[tuple[int, int, str]] = (),
 ) -> list[Letter]:
     """The batch's records that go to the dead-letter topic, in batch order, each with why."""
     closed = {(p, o): where for p, o, where in period_closed}
+    old = {(p, o): detail for p, o, detail in too_old}
     sink_refused = {(rec.partition, rec.offset): why for rec, why in refused}
     letters: list[Letter] = []
     for r in records:
@@ -107,6 +109,8 @@ def dead_letters(
             letters.append((r, Reason.PERIOD_CLOSED.value, f"period {closed[at]} is closed"))
         elif at in sink_refused:
             letters.append((r, Reason.SINK_REJECTED.value, sink_refused[at]))
+        elif at in old:
+            letters.append((r, Reason.TOO_OLD.value, old[at]))
     return letters
 
 
@@ -384,7 +388,7 @@ class Processor:
         step = max(1, len(records) // _LATENCY_SAMPLES)  # a sample per batch: observe() per event costs ~5%
         for rec in records[::step]:
             m.visible_latency.observe(max(0.0, now - rec.timestamp_ms / 1000))
-        letters = dead_letters(records, outcome.period_closed, refused)
+        letters = dead_letters(records, outcome.period_closed, refused, outcome.too_old)
         self._commit(letters, {p: o + 1 for p, o in pos.items()})
         m.stage.labels("commit").observe(time.perf_counter() - t2)
         m.last_commit.set(time.time())

@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "close-period": "consumers.close_period",
     "dlq": "consumers.dlq_tool",
     "migrate": "consumers.migrate",
+    "archive": "consumers.archive",
     "demo": "leaderboard.demo",
     "moderate": "leaderboard.moderation.cli",
 }

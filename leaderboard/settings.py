@@ -87,6 +87,8 @@ class Settings:
     clock); older periods need an operator's ``close-period --period``. A backdated win cannot close them."""
     close_interval_s: int = 60
     """How often the scheduler folds the checkpoints and closes due periods."""
+    event_retention_months: int = 13
+    """`leaderboard archive` moves months of the event log older than this many whole months to files."""
     stack_dir: Path = Path(".stack")
     """Where deploy/stack.sh keeps the local services' data and logs; ``leaderboard demo`` logs there too."""
     kafka_file_settings: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={"env": False})
@@ -304,6 +306,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 10 * 365 * 86400)
         elif name == "close_interval_s":
             values[name] = _int(var, text, 1, 86400)
+        elif name == "event_retention_months":
+            values[name] = _int(var, text, 1, 360)
         elif name == "batch_timeout_ms":
             values[name] = _int(var, text, 1, 60_000)
         elif name == "redis_url":

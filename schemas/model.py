@@ -130,6 +130,8 @@ class Reason(enum.StrEnum):
     PERIOD_CLOSED = "period_closed"
     SINK_REJECTED = "sink_rejected"
     """Valid for the schema, yet a sink (PostgreSQL) refused the record itself; the detail names the error."""
+    TOO_OLD = "too_old"
+    """occurred_at is before the event log's floor: its month is archived, copies are unrecognisable."""
 
 
 class Invalid(msgspec.Struct, frozen=True):

@@ -164,3 +164,21 @@ def test_dockerfile() -> None:
     assert 'ENTRYPOINT ["leaderboard"]' in text
     for package in ("leaderboard", "consumers", "producers", "query_api", "schemas"):
         assert f"COPY {package} ./{package}" in text
+
+
+def test_redis_frees_lazily_in_compose_and_the_local_stack(compose: dict[str, Any]) -> None:
+    """An expiring closed period (or any big delete) must never block Redis: both configs free lazily."""
+    wanted = {
+        f"lazyfree-lazy-{k}": "yes" for k in ("expire", "eviction", "server-del", "user-del", "user-flush")
+    }
+    command = [str(a) for a in services(compose)["redis"]["command"]]
+    flags = {
+        command[i].removeprefix("--"): command[i + 1] for i, a in enumerate(command) if a.startswith("--")
+    }
+    conf = {}
+    for line in (ROOT / "deploy" / "redis" / "redis.conf").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            conf[key] = value.strip()
+    assert {k: flags.get(k) for k in wanted} == wanted
+    assert {k: conf.get(k) for k in wanted} == wanted

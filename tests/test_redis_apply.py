@@ -11,8 +11,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.plan import Canonical
-from consumers.redis_sink import RedisLost, RedisSink
+from consumers.plan import Canonical, fold
+from consumers.redis_sink import RedisLost, RedisSink, chunks
 from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -61,11 +61,12 @@ def sink(config: Settings, redis_client: redis.Redis) -> RedisSink:
     return RedisSink(redis_client, keys, [Board(id="global")])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 10_000),
     cuts=st.lists(st.integers(1, 20), min_size=1, max_size=12),
     rewinds=st.lists(st.integers(0, 30), max_size=6),
+    budget=st.sampled_from([1, 3, 10, 1000]),
 )
 def test_any_batching_with_redelivery_and_rewinds_equals_the_truth(
     sink: RedisSink,
@@ -74,8 +75,11 @@ def test_any_batching_with_redelivery_and_rewinds_equals_the_truth(
     seed: int,
     cuts: list[int],
     rewinds: list[int],
+    budget: int,
 ) -> None:
+    """Any cut into batches, zombies replaying older offsets over newer ones, and any chunk size per call."""
     keys = Keys(config.redis_prefix)
+    sink = RedisSink(redis_client, keys, [Board(id="global")], max_updates=budget)
     for key in redis_client.scan_iter(match=f"{config.redis_prefix}:{{global}}:g1:*"):
         redis_client.delete(key)
     records = stream(120, seed)
@@ -127,3 +131,98 @@ def test_ties_list_first_to_reach_first_and_share_a_competition_rank(
         for p, pts in (("top", 9), ("early", 5), ("late", 5), ("low", 1))
     }
     assert ranks == {"top": 1, "early": 2, "late": 2, "low": 4}
+
+
+class _Flaky:
+    """A Redis client whose first pipeline dies part-way: Redis runs its first ``ran`` commands (names and
+    chunk calls), then the connection is lost before any reply - a crash between two chunks."""
+
+    def __init__(self, client: redis.Redis, ran: int) -> None:
+        self._client = client
+        self.ran = ran
+        self.sent: int | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def pipeline(self, transaction: bool = False) -> object:
+        pipe = self._client.pipeline(transaction=transaction)
+        if self.sent is not None:
+            return pipe
+        real = pipe.execute
+
+        def execute(raise_on_error: bool = True) -> list[object]:
+            self.sent = len(pipe.command_stack)
+            del pipe.command_stack[self.ran :]
+            if pipe.command_stack:
+                real(raise_on_error)
+            raise redis.ConnectionError("injected: connection lost between chunks")
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    first=st.integers(1, 12),
+    retry=st.integers(1, 40),
+    ran=st.integers(0, 60),
+)
+def test_failure_between_chunks_then_retry_counts_every_event_once(
+    redis_client: redis.Redis,
+    config: Settings,
+    seed: int,
+    first: int,
+    retry: int,
+    ran: int,
+) -> None:
+    """A batch cut into chunks of ``first`` updates dies after Redis ran ``ran`` of its calls; the retry (cut
+    differently) and a replay of the whole batch leave every board equal to the truth, and no watermark
+    ever moves backwards."""
+    keys = Keys(config.redis_prefix)
+    for key in redis_client.scan_iter(match=f"{config.redis_prefix}:{{global}}:g1:*"):
+        redis_client.delete(key)
+    redis_client.hset(keys.meta("global"), mapping={"active": 1, "writing": 1})
+    boards = [Board(id="global")]
+    records = stream(120, seed)
+    flaky = _Flaky(redis_client, ran)
+    broken = RedisSink(flaky, keys, boards, max_updates=first)  # type: ignore[arg-type]
+    with pytest.raises(redis.ConnectionError, match="injected"):
+        broken.apply(records)
+    assert flaky.sent is not None
+    assert flaky.sent == len(chunks(boards[0], sorted(records, key=_key), first))  # one call per chunk
+    marks_before = watermarks(redis_client, keys)
+    healthy = RedisSink(redis_client, keys, boards, max_updates=retry)
+    healthy.apply(records)
+    for slot, mark in watermarks(redis_client, keys).items():
+        assert mark >= marks_before.get(slot, -1)
+    healthy.apply(records)  # a replay of the whole batch changes nothing
+    assert board_points(redis_client, keys, "global", "all_time") == truth(records)
+    weekly = truth([r for r in records if r.event.occurred_at < datetime(2026, 11, 9, tzinfo=UTC)])
+    assert board_points(redis_client, keys, "global", "weekly:2026-W45") == weekly
+
+
+def _key(rec: Canonical) -> tuple[int, int]:
+    return rec.partition, rec.offset
+
+
+def watermarks(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], int]:
+    out = {}
+    for key in client.scan_iter(match=f"{keys.base('global')}:g1:wm:*"):
+        for part, mark in client.hgetall(key).items():
+            out[(key.decode(), part.decode())] = int(mark)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.integers(1, 50))
+def test_chunks_keep_offset_order_and_bound_the_updates_of_every_call(seed: int, budget: int) -> None:
+    board = Board(id="global")
+    records = sorted(stream(150, seed), key=_key)
+    parts = chunks(board, records, budget)
+    assert [r for c in parts for r in c] == records  # every record once, in (partition, offset) order
+    for chunk in parts:
+        updates = sum(len(slot.players) for slot in fold(board, chunk).values())
+        assert updates <= budget or len(chunk) == 1
+    assert len(parts) > 1 or sum(len(s.players) for s in fold(board, records).values()) <= budget

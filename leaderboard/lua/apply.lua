@@ -1,13 +1,17 @@
--- Apply one batch of canonical events to every period key of one board, exactly once.
+-- Apply one chunk of canonical events to every period key of one board, exactly once.
+-- The caller (consumers/redis_sink.py) bounds a call to ~500 sorted-set updates, in offset order per
+-- partition, so the script holds Redis a few ms whatever the batch; each call moves its own watermarks.
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
 -- payload: {agg="sum"|"best", gen=<optional target generation>, pos=[[partition, last offset], ...],
 --           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
---                                             m=[player, ...], v=[points, ...], t=[tb, ...]}]}]}
+--                                             after=<optional>, m=[player, ...], v=[points, ...], t=[tb, ...]}]}]}
 -- pos covers the whole batch (also records this board ignores) and feeds the generation's position ("hi"),
 -- which a rebuild must reach before it may flip.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
+-- A part may carry after=<last offset an earlier chunk of the same batch had for this slot>: while the
+-- watermark is below it, that chunk has not landed, so this one is a partial too (never skip records).
 -- Returns {"ok", applied_updates, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
 -- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
 -- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
@@ -46,7 +50,7 @@ for _, gen in ipairs(gens) do
       if fl > wm then wm = fl end
       if part.hi <= wm then
         -- already applied: redelivery, replay or a zombie
-      elseif part.lo > wm then
+      elseif part.lo > wm and (part.after == nil or wm >= part.after) then
         local m, v, t = part.m, part.v, part.t
         local count = #m
         for i = 1, count, CHUNK do

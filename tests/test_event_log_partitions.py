@@ -1,0 +1,117 @@
+"""The event log partitioned by month (migration 0005) against the real PostgreSQL: conversion of an existing
+table, partitions made on demand, copies recognised per (event_id, occurred_at), too_old below the floor."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from consumers import pg_sink
+from consumers.migrate import migrate, migrations
+from consumers.plan import Canonical
+from leaderboard.boards import Board
+from tests.factories import win
+
+BOARDS = [Board(id="global")]
+
+
+def migrate_up_to(conn: psycopg.Connection, last: int) -> None:
+    """Apply the shipped migrations up to ``last`` the way migrate() records them (an older deployment)."""
+    with conn.transaction():
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for version, name, sql in migrations():
+            if version <= last:
+                conn.execute(sql.encode())
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+
+
+def partitions(conn: psycopg.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'events'::regclass ORDER BY 1"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_migration_converts_an_unpartitioned_log_keeping_every_row(pg: psycopg.Connection) -> None:
+    migrate_up_to(pg, 3)
+    old = [
+        Canonical(0, 0, win("ann", "2025-12-31T23:59:59Z", 3)),
+        Canonical(0, 1, win("bob", "2026-01-01T00:00:00Z", 2, display_name="Bob")),
+        Canonical(1, 0, win("ann", "2026-03-15T12:00:00Z", 5)),
+    ]
+    with pg.cursor() as cur:
+        for rec in old:
+            e = rec.event
+            cur.execute(
+                "INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at, display_name,"
+                " kafka_partition, kafka_offset) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    e.event_id,
+                    e.match_id,
+                    e.player_id,
+                    e.game,
+                    e.points,
+                    e.occurred_at,
+                    e.display_name,
+                    rec.partition,
+                    rec.offset,
+                ),
+            )
+    before = pg.execute("SELECT * FROM events ORDER BY event_id").fetchall()
+    assert [name for name in migrate(pg) if name.startswith("0005")]
+    kind = pg.execute("SELECT relkind::text FROM pg_class WHERE oid = 'events'::regclass").fetchone()
+    assert kind == ("p",)  # partitioned
+    assert pg.execute("SELECT * FROM events ORDER BY event_id").fetchall() == before
+    names = partitions(pg)
+    assert {"events_2025_12", "events_2026_01", "events_2026_02", "events_2026_03"} <= set(names)
+    indexed = pg.execute(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'events' AND indexname = 'events_position'"
+    ).fetchone()
+    assert indexed is not None
+    assert "(kafka_partition, kafka_offset)" in indexed[0]
+    # The converted log still decides canonical copies: the stored copy of an old event stays canonical.
+    again = pg_sink.write_batch(pg, [old[0], Canonical(5, 9, old[2].event)], BOARDS)
+    assert [(c.partition, c.offset) for c in again.canonical] == [(0, 0)]
+    assert again.duplicates == 1
+
+
+@pytest.fixture
+def db(pg: psycopg.Connection) -> psycopg.Connection:
+    migrate(pg)
+    return pg
+
+
+def test_a_month_without_partition_is_created_and_copies_are_recognised_in_it(db: psycopg.Connection) -> None:
+    first = win("ann", "2031-05-04T10:00:00Z", 4)
+    out = pg_sink.write_batch(
+        db, [Canonical(0, 0, first), Canonical(0, 1, win("bob", "2031-06-01T00:00:00Z"))], BOARDS
+    )
+    assert len(out.canonical) == 2
+    assert {"events_2031_05", "events_2031_06"} <= set(partitions(db))
+    # A copy at another offset (a retry, a replay, a redrive) carries the same event: not canonical.
+    copy = pg_sink.write_batch(db, [Canonical(3, 7, first), Canonical(0, 0, first)], BOARDS)
+    assert [(c.partition, c.offset) for c in copy.canonical] == [(0, 0)]
+    assert copy.duplicates == 1
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (2,)
+    assert db.execute("SELECT count(*) FROM events_2031_05").fetchone() == (1,)
+
+
+def test_events_below_the_floor_are_too_old_with_or_without_a_stored_copy(db: psycopg.Connection) -> None:
+    kept = win("ann", "2026-02-10T10:00:00Z")
+    gone = win("bob", "2026-01-10T10:00:00Z")
+    pg_sink.write_batch(db, [Canonical(0, 0, kept), Canonical(0, 1, gone)], BOARDS)
+    db.execute("UPDATE event_log_floor SET floor = '2026-02-01T00:00:00Z'")
+    late = win("cy", "2026-01-31T23:59:59Z")
+    out = pg_sink.write_batch(
+        db, [Canonical(0, 0, kept), Canonical(0, 1, gone), Canonical(0, 2, late)], BOARDS
+    )
+    assert [(c.partition, c.offset) for c in out.canonical] == [(0, 0)]
+    assert [(p, o) for p, o, _ in out.too_old] == [(0, 1), (0, 2)]
+    assert all("floor 2026-02-01" in detail for _, _, detail in out.too_old)
+    assert out.period_closed == []
+    assert out.duplicates == 0
+    assert db.execute("SELECT count(*) FROM events WHERE player_id = 'cy'").fetchone() == (0,)
