@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _TABLE = re.compile(r"^events_(\d{4})_(\d{2})$")
 _LOCK_TIMEOUT = "10s"
-_PERIOD_COLUMNS = "board, period, closed_at, players, announced_at"
+_PERIOD_COLUMNS = "board, period, closed_at, players, announced_at, standings_at"
 _STANDING_COLUMNS = "board, period, rank, position, player_id, score, reached_at"
 
 
@@ -224,11 +224,11 @@ def archive_periods(conn: psycopg.Connection, boards: Sequence[Board], floor: da
     path = out_dir / f"periods_before_{floor:%Y_%m}.csv.gz"
     # One file: a close record per line (kind 'closed'), then its standings (kind 'standing').
     query = sql.SQL(
-        "SELECT 'closed' AS kind, board, period, closed_at, players, announced_at,"
+        "SELECT 'closed' AS kind, board, period, closed_at, players, announced_at, standings_at,"
         " NULL::integer AS rank, NULL::integer AS position, NULL::text AS player_id, NULL::bigint AS score,"
         " NULL::timestamptz AS reached_at FROM closed_periods WHERE {p}"
-        " UNION ALL SELECT 'standing', board, period, NULL, NULL, NULL, rank, position, player_id, score,"
-        " reached_at FROM period_standings WHERE {p} ORDER BY 2, 3, 1, 8"
+        " UNION ALL SELECT 'standing', board, period, NULL, NULL, NULL, NULL, rank, position, player_id,"
+        " score, reached_at FROM period_standings WHERE {p} ORDER BY 2, 3, 1, 9"
     ).format(p=picked)
     with conn.transaction():
         rows, digest = _write_csv(conn, query, path)
@@ -313,7 +313,8 @@ def _csv_lines(rows: list[dict[str, str]], columns: str) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     for row in rows:
-        writer.writerow([row[c.strip()] for c in columns.split(",")])
+        # An archive written before a column existed restores it empty (NULL).
+        writer.writerow([row.get(c.strip(), "") for c in columns.split(",")])
     return out.getvalue()
 
 

@@ -44,7 +44,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-BOARD_COMMANDS = frozenset({"consume", "api", "rebuild", "verify", "close-period", "demo"})
+BOARD_COMMANDS = frozenset({"consume", "api", "rebuild", "verify", "close-period", "demo", "archive"})
 """Commands that read LEADERBOARD_BOARDS_FILE: it is validated before they start."""
 
 
@@ -65,6 +65,8 @@ def needs(command: str, args: argparse.Namespace, config: settings.Settings) -> 
     if command == "close-period":
         return sinks if (args.list or args.dry_run) else all_three
     if command == "migrate":
+        return {Service.POSTGRES}
+    if command == "archive":
         return {Service.POSTGRES}
     if command == "moderate":
         return {Service.POSTGRES}  # durable in PostgreSQL first; Kafka publication can catch up later
