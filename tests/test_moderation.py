@@ -36,6 +36,8 @@ def db(pg: psycopg.Connection) -> psycopg.Connection:
 def add_events(pg: psycopg.Connection, rows: list[tuple[str, str, str, datetime, str | None]]) -> None:
     """(event_id, match_id, player_id, occurred_at, display_name) into the log, and the players' names."""
     with pg.cursor() as cur:
+        for at in {row[3] for row in rows}:  # the log is partitioned by month (made on demand)
+            cur.execute("SELECT ensure_event_partition(%s)", (at,))
         for offset, (eid, match, player, at, name) in enumerate(rows):
             cur.execute(
                 "INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at, display_name,"

@@ -36,6 +36,7 @@ def test_a_stuck_batch_makes_the_freeze_give_up_within_its_lock_timeout(
 
 def test_a_frozen_period_gets_its_standings_on_the_next_run(pg: psycopg.Connection) -> None:
     migrate(pg)
+    pg.execute("SELECT ensure_event_partition('2026-10-05T00:00:00Z')")  # monthly partitions, made on demand
     pg.execute(
         "INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at, kafka_partition,"
         " kafka_offset) VALUES (gen_random_uuid(), 'm', 'ann', 'chess', 3, '2026-10-05T10:00:00Z', 0, 0),"
