@@ -77,8 +77,7 @@ class Rule:
         agg = self.aggregation
         if agg == "sum":
             cur[VALUE] += more[VALUE]
-            if more[AT] > cur[AT]:
-                cur[AT] = more[AT]
+            cur[AT] = max(cur[AT], more[AT])
         elif agg == "best":
             if self.better(more[VALUE], cur[VALUE]) or (more[VALUE] == cur[VALUE] and more[AT] < cur[AT]):
                 cur[VALUE], cur[AT] = more[VALUE], more[AT]

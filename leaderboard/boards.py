@@ -148,7 +148,9 @@ def _instant(raw: object, what: str) -> datetime:
         raise BoardsError(f"{what} must be a date-time with an offset, e.g. 2027-01-01T00:00:00Z")
     instant = raw.astimezone(UTC)
     if instant.timestamp() % SEASON_ALIGN_S:
-        raise BoardsError(f"{what} must fall on a quarter hour (:00, :15, :30, :45), not {instant.isoformat()}")
+        raise BoardsError(
+            f"{what} must fall on a quarter hour (:00, :15, :30, :45), not {instant.isoformat()}"
+        )
     return instant
 
 
@@ -166,7 +168,7 @@ def _seasons(raw: object, board_id: str) -> tuple[Season, ...]:
         end = _instant(table.get("end"), f"{what}: end")
         if not start < end:
             raise BoardsError(f"{what}: start must be before end")
-        if not (scoring.ALL_TIME_ORIGIN <= start and end <= datetime(2050, 1, 1, tzinfo=UTC)):
+        if not (start >= scoring.ALL_TIME_ORIGIN and end <= datetime(2050, 1, 1, tzinfo=UTC)):
             raise BoardsError(f"{what}: must lie within 2020-01-01 .. 2050-01-01 (the events' range)")
         out.append(Season(sid, start, end))
     ids = [s.id for s in out]
