@@ -11,7 +11,7 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -102,6 +102,39 @@ class Board:
                 raise periods.PeriodError(f"board {self.id!r} has no {period_key!r}; its seasons: {known}")
             return season.start, season.end
         return periods.bounds(period_key, self.timezone)
+
+    def closes_at(self, period_key: str) -> datetime | None:
+        """When a period may be closed: its end plus the grace window (None for all_time)."""
+        span = self.bounds(period_key)
+        return None if span is None else span[1] + timedelta(seconds=self.grace_seconds)
+
+    def current_keys(self, now: datetime) -> dict[str, str]:
+        """Period kind -> key of the period containing ``now``; "season" -> the current season, if any."""
+        out = {str(kind): periods.key_for(kind, now, self.timezone) for kind in self.periods}
+        season = next((x for x in self.seasons if x.start <= now < x.end), None)
+        if season is not None:
+            out["season"] = season.key
+        return out
+
+    def resolve(self, spec: str, now: datetime) -> str:
+        """An API period spec as one of the board's period keys; raises periods.PeriodError.
+
+        Seasons: ``season:<id>``, ``season:current`` (the one containing now) or ``season:previous`` (the
+        latest that ended)."""
+        if not spec.startswith(SEASON_PREFIX):
+            return periods.resolve(spec, now, self.timezone)
+        which = spec.removeprefix(SEASON_PREFIX)
+        if which == "current":
+            found = next((x for x in self.seasons if x.start <= now < x.end), None)
+        elif which == "previous":
+            ended = [x for x in self.seasons if x.end <= now]
+            found = max(ended, key=lambda x: x.end) if ended else None
+        else:
+            found = self.season(spec)
+        if found is None:
+            known = ", ".join(x.key for x in self.seasons) or "none"
+            raise periods.PeriodError(f"board {self.id!r} has no season {which!r}; its seasons: {known}")
+        return found.key
 
     def origin(self, period_key: str) -> tuple[datetime, int]:
         """(origin, unit seconds) of the tie-break time field for a period key.

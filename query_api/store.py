@@ -115,6 +115,25 @@ def _snap_entry(row: Sequence[Any]) -> dict[str, Any]:
     return {"rank": row[0], "player_id": row[1], "score": int(row[2]), "display_name": row[4]}
 
 
+def span(board: Board, period: str) -> dict[str, str | None]:
+    """starts_at, ends_at and closes_at (end + grace: when it may be closed) of a period; null for all_time.
+    Clients show a countdown from them."""
+    bounds = board.bounds(period)
+    closes = board.closes_at(period)
+    if bounds is None or closes is None:
+        return {"starts_at": None, "ends_at": None, "closes_at": None}
+    return {
+        "starts_at": timefmt.utc(bounds[0]),
+        "ends_at": timefmt.utc(bounds[1]),
+        "closes_at": timefmt.utc(closes),
+    }
+
+
+def period_doc(board: Board, period: str) -> dict[str, str | None]:
+    """A period as every listing shows it: its key and :func:`span`."""
+    return {"period": period, **span(board, period)}
+
+
 def _paged(
     doc: dict[str, Any], count: int, offset: int, limit: int, rows: list[Any], *, field: str = "total"
 ) -> dict[str, Any]:
@@ -213,7 +232,12 @@ class Store:
         return await self.snapshots.closed(board.id, period) is not None
 
     def _head(self, board: Board, period: str, snapshot: bool) -> dict[str, Any]:
-        return {"board": board.id, "period": period, "source": "snapshot" if snapshot else "live"}
+        return {
+            "board": board.id,
+            "period": period,
+            **span(board, period),
+            "source": "snapshot" if snapshot else "live",
+        }
 
     async def top(self, board: Board, period: str, offset: int, limit: int) -> Result:
         res = await self._call("top", board.id, period, offset, limit)
