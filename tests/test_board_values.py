@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import psycopg
+import pytest
 import redis
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
@@ -21,6 +22,7 @@ from fastapi.testclient import TestClient
 from consumers import checkpoints, closing, compare, due, pg_sink
 from consumers.announce import announcement
 from consumers.clients import Clients
+from consumers.close_period import _selected
 from consumers.decoded import Record, mark_uncountable
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
@@ -29,6 +31,7 @@ from consumers.processor import Processor
 from consumers.redis_sink import RedisSink
 from leaderboard import boards as boards_mod
 from leaderboard.boards import Board, Season
+from leaderboard.errors import UserError
 from leaderboard.keys import Keys
 from leaderboard.periods import PeriodKind
 from leaderboard.settings import Settings
@@ -224,3 +227,15 @@ def _z(instant: datetime) -> str:
 
 def _ms(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def test_close_period_selects_the_boards_defining_a_season() -> None:
+    now = datetime(2027, 2, 1, tzinfo=UTC)
+    s3 = Season("s3", datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 1, 15, tzinfo=UTC))
+    seasonal = Board(id="seasonal", seasons=(s3,))
+    plain = Board(id="plain")
+    assert _selected((seasonal, plain), "season:s3", now) == ((seasonal,), "season:s3")
+    assert _selected((seasonal, plain), "season:previous", now) == ((seasonal,), "season:s3")
+    with pytest.raises(UserError, match="their seasons: season:s3"):
+        _selected((seasonal, plain), "season:s4", now)
+    assert _selected((seasonal, plain), "daily:2027-01-31", now) == ((seasonal, plain), "daily:2027-01-31")
