@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Protocol
 
 import msgspec
@@ -82,7 +83,8 @@ def fold(
     """
     rule = board.rule
     merge = rule.merge
-    value_of = rule.value_of
+    value_of = rule.value_getter()
+    last = board.aggregation == "last"  # only last compares exact instants: skip the conversion otherwise
     accepts = board.accepts
     groups: dict[tuple[int, int], tuple[list[int], dict[str, list[int]]]] = {}
     for rec in records:
@@ -105,7 +107,7 @@ def fold(
                 span[0] = offset
             elif offset > span[1]:
                 span[1] = offset
-        standing = [value, ts, 1, micros(instant), rec.partition, offset]
+        standing = [value, ts, 1, micros(instant) if last else 0, rec.partition, offset]
         cur = group[1].get(player)
         if cur is None:
             group[1][player] = standing
@@ -182,6 +184,9 @@ def positions(records: Iterable[_Positioned]) -> dict[int, int]:
     return out
 
 
+_value, _at, _events = itemgetter(VALUE), itemgetter(AT), itemgetter(EVENTS)
+
+
 def payload(
     board: Board, folded: Fold, gen: int | None = None, pos: dict[int, int] | None = None
 ) -> dict[str, object] | None:
@@ -193,14 +198,16 @@ def payload(
     for (key, partition), slot in folded.items():
         values = list(slot.players.values())
         origin, unit = origin_of(board, key)
+        ats = list(map(_at, values))
+        tbs = {at: tiebreak_of(at, origin, unit) for at in set(ats)}  # few distinct instants in a batch
         part: dict[str, object] = {
             "pt": partition,
             "lo": slot.lo,
             "hi": slot.hi,
-            "n": sum(v[EVENTS] for v in values),
+            "n": sum(map(_events, values)),
             "m": list(slot.players),
-            "v": [v[VALUE] for v in values],
-            "t": [tiebreak_of(v[AT], origin, unit) for v in values],
+            "v": list(map(_value, values)),
+            "t": list(map(tbs.__getitem__, ats)),
         }
         if last:
             part["u"] = [v[LAST_US] for v in values]
