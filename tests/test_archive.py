@@ -97,7 +97,7 @@ def test_archive_drops_months_without_changing_a_board_and_restores_them(
     kept = canonical_rows(
         rows(
             pg,
-            "SELECT event_id, match_id, player_id, game, mode, region, points, occurred_at,"
+            "SELECT event_id, match_id, player_id, game, mode, region, points, score, occurred_at,"
             " kafka_partition, kafka_offset FROM events",
         )
     )
