@@ -62,13 +62,16 @@ def fingerprint(board: Board) -> str:
     """What decides a board's fold; a checkpoint taken under another definition is refolded from scratch."""
     parts = [
         board.aggregation,
-        board.order,
-        board.value,
-        ";".join(f"{x.id}={x.start.isoformat()}/{x.end.isoformat()}" for x in board.seasons),
         board.timezone.key,
         ",".join(sorted(k.value for k in board.periods)),
         *(",".join(sorted(s)) if s is not None else "*" for s in (board.games, board.modes, board.regions)),
     ]
+    # Appended only when not the default, so the boards that existed before them keep their fingerprint
+    # (an upgrade refolds nothing).
+    if board.order != "desc" or board.value != "points":
+        parts += [board.order, board.value]
+    if board.seasons:
+        parts.append(";".join(f"{x.id}={x.start.isoformat()}/{x.end.isoformat()}" for x in board.seasons))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

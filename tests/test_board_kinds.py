@@ -12,6 +12,7 @@ and from the closed period's snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import uuid
 import zlib
@@ -32,7 +33,7 @@ from consumers.migrate import migrate
 from consumers.plan import Canonical
 from consumers.redis_sink import RedisSink
 from leaderboard import ranking, scoring
-from leaderboard.boards import Board
+from leaderboard.boards import Board, Season
 from leaderboard.keys import Keys
 from leaderboard.periods import PeriodKind
 from leaderboard.settings import Settings
@@ -283,3 +284,29 @@ def test_every_path_agrees_with_the_definition(
             assert _rows(near) == day[lo : hi + 1]
         snap_stats = api.get(f"{base}/stats", params={"period": DAY0}).json()
         assert snap_stats["top_score"] == day[0][2]
+
+
+def test_the_fingerprint_of_a_board_of_before_is_unchanged_and_every_rule_change_refolds() -> None:
+    plain = Board(id="global")
+    # The fingerprint boards had before order, value and seasons existed: an upgrade refolds no checkpoint.
+    for board in (plain, Board(id="b", aggregation="best", games=frozenset({"go"}))):
+        assert checkpoints.fingerprint(board) == _old(board)
+    variants = [
+        Board(id="global", order="asc"),
+        Board(id="global", value="score"),
+        Board(id="global", aggregation="last"),
+        Board(id="global", seasons=(Season("s1", TODAY - timedelta(days=9), TODAY),)),
+    ]
+    prints = {checkpoints.fingerprint(b) for b in [plain, *variants]}
+    assert len(prints) == 1 + len(variants)
+
+
+def _old(board: Board) -> str:
+    """The fingerprint as it was computed before board kinds (consumers/checkpoints.py at d468391)."""
+    parts = [
+        board.aggregation,
+        board.timezone.key,
+        ",".join(sorted(k.value for k in board.periods)),
+        *(",".join(sorted(s)) if s is not None else "*" for s in (board.games, board.modes, board.regions)),
+    ]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
