@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import psycopg
@@ -239,3 +240,28 @@ def test_close_period_selects_the_boards_defining_a_season() -> None:
     with pytest.raises(UserError, match="their seasons: season:s3"):
         _selected((seasonal, plain), "season:s4", now)
     assert _selected((seasonal, plain), "daily:2027-01-31", now) == ((seasonal, plain), "daily:2027-01-31")
+
+
+def test_the_example_boards_file_parses_and_bad_definitions_name_the_field() -> None:
+    example = boards_mod.load(Path(__file__).resolve().parent.parent / "docs" / "boards.example.toml")
+    kinds = {b.id: (b.aggregation, b.order, b.value, [s.key for s in b.seasons]) for b in example}
+    assert kinds["time-trial"] == ("best", "asc", "score", ["season:s3"])
+    assert kinds["rating"] == ("last", "desc", "score", [])
+    bad = {
+        "order": ({"order": "up"}, "order must be 'desc' or 'asc', not 'up'"),
+        "aggregation": ({"aggregation": "max"}, "aggregation must be 'sum' or 'best' or 'last'"),
+        "value": ({"value": "kills"}, "value must be 'points' or 'score'"),
+        "unaligned": (
+            {"season": [{"id": "s1", "start": "2027-01-01T00:10:00Z", "end": "2027-02-01T00:00:00Z"}]},
+            "season 's1': start must fall on a quarter hour",
+        ),
+        "empty": (
+            {"season": [{"id": "s1", "start": "2027-02-01T00:00:00Z", "end": "2027-02-01T00:00:00Z"}]},
+            "start must be before end",
+        ),
+        "naive": ({"season": [{"id": "s1", "start": "2027-02-01T00:00:00", "end": "x"}]}, "with an offset"),
+    }
+    for name, (fields, message) in bad.items():
+        with pytest.raises(boards_mod.BoardsError) as caught:
+            boards_mod.parse({"id": "b", **fields})
+        assert message in str(caught.value), name
