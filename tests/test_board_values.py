@@ -247,7 +247,7 @@ def test_the_example_boards_file_parses_and_bad_definitions_name_the_field() -> 
     kinds = {b.id: (b.aggregation, b.order, b.value, [s.key for s in b.seasons]) for b in example}
     assert kinds["time-trial"] == ("best", "asc", "score", ["season:s3"])
     assert kinds["rating"] == ("last", "desc", "score", [])
-    bad = {
+    bad: dict[str, tuple[dict[str, object], str]] = {
         "order": ({"order": "up"}, "order must be 'desc' or 'asc', not 'up'"),
         "aggregation": ({"aggregation": "max"}, "aggregation must be 'sum' or 'best' or 'last'"),
         "value": ({"value": "kills"}, "value must be 'points' or 'score'"),
