@@ -13,7 +13,6 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from consumers import period_store
-from leaderboard import periods
 from leaderboard.boards import Board
 from leaderboard.settings import Settings
 
@@ -36,7 +35,7 @@ def announcement(conn: psycopg.Connection, board: Board, period: str) -> dict[st
         " AND standings_at IS NOT NULL",
         (board.id, period),
     ).fetchone()
-    span = periods.bounds(period, board.timezone)
+    span = board.bounds(period)
     if head is None or span is None:
         return None
     top = conn.execute(

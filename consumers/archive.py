@@ -91,7 +91,7 @@ def open_periods_before(
     probe = lo
     while probe < cut:
         for key in board.period_keys(probe):
-            span = periods.bounds(key, board.timezone)
+            span = board.bounds(key)
             if span is not None and key not in closed:
                 found[key] = span
         probe += timedelta(hours=6)
@@ -208,11 +208,14 @@ def archive_month(conn: psycopg.Connection, month: datetime, out_dir: Path) -> A
 
 def archive_periods(conn: psycopg.Connection, boards: Sequence[Board], floor: datetime, out_dir: Path) -> int:
     """Close records and standings of periods that ended before ``floor``: to one file, then deleted."""
-    tz = {b.id: b.timezone for b in boards}
+    by_id = {b.id: b for b in boards}
     gone: list[tuple[str, str]] = []
     for board_id, period in conn.execute("SELECT board, period FROM closed_periods").fetchall():
-        zone = tz.get(str(board_id))
-        span = None if zone is None else periods.bounds(str(period), zone)
+        board = by_id.get(str(board_id))
+        try:
+            span = None if board is None else board.bounds(str(period))
+        except periods.PeriodError:  # a season no longer configured: left for the operator
+            span = None
         if span is not None and span[1] <= floor:
             gone.append((str(board_id), str(period)))
     if not gone:

@@ -8,9 +8,11 @@ transaction, so each event is folded exactly once. It is the same fold as ``cons
 live path): the events table holds only canonical copies (duplicates are never stored) and no event of a
 closed period (those are dead-lettered), and both aggregations commute.
 
-``at_s`` is an instant, not a tie-break: for ``sum`` the latest win, for ``best`` the earliest win with the
-best points. The period's tie-break follows from it (:func:`packed`), the same clamped units
-``plan.tiebreak_of`` gives, so nothing here depends on a period's origin.
+``points`` holds the board's value (its points or scores, leaderboard.aggregate); ``at_s`` is an instant,
+not a tie-break: for ``sum`` the latest event, for ``best`` the earliest with the best value, for ``last``
+the shown (latest) event, whose exact instant and Kafka position are ``last_us/last_partition/last_offset``.
+The period's tie-break follows from ``at_s`` (:func:`packed`), the same clamped units ``plan.tiebreak_of``
+gives, so nothing here depends on a period's origin.
 
 Rebuild, recovery, verify and close read the checkpoint (cost in players) plus the tail after it.
 """
@@ -23,12 +25,11 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 
 import psycopg
 
-from consumers.plan import tiebreak_of
-from leaderboard import scoring
+from consumers.plan import origin_of, tiebreak_of
+from leaderboard.aggregate import MAX_VALUE
 from leaderboard.boards import Board
 from leaderboard.periods import PeriodKind
 
@@ -53,6 +54,8 @@ class Row:
     points: int
     at_s: int
     events: int
+    last: tuple[int, int, int] | None = None
+    """``last`` boards: (us, partition, offset) of the event the row shows."""
 
 
 def fingerprint(board: Board) -> str:
@@ -63,19 +66,19 @@ def fingerprint(board: Board) -> str:
         ",".join(sorted(k.value for k in board.periods)),
         *(",".join(sorted(s)) if s is not None else "*" for s in (board.games, board.modes, board.regions)),
     ]
+    # Appended only when not the default, so the boards that existed before them keep their fingerprint
+    # (an upgrade refolds nothing).
+    if board.order != "desc" or board.value != "points":
+        parts += [board.order, board.value]
+    if board.seasons:
+        parts.append(";".join(f"{x.id}={x.start.isoformat()}/{x.end.isoformat()}" for x in board.seasons))
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=4096)
-def _origin(board: Board, period: str) -> tuple[int, int]:
-    origin, unit = board.origin(period)
-    return int(origin.timestamp()), unit
-
-
-def packed(board: Board, period: str, points: int, at_s: int) -> int:
-    """The Redis score of a checkpoint row: points and the period's tie-break of ``at_s``."""
-    origin, unit = _origin(board, period)
-    return scoring.pack(points, tiebreak_of(at_s, origin, unit))
+def packed(board: Board, row: Row) -> int:
+    """The Redis score of a checkpoint row: the value's rank key and the period's tie-break of ``at_s``."""
+    origin, unit = origin_of(board, row.period)
+    return board.rule.pack(row.points, tiebreak_of(row.at_s, origin, unit))
 
 
 # -- positions ---------------------------------------------------------------------------------------------
@@ -148,13 +151,18 @@ CROSS JOIN LATERAL (VALUES {keys}) AS k(period)
 WHERE (%(games)s::text[] IS NULL OR e.game = ANY(%(games)s::text[]))
   AND (%(modes)s::text[] IS NULL OR e.mode = ANY(%(modes)s::text[]))
   AND (%(regions)s::text[] IS NULL OR e.region = ANY(%(regions)s::text[]))
+  AND k.period IS NOT NULL AND {value} IS NOT NULL AND {value} BETWEEN 0 AND {max_value}
 """
+_SEASON_SQL = (
+    "(CASE WHEN e.occurred_at >= %(s{i}_start)s AND e.occurred_at < %(s{i}_end)s THEN %(s{i}_key)s END)"
+)
 
 _TS = "floor(extract(epoch FROM e.occurred_at))::bigint"
+_US = "(extract(epoch FROM e.occurred_at) * 1000000)::bigint"
 
 _FOLD_SUM = """
 INSERT INTO standings_checkpoint AS c (board, period, player_id, points, at_s, events)
-SELECT %(board)s, k.period, e.player_id, sum(e.points), max({ts}), count(*)
+SELECT %(board)s, k.period, e.player_id, sum({value}), max({ts}), count(*)
 {tail}
 GROUP BY k.period, e.player_id
 ON CONFLICT (board, period, player_id) DO UPDATE SET
@@ -163,30 +171,75 @@ ON CONFLICT (board, period, player_id) DO UPDATE SET
     events = c.events + EXCLUDED.events
 """
 
-# best: the highest points, and of the wins with them the earliest: max of points * 2^34 + (2^34 - 1 - ts).
+# best: the best value, and of the events with it the earliest: max of key * 2^34 + (2^34 - 1 - ts), where the
+# key is the value (desc) or MAX_VALUE - value (asc), as leaderboard.aggregate.Rule.key.
 _FOLD_BEST = """
 INSERT INTO standings_checkpoint AS c (board, period, player_id, points, at_s, events)
-SELECT %(board)s, period, player_id, top >> {bits}, {mask} - (top & {mask}), n
+SELECT %(board)s, period, player_id, {unkey}, {mask} - (top & {mask}), n
 FROM (
-    SELECT k.period, e.player_id, max((e.points::bigint << {bits}) + ({mask} - {ts})) AS top, count(*) AS n
+    SELECT k.period, e.player_id, max(({key}::bigint << {bits}) + ({mask} - {ts})) AS top, count(*) AS n
     {tail}
     GROUP BY k.period, e.player_id
 ) g
 ON CONFLICT (board, period, player_id) DO UPDATE SET
-    points = CASE WHEN EXCLUDED.points > c.points OR (EXCLUDED.points = c.points AND EXCLUDED.at_s < c.at_s)
-                  THEN EXCLUDED.points ELSE c.points END,
-    at_s = CASE WHEN EXCLUDED.points > c.points OR (EXCLUDED.points = c.points AND EXCLUDED.at_s < c.at_s)
-                THEN EXCLUDED.at_s ELSE c.at_s END,
+    points = CASE WHEN {wins} THEN EXCLUDED.points ELSE c.points END,
+    at_s = CASE WHEN {wins} THEN EXCLUDED.at_s ELSE c.at_s END,
     events = c.events + EXCLUDED.events
 """
 
+# last: the latest event by (occurred_at in microseconds, partition, offset), as Rule.merge.
+_FOLD_LAST = """
+INSERT INTO standings_checkpoint AS c
+    (board, period, player_id, points, at_s, events, last_us, last_partition, last_offset)
+SELECT %(board)s, period, player_id, v, ts, n, us, p, o
+FROM (
+    SELECT DISTINCT ON (k.period, e.player_id) k.period, e.player_id, {value} AS v, {ts} AS ts,
+           count(*) OVER (PARTITION BY k.period, e.player_id) AS n, {us} AS us, e.kafka_partition AS p,
+           e.kafka_offset AS o
+    {tail}
+    ORDER BY k.period, e.player_id, {us} DESC, e.kafka_partition DESC, e.kafka_offset DESC
+) g
+ON CONFLICT (board, period, player_id) DO UPDATE SET
+    points = CASE WHEN {newer} THEN EXCLUDED.points ELSE c.points END,
+    at_s = CASE WHEN {newer} THEN EXCLUDED.at_s ELSE c.at_s END,
+    last_us = CASE WHEN {newer} THEN EXCLUDED.last_us ELSE c.last_us END,
+    last_partition = CASE WHEN {newer} THEN EXCLUDED.last_partition ELSE c.last_partition END,
+    last_offset = CASE WHEN {newer} THEN EXCLUDED.last_offset ELSE c.last_offset END,
+    events = c.events + EXCLUDED.events
+"""
+_WINS = {
+    order: f"EXCLUDED.points {op} c.points OR (EXCLUDED.points = c.points AND EXCLUDED.at_s < c.at_s)"
+    for order, op in (("desc", ">"), ("asc", "<"))
+}
+"""best: the new row's value is better, or equal and reached earlier."""
+_NEWER = (
+    "(EXCLUDED.last_us, EXCLUDED.last_partition, EXCLUDED.last_offset)"
+    " > (c.last_us, c.last_partition, c.last_offset)"
+)
+
 
 def _fold_sql(board: Board, bulk: bool = False) -> str:
-    keys = ", ".join(f"({_KEY_SQL[kind]})" for kind in board.periods)
-    tail = (_BULK if bulk else _TAIL) + _FILTER.format(keys=keys)
+    keys = [f"({_KEY_SQL[kind]})" for kind in board.periods]
+    keys += [_SEASON_SQL.format(i=i) for i in range(len(board.seasons))]
+    value = f"e.{board.value}"
+    tail = (_BULK if bulk else _TAIL) + _FILTER.format(keys=", ".join(keys), value=value, max_value=MAX_VALUE)
     if board.aggregation == "best":
-        return _FOLD_BEST.format(tail=tail, ts=_TS, bits=_TS_BITS, mask=_TS_MASK)
-    return _FOLD_SUM.format(tail=tail, ts=_TS)
+        asc = board.order == "asc"
+        key = f"({MAX_VALUE} - {value})" if asc else value
+        unkey = f"{MAX_VALUE} - (top >> {_TS_BITS})" if asc else f"top >> {_TS_BITS}"
+        return _FOLD_BEST.format(
+            tail=tail, ts=_TS, bits=_TS_BITS, mask=_TS_MASK, key=key, unkey=unkey, wins=_WINS[board.order]
+        )
+    if board.aggregation == "last":
+        return _FOLD_LAST.format(tail=tail, ts=_TS, us=_US, value=value, newer=_NEWER)
+    return _FOLD_SUM.format(tail=tail, ts=_TS, value=value)
+
+
+def _season_params(board: Board) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for i, season in enumerate(board.seasons):
+        out.update({f"s{i}_start": season.start, f"s{i}_end": season.end, f"s{i}_key": season.key})
+    return out
 
 
 def _names(values: frozenset[str] | None) -> list[str] | None:
@@ -239,6 +292,7 @@ def advance(
                 "games": _names(board.games),
                 "modes": _names(board.modes),
                 "regions": _names(board.regions),
+                **_season_params(board),
             }
             todo_total = sum(hi - lo for lo, hi in todo.values())
             bulk = todo_total > _BULK_OFFSETS
@@ -295,11 +349,15 @@ def stream_rows(
     with conn.cursor(name=f"ckpt_{uuid.uuid4().hex[:8]}") as cur:
         cur.itersize = CHUNK
         cur.execute(
-            f"SELECT period, player_id, points, at_s, events FROM standings_checkpoint WHERE {where}",
+            "SELECT period, player_id, points, at_s, events, last_us, last_partition, last_offset"
+            f" FROM standings_checkpoint WHERE {where}",
             params,
         )
         while rows := cur.fetchmany(CHUNK):
-            yield [Row(str(a), str(b), int(c), int(d), int(e)) for a, b, c, d, e in rows]
+            yield [
+                Row(str(a), str(b), int(c), int(d), int(e), None if u is None else (int(u), int(p), int(o)))
+                for a, b, c, d, e, u, p, o in rows
+            ]
 
 
 _PERIODS = """

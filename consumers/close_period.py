@@ -19,7 +19,7 @@ from consumers.announce import FLUSH_S, iso, new_producer
 from consumers.closing import due_periods, run_closes
 from consumers.rebuild import select_boards
 from leaderboard import periods
-from leaderboard.boards import Board
+from leaderboard.boards import SEASON_PREFIX, Board
 from leaderboard.errors import UserError
 from leaderboard.periods import PeriodError, PeriodKind
 from leaderboard.settings import Settings
@@ -63,21 +63,40 @@ def _list(conn: psycopg.Connection, boards: Sequence[Board]) -> int:
     return 0
 
 
+def _selected(boards: tuple[Board, ...], spec: str, now: datetime) -> tuple[tuple[Board, ...], str]:
+    """The boards that keep the period ``spec`` names, and its key; a season names the boards defining it."""
+    if spec.startswith(SEASON_PREFIX):
+        keys = {}
+        for b in boards:
+            try:
+                keys[b.id] = b.resolve(spec, now)
+            except PeriodError:
+                continue
+        if len(set(keys.values())) != 1:
+            defined = ", ".join(sorted({x.key for b in boards for x in b.seasons})) or "none"
+            raise UserError(
+                f"--period {spec!r}: no one season of the selected boards; their seasons: {defined}"
+            )
+        return tuple(b for b in boards if b.id in keys), next(iter(keys.values()))
+    try:
+        kind = periods.kind_of(spec)
+        key = periods.resolve(spec, now, boards[0].timezone)
+    except PeriodError as exc:
+        raise UserError(f"--period {spec!r}: {exc}") from None
+    if kind is PeriodKind.ALL_TIME:
+        raise UserError("--period all_time: all_time never closes")
+    kept = tuple(b for b in boards if kind in b.periods)
+    if not kept:
+        raise UserError(f"--period {key!r}: no selected board has {kind} periods")
+    return kept, key
+
+
 def run(config: Settings, args: argparse.Namespace) -> int:
     boards = select_boards(config, args.board)
     now = _parse_now(args.now)
     only_period: str | None = args.period
     if only_period is not None:
-        try:
-            kind = periods.kind_of(only_period)
-            only_period = periods.resolve(only_period, now, boards[0].timezone)
-        except PeriodError as exc:
-            raise UserError(f"--period {only_period!r}: {exc}") from None
-        if kind is PeriodKind.ALL_TIME:
-            raise UserError("--period all_time: all_time never closes")
-        boards = tuple(b for b in boards if kind in b.periods)
-        if not boards:
-            raise UserError(f"--period {only_period!r}: no selected board has {kind} periods")
+        boards, only_period = _selected(boards, only_period, now)
     client = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=3)
     try:
         with psycopg.connect(config.database_url, autocommit=True, connect_timeout=5) as conn:

@@ -13,7 +13,6 @@ from typing import cast
 import psycopg
 
 from consumers import checkpoints
-from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.redis_client import SyncClient
@@ -57,20 +56,19 @@ def differences(
 
 def _period(client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str) -> Iterator[str]:
     matched = 0
+    rule = board.rule
     for chunk in checkpoints.stream_rows(conn, board.id, [key]):
         have = client.zmscore(zkey, [r.player_id for r in chunk])
         for row, h in zip(chunk, have, strict=True):
-            want = checkpoints.packed(board, key, row.points, row.at_s)
+            want = checkpoints.packed(board, row)
             if h is None:
-                yield (
-                    f"{board.id} {key} {row.player_id}: missing in Redis (expected {scoring.points_of(want)})"
-                )
+                yield f"{board.id} {key} {row.player_id}: missing in Redis (expected {rule.unpack(want)[0]})"
                 continue
             matched += 1
             if int(h) != want:
                 yield (
-                    f"{board.id} {key} {row.player_id}: Redis {scoring.unpack(h)} != PostgreSQL "
-                    f"{scoring.unpack(want)} (points, tie-break)"
+                    f"{board.id} {key} {row.player_id}: Redis {rule.unpack(h)} != PostgreSQL "
+                    f"{rule.unpack(want)} (value, tie-break)"
                 )
     if int(client.zcard(zkey)) == matched:
         return
@@ -85,7 +83,7 @@ def _period(client: SyncClient, conn: psycopg.Connection, board: Board, key: str
         }
         for player, score in members.items():
             if player not in known:
-                yield f"{board.id} {key} {player}: in Redis ({scoring.points_of(score)}), not in PostgreSQL"
+                yield f"{board.id} {key} {player}: in Redis ({rule.unpack(score)[0]}), not in PostgreSQL"
 
 
 def _scan(client: SyncClient, zkey: str) -> Iterator[dict[str, float]]:

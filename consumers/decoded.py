@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message
 
+from leaderboard.aggregate import MAX_VALUE
+from leaderboard.boards import Board
 from schemas.model import Invalid, MatchWon, Reason, decode
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,28 @@ def _mark_future(records: list[Record], lowest_ms: int, skew_s: float, untimed: 
                     f" timestamp {stamp.isoformat()} (at most {skew_s:g} s allowed)"
                 )
                 records[i] = msgspec.structs.replace(rec, decoded=Invalid(Reason.FUTURE, detail))
+
+
+def mark_uncountable(records: list[Record], boards: Sequence[Board]) -> list[Record]:
+    """Valid events that some board's filter takes but no board can count (each lacks the value it ranks
+    by, or the value is past its bounds) become Invalid(NOT_COUNTABLE). An event no filter takes is left
+    alone, as before: it is stored, not counted. Pure: decided by the event and the board definitions."""
+    if all(b.value == "points" for b in boards):
+        return records  # points are always present and within every board's bounds
+    for i, rec in enumerate(records):
+        event = rec.decoded
+        if not isinstance(event, MatchWon):
+            continue
+        taking = [b for b in boards if b.accepts(event.game, event.mode, event.region)]
+        if not taking or any(b.value_of(event.points, event.score) is not None for b in taking):
+            continue
+        needs = sorted({b.value for b in taking})
+        detail = (
+            f"no board counts it: boards {', '.join(b.id for b in taking)} rank by {' and '.join(needs)}"
+            f" (score {'absent' if event.score is None else event.score}; bounds 0..{MAX_VALUE})"
+        )
+        records[i] = msgspec.structs.replace(rec, decoded=Invalid(Reason.NOT_COUNTABLE, detail))
+    return records
 
 
 def _instant(ms: int) -> datetime:

@@ -19,7 +19,7 @@ from leaderboard.periods import PeriodError, PeriodKind
 
 def end_of(board: Board, period: str) -> datetime | None:
     """The instant a period ends (None for all_time)."""
-    span = periods.bounds(period, board.timezone)
+    span = board.bounds(period)
     return None if span is None else span[1]
 
 
@@ -58,7 +58,7 @@ def select(
     out: list[tuple[datetime, str]] = []
     for key in set(known) - shut:
         try:
-            if periods.kind_of(key) not in kinds:
+            if board.season(key) is None and periods.kind_of(key) not in kinds:
                 continue
             end = end_of(board, key)
         except PeriodError:

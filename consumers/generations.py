@@ -23,18 +23,19 @@ from redis.typing import EncodableT, FieldT
 from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
 from consumers.mirror import mirror
-from consumers.plan import Canonical, Fold
+from consumers.plan import Canonical, Fold, entries, latest_mark
 from consumers.redis_sink import RedisSink
-from leaderboard import scoring
+from leaderboard.aggregate import EVENTS, LAST_US
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
-from leaderboard.lua_scripts import source
+from leaderboard.lua_scripts import script
 from schemas.model import MatchWon
 
 log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = (
-    "event_id, match_id, player_id, game, mode, region, points, occurred_at, kafka_partition, kafka_offset"
+    "event_id, match_id, player_id, game, mode, region, points, score, occurred_at, kafka_partition,"
+    " kafka_offset"
 )
 _CHUNK = 20_000
 STALL_S = 120.0
@@ -44,7 +45,7 @@ STALL_S = 120.0
 def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
     """Rows of ``_EVENT_COLUMNS`` as canonical records (every stored row is the canonical copy)."""
     out = []
-    for eid, match_id, player_id, game, mode, region, points, occurred_at, part, off in rows:
+    for eid, match_id, player_id, game, mode, region, points, score, occurred_at, part, off in rows:
         event = MatchWon(
             event_id=str(eid),
             match_id=str(match_id),
@@ -53,6 +54,7 @@ def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
             mode=None if mode is None else str(mode),
             region=None if region is None else str(region),
             points=int(points),  # type: ignore[call-overload]
+            score=None if score is None else int(score),  # type: ignore[call-overload]
             occurred_at=occurred_at,  # type: ignore[arg-type]
         )
         out.append(Canonical(int(part), int(off), event))  # type: ignore[call-overload]
@@ -84,7 +86,7 @@ class Generations:
         self._r = client
         self._keys = keys
         self._boards = {b.id: b for b in boards}
-        self._flip = client.register_script(source("flip"))
+        self._flip = client.register_script(script("flip"))
 
     def active(self, board: str) -> int | None:
         raw = self._r.hget(self._keys.meta(board), "active")
@@ -134,28 +136,39 @@ class Generations:
     def write(self, board: Board, gen: int, loaded: Loaded) -> None:
         """Write a folded source into generation ``gen`` with its positions as watermarks."""
         keys = self._keys
-        now = str(int(time.time() * 1000))
-        pos: dict[FieldT, EncodableT] = {str(p): str(o) for p, o in loaded.positions.items()}
         pipe = self._r.pipeline(transaction=False)
-        periods = sorted({period for period, _ in loaded.folded})
+        last = board.aggregation == "last"
+        events: dict[str, int] = {}
         for (period, _), slot in loaded.folded.items():
             zkey = keys.board(board.id, gen, period)
+            lkey = keys.latest(board.id, gen, period)
             mapping: dict[str, float] = {}
-            events = 0
-            for player, (points, tb, n) in slot.players.items():
-                mapping[player] = scoring.pack(points, tb)
-                events += n
+            marks: dict[FieldT, EncodableT] = {}
+            for player, packed, standing in entries(board, period, slot.players):
+                mapping[player] = packed
+                if last:
+                    marks[player] = latest_mark(standing[LAST_US:])
+                events[period] = events.get(period, 0) + standing[EVENTS]
                 if len(mapping) >= 10_000:
-                    pipe.zadd(zkey, mapping)
+                    _put(pipe, zkey, mapping, lkey, marks)
                     pipe.execute()
-                    mapping = {}
-            if mapping:
-                pipe.zadd(zkey, mapping)
-            pipe.hset(keys.stats(board.id, gen, period), mapping={"events": str(events), "updated_ms": now})
+                    mapping, marks = {}, {}
+            _put(pipe, zkey, mapping, lkey, marks)
+        pipe.execute()
+        self._finish(board, gen, events, loaded.positions)
+
+    def _finish(self, board: Board, gen: int, events: dict[str, int], positions: dict[int, int]) -> None:
+        """A loaded generation's stats, period set, watermarks, position and floor (the load's positions)."""
+        keys = self._keys
+        now_ms = str(int(time.time() * 1000))
+        pos: dict[FieldT, EncodableT] = {str(p): str(o) for p, o in positions.items()}
+        pipe = self._r.pipeline(transaction=False)
+        for period, n in events.items():
+            pipe.hset(keys.stats(board.id, gen, period), mapping={"events": str(n), "updated_ms": now_ms})
             if pos:
                 pipe.hset(keys.watermark(board.id, gen, period), mapping=pos)
-        if periods:
-            pipe.sadd(keys.periods(board.id, gen), *periods)
+        if events:
+            pipe.sadd(keys.periods(board.id, gen), *sorted(events))
         if pos:
             pipe.hset(keys.position(board.id, gen), mapping=pos)
             pipe.hset(keys.floor(board.id, gen), mapping=pos)
@@ -171,8 +184,7 @@ class Generations:
         Redis retention is over are skipped: the API serves them from their stored standings.
         """
         keys = self._keys
-        now_ms = str(int(time.time() * 1000))
-        entries = 0
+        written = 0
         events: dict[str, int] = {}
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -182,30 +194,21 @@ class Generations:
             for chunk in checkpoints.stream_rows(conn, board.id, wanted):
                 pipe = self._r.pipeline(transaction=False)
                 by_period: dict[str, dict[str, float]] = {}
+                marks: dict[str, dict[FieldT, EncodableT]] = {}
                 for row in chunk:
-                    by_period.setdefault(row.period, {})[row.player_id] = checkpoints.packed(
-                        board, row.period, row.points, row.at_s
-                    )
+                    by_period.setdefault(row.period, {})[row.player_id] = checkpoints.packed(board, row)
+                    if row.last is not None:
+                        marks.setdefault(row.period, {})[row.player_id] = latest_mark(row.last)
                     events[row.period] = events.get(row.period, 0) + row.events
                 for period, mapping in by_period.items():
-                    pipe.zadd(keys.board(board.id, gen, period), mapping)
+                    lkey = keys.latest(board.id, gen, period)
+                    _put(pipe, keys.board(board.id, gen, period), mapping, lkey, marks.get(period, {}))
                 pipe.execute()
-                entries += len(chunk)
+                written += len(chunk)
                 if lease is not None:
                     lease.check()
-        mapping_pos: dict[FieldT, EncodableT] = {str(p): str(o) for p, o in pos.items()}
-        pipe = self._r.pipeline(transaction=False)
-        for period, n in events.items():
-            pipe.hset(keys.stats(board.id, gen, period), mapping={"events": str(n), "updated_ms": now_ms})
-            if mapping_pos:
-                pipe.hset(keys.watermark(board.id, gen, period), mapping=mapping_pos)
-        if events:
-            pipe.sadd(keys.periods(board.id, gen), *sorted(events))
-        if mapping_pos:
-            pipe.hset(keys.position(board.id, gen), mapping=mapping_pos)
-            pipe.hset(keys.floor(board.id, gen), mapping=mapping_pos)
-        pipe.execute()
-        return Written(pos, entries, len(events))
+        self._finish(board, gen, events, pos)
+        return Written(pos, written, len(events))
 
     def catch_up_and_flip(  # noqa: PLR0917 - kept positional for both rebuild paths
         self,
@@ -263,6 +266,20 @@ class Generations:
                 )
             else:
                 time.sleep(0.05)
+
+
+def _put(
+    pipe: redis.client.Pipeline,
+    zkey: str,
+    mapping: dict[str, float],
+    lkey: str,
+    marks: dict[FieldT, EncodableT],
+) -> None:
+    """Queue a chunk of scores (and, on a ``last`` board, the marks of the events they show)."""
+    if mapping:
+        pipe.zadd(zkey, mapping)
+    if marks:
+        pipe.hset(lkey, mapping=marks)
 
 
 def retired_periods(conn: psycopg.Connection, board: Board, now: datetime) -> list[str]:

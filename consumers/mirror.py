@@ -49,6 +49,7 @@ def mirror(client: redis.Redis, keys: Keys, board: Board, closed: Iterable[str])
                 keys.board(board.id, gen, period),
                 keys.watermark(board.id, gen, period),
                 keys.stats(board.id, gen, period),
+                keys.latest(board.id, gen, period),
             ):
                 pipe.expireat(key, when)
     pipe.execute()

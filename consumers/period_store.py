@@ -18,7 +18,7 @@ from datetime import datetime
 
 import psycopg
 
-from leaderboard import scoring
+from leaderboard import aggregate, scoring
 from leaderboard.boards import Board
 
 _LOCK_CLASS = (
@@ -27,15 +27,16 @@ _LOCK_CLASS = (
 FREEZE_LOCK_TIMEOUT = "1s"
 """The freeze waits this long at most for in-flight batches; batches queue behind it at most this long."""
 
-# Redis order: packed desc = points desc, then tie-break desc (earlier first), then member desc bytewise.
+# Redis order: packed desc = rank key desc (value desc on desc boards, asc on asc ones), then tie-break desc
+# (earlier first), then member desc bytewise. Values saturate as leaderboard.aggregate.Rule.key does.
 _STANDINGS = f"""
 INSERT INTO period_standings (board, period, rank, position, player_id, score, reached_at)
 SELECT %(board)s, %(period)s,
-       rank() OVER (ORDER BY score DESC),
-       row_number() OVER (ORDER BY score DESC, units, player_id COLLATE "C" DESC),
+       rank() OVER (ORDER BY score {{direction}}),
+       row_number() OVER (ORDER BY score {{direction}}, units, player_id COLLATE "C" DESC),
        player_id, score, to_timestamp(%(origin)s + units * %(unit)s)
 FROM (
-    SELECT player_id, least(points, {scoring.MAX_SCORE}) AS score,
+    SELECT player_id, least(points, {aggregate.MAX_VALUE}) AS score,
            greatest(0, least({scoring.TIME_SPAN - 1}, (at_s - %(origin)s) / %(unit)s)) AS units
     FROM standings_checkpoint WHERE board = %(board)s AND period = %(period)s
 ) s
@@ -119,7 +120,8 @@ def store_standings(conn: psycopg.Connection, board: Board, period: str) -> int 
         players = 0 if have is None else int(have[0])
         if players == 0:
             params = {"board": board.id, "period": period, "origin": int(origin.timestamp()), "unit": unit}
-            players = conn.execute(_STANDINGS, params).rowcount
+            direction = "ASC" if board.order == "asc" else "DESC"
+            players = conn.execute(_STANDINGS.format(direction=direction), params).rowcount
     # A separate, short transaction: this UPDATE's table lock is the only one batches would wait for.
     with conn.transaction():
         conn.execute(f"SET LOCAL lock_timeout = '{FREEZE_LOCK_TIMEOUT}'")

@@ -23,7 +23,7 @@ from leaderboard.boards import Board
 log = logging.getLogger(__name__)
 
 _COLUMNS = (
-    "event_id, match_id, player_id, game, mode, region, points, occurred_at, display_name,"
+    "event_id, match_id, player_id, game, mode, region, points, score, occurred_at, display_name,"
     " kafka_partition, kafka_offset"
 )
 # Binary COPY into a per-session staging table, then one INSERT ... SELECT: ~3x faster than a multi-row
@@ -31,7 +31,7 @@ _COLUMNS = (
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS events_in (
     event_id text, match_id text, player_id text, game text, mode text, region text, points integer,
-    occurred_at timestamptz, display_name text, kafka_partition integer, kafka_offset bigint
+    score integer, occurred_at timestamptz, display_name text, kafka_partition integer, kafka_offset bigint
 ) ON COMMIT DELETE ROWS
 """
 _STAGING_TYPES = [
@@ -42,6 +42,7 @@ _STAGING_TYPES = [
     "text",
     "text",
     "int4",
+    "int4",
     "timestamptz",
     "text",
     "int4",
@@ -50,7 +51,7 @@ _STAGING_TYPES = [
 _COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _INSERT = f"""
 INSERT INTO events ({_COLUMNS})
-SELECT event_id::uuid, match_id, player_id, game, mode, region, points, occurred_at, display_name,
+SELECT event_id::uuid, match_id, player_id, game, mode, region, points, score, occurred_at, display_name,
        kafka_partition, kafka_offset
 FROM events_in
 ON CONFLICT (event_id, occurred_at) DO NOTHING
@@ -231,6 +232,7 @@ def _stage(conn: psycopg.Connection, records: Sequence[Canonical]) -> None:
                     e.mode,
                     e.region,
                     e.points,
+                    e.score,
                     e.occurred_at,
                     e.display_name,
                     rec.partition,

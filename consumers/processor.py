@@ -32,7 +32,7 @@ from consumers import dlq, pg_sink
 from consumers.bounded import TransactionalProducer, bounded
 from consumers.catchup import CatchUp
 from consumers.clients import Clients
-from consumers.decoded import Record, decode_messages
+from consumers.decoded import Record, decode_messages, mark_uncountable
 from consumers.generations import Generations, rebuild_from_checkpoint
 from consumers.health import Readiness
 from consumers.lease import LockLost
@@ -666,7 +666,7 @@ class Processor:
         self.progress.alive(time.monotonic())
         messages = self.consumer.consume(self.config.batch_size, self.config.batch_timeout_ms / 1000)
         t0 = time.perf_counter()
-        records = decode_messages(messages, self.config.max_future_skew_s)
+        records = mark_uncountable(decode_messages(messages, self.config.max_future_skew_s), self.boards)
         if records:
             self.metrics.stage.labels("decode").observe(time.perf_counter() - t0)
             self.handle(records)

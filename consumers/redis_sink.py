@@ -24,7 +24,7 @@ from redis.typing import EncodableT, FieldT
 from consumers.plan import BUCKET_S, Canonical, fold, payload, positions, targets
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
-from leaderboard.lua_scripts import source
+from leaderboard.lua_scripts import script
 
 
 class RedisLost(RuntimeError):
@@ -55,7 +55,7 @@ class RedisSink:
         self._keys = keys
         self._boards = tuple(boards)
         self._max = max_updates
-        self._apply = client.register_script(source("apply"))
+        self._apply = client.register_script(script("apply"))
 
     def apply(
         self, records: Sequence[Canonical], gen: int | None = None, pos: dict[int, int] | None = None

@@ -28,7 +28,8 @@ class PeriodError(ValueError):
 
 GRAMMAR = (
     "period must be 'all_time', '<kind>:current', '<kind>:previous' or an explicit key: "
-    "'monthly:YYYY-MM', 'weekly:YYYY-Www' (ISO week), 'daily:YYYY-MM-DD'"
+    "'monthly:YYYY-MM', 'weekly:YYYY-Www' (ISO week), 'daily:YYYY-MM-DD'; "
+    "seasons: 'season:<id>', 'season:current', 'season:previous'"
 )
 
 MIN_YEAR = 2000

@@ -25,8 +25,7 @@ def default_spec(board: Board) -> str:
 
 
 def current_keys(board: Board, now: datetime | None = None) -> dict[str, str]:
-    instant = now or datetime.now(UTC)
-    return {str(kind): periods.key_for(kind, instant, board.timezone) for kind in board.periods}
+    return board.current_keys(now or datetime.now(UTC))
 
 
 @dataclass
@@ -57,14 +56,14 @@ class Context:
         if hit is not None and hit[0] > now_mono:
             return hit[1]
         try:
-            key = periods.resolve(text, datetime.now(UTC), board.timezone)
-            kind = periods.kind_of(key)
+            key = board.resolve(text, datetime.now(UTC))
+            kind = None if board.season(key) is not None else periods.kind_of(key)
         except periods.PeriodError as exc:
             message = str(exc)
             if periods.GRAMMAR not in message:
                 message = f"{message}; {periods.GRAMMAR}"
             raise Problem(400, "invalid-period", f"invalid period {text!r}: {message}") from exc
-        if kind not in board.periods:
+        if kind is not None and kind not in board.periods:
             kept = ", ".join(str(k) for k in board.periods)
             raise Problem(
                 400, "invalid-period", f"board {board.id!r} keeps no {kind} periods; it keeps: {kept}"

@@ -31,16 +31,36 @@ Instant = Annotated[
 class Entry(BaseModel):
     rank: int = Field(description="Competition rank (1224): tied players share a rank.")
     player_id: str
-    score: int = Field(description="Points on this board-period.")
+    score: int = Field(
+        description="The player's value on this board-period (points or score, per the board)."
+    )
     display_name: str | None
+
+
+class Span(BaseModel):
+    """When a period runs: null for all_time. closes_at = ends_at + the board's grace window."""
+
+    starts_at: Instant | None = Field(description="Start of the period (inclusive).")
+    ends_at: Instant | None = Field(description="End of the period (exclusive): the countdown's target.")
+    closes_at: Instant | None = Field(description="When late events stop counting and the period may close.")
+
+
+class PeriodInfo(Span):
+    period: str
 
 
 class BoardInfo(BaseModel):
     id: str
     periods: list[str] = Field(description="Period kinds the board keeps.")
     timezone: str
-    aggregation: Literal["sum", "best"]
-    current: dict[str, str] = Field(description="Period kind -> key of the current period.")
+    aggregation: Literal["sum", "best", "last"]
+    order: Literal["desc", "asc"] = Field(description="desc: higher is better; asc: lower is better.")
+    value: Literal["points", "score"] = Field(description="The event field the board ranks by.")
+    current: dict[str, str] = Field(
+        description="Period kind -> key of the current period ('season': the current season, if any)."
+    )
+    current_periods: list[PeriodInfo]
+    seasons: list[PeriodInfo] = Field(description="The board's seasons, with their bounds.")
     default_period: str
 
 
@@ -48,7 +68,7 @@ class BoardList(BaseModel):
     boards: list[BoardInfo]
 
 
-class Page(BaseModel):
+class Page(Span):
     board: str
     period: str = Field(description="The resolved period key.")
     source: Source
@@ -59,7 +79,7 @@ class Page(BaseModel):
     entries: list[Entry]
 
 
-class PlayerRank(BaseModel):
+class PlayerRank(Span):
     board: str
     period: str
     source: Source
@@ -67,12 +87,12 @@ class PlayerRank(BaseModel):
     display_name: str | None
     rank: int
     score: int
-    percentile: float = Field(description="Share of the board's players with strictly fewer points, in %.")
+    percentile: float = Field(description="Share of the board's players strictly behind this one, in %.")
     total: int = Field(description="Players on the board-period.")
     reached_at: Instant = Field(description="When the player reached this score.")
 
 
-class Around(BaseModel):
+class Around(Span):
     board: str
     period: str
     source: Source
@@ -89,7 +109,7 @@ class LookupRequest(BaseModel):
     )
 
 
-class LookupResult(BaseModel):
+class LookupResult(Span):
     board: str
     period: str
     source: Source
@@ -98,7 +118,7 @@ class LookupResult(BaseModel):
     absent: list[str] = Field(description="Requested ids with no score on the board-period.")
 
 
-class RangePage(BaseModel):
+class RangePage(Span):
     board: str
     period: str
     source: Source
@@ -112,7 +132,7 @@ class RangePage(BaseModel):
     entries: list[Entry]
 
 
-class Stats(BaseModel):
+class Stats(Span):
     board: str
     period: str
     source: Source
@@ -122,8 +142,7 @@ class Stats(BaseModel):
     updated_at: Instant | None = Field(description="Last write (live) or closing time (snapshot).")
 
 
-class ClosedPeriod(BaseModel):
-    period: str
+class ClosedPeriod(PeriodInfo):
     closed_at: Instant
     players: int
 
@@ -132,6 +151,7 @@ class Periods(BaseModel):
     board: str
     current: dict[str, str]
     live: list[str] = Field(description="Period keys present in Redis.")
+    live_periods: list[PeriodInfo] = Field(description="The live periods with their bounds.")
     closed: list[ClosedPeriod] = Field(description="Closed periods with snapshots in PostgreSQL.")
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from starlette.responses import Response
 
 from leaderboard import periods, scoring, timefmt
+from leaderboard.boards import Board
 from query_api import http
 from query_api.context import ctx, current_keys, default_spec
 from query_api.models import (
@@ -23,6 +24,17 @@ from query_api.models import (
     Stats,
 )
 from query_api.problems import MEDIA_TYPE, Problem
+from query_api.store import period_doc
+
+
+def _known(board: Board, period: str) -> bool:
+    """Whether a stored period key is one the board still defines (a season may have been removed)."""
+    try:
+        board.bounds(period)
+    except periods.PeriodError:
+        return False
+    return True
+
 
 PROBLEM = {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -60,10 +72,14 @@ async def list_boards(request: Request) -> Response:
                 "periods": [str(k) for k in b.periods],
                 "timezone": b.timezone.key,
                 "aggregation": b.aggregation,
-                "current": current_keys(b),
+                "order": b.order,
+                "value": b.value,
+                "current": current,
+                "current_periods": [period_doc(b, key) for key in current.values()],
+                "seasons": [period_doc(b, x.key) for x in b.seasons],
                 "default_period": default_spec(b),
             }
-            for b in boards
+            for b, current in ((b, current_keys(b)) for b in boards)
         ]
     }
     return http.json(request, doc)
@@ -132,7 +148,7 @@ async def lookup(
     "/leaderboards/{board}/players",
     response_model=RangePage,
     responses=ERRORS,
-    summary="Players within a score range, descending",
+    summary="Players within a score range, in board order",
 )
 async def score_range(
     request: Request,
@@ -175,8 +191,15 @@ async def list_periods(request: Request, board: BoardId) -> Response:
         "board": b.id,
         "current": current_keys(b),
         "live": live,
+        "live_periods": [period_doc(b, key) for key in live if _known(b, key)],
         "closed": [
-            {"period": x.period, "closed_at": timefmt.utc(x.closed_at), "players": x.players} for x in closed
+            {
+                **period_doc(b, x.period),
+                "closed_at": timefmt.utc(x.closed_at),
+                "players": x.players,
+            }
+            for x in closed
+            if _known(b, x.period)
         ],
     }
     return http.json(request, doc)

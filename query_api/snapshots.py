@@ -184,8 +184,9 @@ class Snapshots:
         """(rank, player_id, score, reached_at, display_name, below, index) of one player, or None."""
         rows = await self._fetch(
             "SELECT s.rank, s.player_id, s.score, s.reached_at, p.display_name,"
+            # below: players strictly worse, whichever the order: a higher competition rank
             " (SELECT count(*) FROM period_standings t"
-            "  WHERE t.board = s.board AND t.period = s.period AND t.score < s.score),"
+            "  WHERE t.board = s.board AND t.period = s.period AND t.rank > s.rank),"
             " (SELECT count(*) FROM period_standings t"
             "  WHERE t.board = s.board AND t.period = s.period AND t.position < s.position)"
             " FROM period_standings s LEFT JOIN players p ON p.player_id = s.player_id"
@@ -216,6 +217,7 @@ class Snapshots:
 
     async def top_score(self, board: str, period: str) -> int | None:
         rows = await self._fetch(
-            "SELECT max(score) FROM period_standings WHERE board = %s AND period = %s", (board, period)
+            "SELECT score FROM period_standings WHERE board = %s AND period = %s ORDER BY position LIMIT 1",
+            (board, period),
         )
-        return None if rows[0][0] is None else int(rows[0][0])
+        return int(rows[0][0]) if rows else None

@@ -24,10 +24,11 @@ from typing import Any
 import orjson
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-from leaderboard import periods, ranking, scoring, timefmt
+from leaderboard import ranking, scoring, timefmt
+from leaderboard.aggregate import Rule
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
-from leaderboard.lua_scripts import source
+from leaderboard.lua_scripts import script
 from leaderboard.redis_client import FAILURES, AsyncClient
 from query_api.problems import Problem
 from query_api.snapshots import Snapshots
@@ -41,7 +42,7 @@ _FLIP_ATTEMPTS = 3
 
 def script_text(name: str) -> str:
     """A read script with the shared prelude (generation lookup, rank helpers) in front."""
-    return source("read_common") + "\n" + source(f"read_{name}")
+    return script("read_common", f"read_{name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +93,15 @@ def rows_of(res: dict[str, Any]) -> list[str]:
     return rows
 
 
-def entries(res: dict[str, Any], start: int, names: Sequence[object]) -> list[dict[str, Any]]:
+def entries(res: dict[str, Any], start: int, names: Sequence[object], rule: Rule) -> list[dict[str, Any]]:
     """Entry objects from a script reply's ``rows`` and ``first_rank``, with the rows' display names."""
     rows = rows_of(res)
-    points = [int(float(s)) >> scoring.TIME_BITS for s in rows[1::2]]
-    ranks = ranking.page_ranks(points, int(res["first_rank"]), start)
+    rank_keys = [int(float(s)) >> scoring.TIME_BITS for s in rows[1::2]]
+    ranks = ranking.page_ranks(rank_keys, int(res["first_rank"]), start)
+    value = rule.value_of_key
     return [
-        {"rank": r, "player_id": m, "score": p, "display_name": _name(n)}
-        for r, m, p, n in zip(ranks, rows[0::2], points, names, strict=True)
+        {"rank": r, "player_id": m, "score": value(k), "display_name": _name(n)}
+        for r, m, k, n in zip(ranks, rows[0::2], rank_keys, names, strict=True)
     ]
 
 
@@ -111,6 +113,25 @@ def _script_names(res: dict[str, Any]) -> list[object]:
 
 def _snap_entry(row: Sequence[Any]) -> dict[str, Any]:
     return {"rank": row[0], "player_id": row[1], "score": int(row[2]), "display_name": row[4]}
+
+
+def span(board: Board, period: str) -> dict[str, str | None]:
+    """starts_at, ends_at and closes_at (end + grace: when it may be closed) of a period; null for all_time.
+    Clients show a countdown from them."""
+    bounds = board.bounds(period)
+    closes = board.closes_at(period)
+    if bounds is None or closes is None:
+        return {"starts_at": None, "ends_at": None, "closes_at": None}
+    return {
+        "starts_at": timefmt.utc(bounds[0]),
+        "ends_at": timefmt.utc(bounds[1]),
+        "closes_at": timefmt.utc(closes),
+    }
+
+
+def period_doc(board: Board, period: str) -> dict[str, str | None]:
+    """A period as every listing shows it: its key and :func:`span`."""
+    return {"period": period, **span(board, period)}
 
 
 def _paged(
@@ -205,19 +226,24 @@ class Store:
 
     async def _closed(self, board: Board, period: str) -> bool:
         """Whether an absent period is a closed one with a snapshot (only periods that have ended can be)."""
-        span = periods.bounds(period, board.timezone)
+        span = board.bounds(period)
         if span is None or span[1] > datetime.now(UTC):
             return False
         return await self.snapshots.closed(board.id, period) is not None
 
     def _head(self, board: Board, period: str, snapshot: bool) -> dict[str, Any]:
-        return {"board": board.id, "period": period, "source": "snapshot" if snapshot else "live"}
+        return {
+            "board": board.id,
+            "period": period,
+            **span(board, period),
+            "source": "snapshot" if snapshot else "live",
+        }
 
     async def top(self, board: Board, period: str, offset: int, limit: int) -> Result:
         res = await self._call("top", board.id, period, offset, limit)
         if res["s"] == "ok":
             doc = self._head(board, period, False)
-            rows = entries(res, offset, await self._rows_named(res))
+            rows = entries(res, offset, await self._rows_named(res), board.rule)
             return Result(_paged(doc, res["total"], offset, limit, rows), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
@@ -230,7 +256,7 @@ class Store:
         res, names = await self._with_names(self._call("player", board.id, period, player_id), [player_id])
         if res["s"] == "ok":
             total, packed = int(res["total"]), int(float(res["score"]))
-            points, tb = scoring.unpack(packed)
+            points, tb = board.rule.unpack(packed)
             doc = self._head(board, period, False)
             doc.update(
                 player_id=player_id,
@@ -266,7 +292,7 @@ class Store:
             total, first, index = int(res["total"]), int(res["first"]), int(res["index"])
             doc = self._head(board, period, False)
             doc.update(player_id=player_id, radius=radius, total=total, player_index=index - first)
-            doc["entries"] = entries(res, first, await self._rows_named(res))
+            doc["entries"] = entries(res, first, await self._rows_named(res), board.rule)
             return Result(doc, False)
         if res["s"] == "absent" and await self._closed(board, period):
             me = await self.snapshots.player(board.id, period, player_id)
@@ -298,7 +324,7 @@ class Store:
                 entry = {
                     "rank": int(rank),
                     "player_id": pid,
-                    "score": packed >> scoring.TIME_BITS,
+                    "score": board.rule.value_of_key(packed >> scoring.TIME_BITS),
                     "display_name": _name(name),
                 }
                 found.append((-packed, entry))
@@ -323,15 +349,16 @@ class Store:
     async def score_range(
         self, board: Board, period: str, bounds: tuple[int, int], offset: int, limit: int
     ) -> Result:
-        """Players with ``bounds[0] <= points <= bounds[1]``, in board order."""
+        """Players with ``bounds[0] <= value <= bounds[1]``, in board order."""
         low, high = bounds
-        lo_packed = low * scoring.TIME_SPAN
-        hi_packed = (high + 1) * scoring.TIME_SPAN - 1
+        key_low, key_high = board.rule.key_range(low, high)
+        lo_packed = key_low * scoring.TIME_SPAN
+        hi_packed = (key_high + 1) * scoring.TIME_SPAN - 1
         res = await self._call("range", board.id, period, lo_packed, hi_packed, offset, limit)
         if res["s"] == "ok":
             doc = self._head(board, period, False)
             doc.update(min_score=low, max_score=high, total=int(res["total"]))
-            rows = entries(res, int(res["first"]), await self._rows_named(res))
+            rows = entries(res, int(res["first"]), await self._rows_named(res), board.rule)
             return Result(_paged(doc, int(res["matching"]), offset, limit, rows, field="matching"), False)
         if await self._closed(board, period):
             closed = await self.snapshots.closed(board.id, period)
@@ -351,7 +378,7 @@ class Store:
         if res["s"] == "ok":
             doc.update(
                 players=int(res["total"]),
-                top_score=int(float(res["top"])) >> scoring.TIME_BITS,
+                top_score=board.rule.value_of_key(int(float(res["top"])) >> scoring.TIME_BITS),
                 events=int(res["events"]),
                 updated_at=_updated_at(res["updated"]),
             )

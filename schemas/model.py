@@ -16,6 +16,10 @@ import msgspec
 MAX_POINTS: Final = 100_000
 """Largest points value of one event (docs/adr/0003-score-encoding.md explains the bound)."""
 
+MAX_SCORE: Final = 2_147_483_647
+"""Largest ``score`` (a signed 32-bit integer, what game servers usually hold). Boards that rank by score
+count at most leaderboard.aggregate.MAX_VALUE (536,870,911); see docs/boards.md for each kind's bounds."""
+
 MAX_DEPTH: Final = 32
 """Deepest nesting of arrays and objects a record may have (extra fields included): checked here, so the
 answer never depends on the interpreter's recursion limit or the caller's stack depth."""
@@ -41,6 +45,8 @@ Ident = Annotated[str, msgspec.Meta(pattern=_ID)]
 Points = Annotated[int, msgspec.Meta(ge=1, le=MAX_POINTS)]
 WirePoints = Annotated[float, msgspec.Meta(ge=1, le=MAX_POINTS)]
 """JSON Schema counts 5.0 as an integer, so the wire accepts integral floats too (checked below)."""
+Score = Annotated[int, msgspec.Meta(ge=0, le=MAX_SCORE)]
+WireScore = Annotated[float, msgspec.Meta(ge=0, le=MAX_SCORE)]
 Rfc3339 = Annotated[str, msgspec.Meta(pattern=_RFC3339)]
 MatchId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_NO_CONTROL)]
 DisplayName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_CONTROL)]
@@ -55,6 +61,8 @@ class MatchWon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     game: Ident
     occurred_at: datetime
     points: Points = 1
+    score: Score | None = None
+    """Optional ranking value (lap time in ms, strokes, a game score) for boards with value = "score"."""
     mode: Ident | None = None
     region: Ident | None = None
     display_name: DisplayName | None = None
@@ -70,6 +78,7 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True):
     game: Ident
     occurred_at: Rfc3339
     points: WirePoints = 1
+    score: WireScore | None = None
     mode: Ident | None = None
     region: Ident | None = None
     display_name: DisplayName | None = None
@@ -85,6 +94,7 @@ class _Loose(msgspec.Struct, frozen=True, kw_only=True):
     game: str
     occurred_at: str
     points: WirePoints = 1
+    score: WireScore | None = None
     mode: str | None = None
     region: str | None = None
     display_name: str | None = None
@@ -132,6 +142,9 @@ class Reason(enum.StrEnum):
     """Valid for the schema, yet a sink (PostgreSQL) refused the record itself; the detail names the error."""
     TOO_OLD = "too_old"
     """occurred_at is before the event log's floor: its month is archived, copies are unrecognisable."""
+    NOT_COUNTABLE = "not_countable"
+    """Some board takes the event's game/mode/region, yet none can count it: each lacks the value it ranks
+    by (``score`` absent) or the value is past that board's bounds (decided by the consumer)."""
 
 
 class Invalid(msgspec.Struct, frozen=True):
@@ -242,6 +255,9 @@ def _event(wire: _Wire | _Loose) -> MatchWon | Invalid:
     """The checks no struct constraint expresses, then the event itself."""
     if not float(wire.points).is_integer():
         return Invalid(Reason.SCHEMA_VIOLATION, f"Expected an integer, got {wire.points} - at `$.points`")
+    score = wire.score
+    if score is not None and not float(score).is_integer():
+        return Invalid(Reason.SCHEMA_VIOLATION, f"Expected an integer, got {score} - at `$.score`")
     try:
         occurred = datetime.fromisoformat(wire.occurred_at.upper())
     except ValueError as exc:
@@ -259,6 +275,7 @@ def _event(wire: _Wire | _Loose) -> MatchWon | Invalid:
         game=wire.game,
         occurred_at=occurred,
         points=int(wire.points),
+        score=None if score is None else int(score),
         mode=wire.mode,
         region=wire.region,
         display_name=wire.display_name,

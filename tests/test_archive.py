@@ -19,9 +19,8 @@ from consumers.closing import close_one
 from consumers.compare import differences
 from consumers.generations import canonical_rows
 from consumers.migrate import migrate
-from consumers.plan import Canonical, fold
+from consumers.plan import Canonical, fold, scores
 from consumers.redis_sink import RedisSink
-from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
@@ -98,13 +97,12 @@ def test_archive_drops_months_without_changing_a_board_and_restores_them(
     kept = canonical_rows(
         rows(
             pg,
-            "SELECT event_id, match_id, player_id, game, mode, region, points, occurred_at,"
+            "SELECT event_id, match_id, player_id, game, mode, region, points, score, occurred_at,"
             " kafka_partition, kafka_offset FROM events",
         )
     )
     truth = fold(BOARD, [*archived_records(tmp_path), *kept], split_partitions=False)
-    for (period, _), slot in truth.items():
-        want = {p: scoring.pack(v[0], v[1]) for p, v in slot.players.items()}
+    for (period, _), want in scores(BOARD, truth).items():
         have = {m.decode(): int(s) for m, s in boards[f"{keys.base(BOARD.id)}:g1:{period}"]}
         assert have == want, period
     # A late copy or a late event for an archived month is dead-lettered too_old; Redis stays as it was.

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 from consumers import checkpoints, pg_sink
 from consumers.migrate import migrate
-from consumers.plan import Canonical, Fold, fold
-from leaderboard import scoring
+from consumers.plan import Canonical, Fold, fold, scores
 from leaderboard.boards import Board
 from leaderboard.periods import PeriodKind
 from leaderboard.settings import Settings
@@ -84,11 +83,7 @@ def _expected(canonical: list[Canonical]) -> dict[str, dict[tuple[str, str], int
     out: dict[str, dict[tuple[str, str], int]] = {}
     for board in BOARDS:
         folded: Fold = fold(board, canonical, split_partitions=False)
-        out[board.id] = {
-            (key, p): scoring.pack(v[0], v[1])
-            for (key, _), slot in folded.items()
-            for p, v in slot.players.items()
-        }
+        out[board.id] = {(key, p): v for (key, _), s in scores(board, folded).items() for p, v in s.items()}
     return out
 
 
@@ -100,7 +95,7 @@ def _checkpoint(conn: psycopg.Connection) -> dict[str, dict[tuple[str, str], int
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             for chunk in checkpoints.stream_rows(conn, board.id):
                 for r in chunk:
-                    rows[(r.period, r.player_id)] = checkpoints.packed(board, r.period, r.points, r.at_s)
+                    rows[(r.period, r.player_id)] = checkpoints.packed(board, r)
         out[board.id] = rows
     return out
 
@@ -157,13 +152,8 @@ def test_a_changed_board_definition_refolds_from_scratch(conn: psycopg.Connectio
     rows = {}
     with conn.transaction():
         for chunk in checkpoints.stream_rows(conn, board.id):
-            rows.update(
-                {
-                    (r.period, r.player_id): checkpoints.packed(narrowed, r.period, r.points, r.at_s)
-                    for r in chunk
-                }
-            )
+            rows.update({(r.period, r.player_id): checkpoints.packed(narrowed, r) for r in chunk})
     folded = fold(narrowed, canonical, split_partitions=False)
-    want = {(k, p): scoring.pack(v[0], v[1]) for (k, _), s in folded.items() for p, v in s.players.items()}
+    want = {(k, p): v for (k, _), s in scores(narrowed, folded).items() for p, v in s.items()}
     assert rows == want
     assert rows  # the narrowed board still has players: the comparison is not empty

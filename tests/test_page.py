@@ -10,12 +10,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
+import psycopg
 import pytest
+import redis
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
+from consumers.migrate import migrate
+from consumers.plan import Canonical
+from consumers.redis_sink import RedisSink
+from leaderboard.boards import load as load_boards
+from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from producers.publisher import Publisher
 from tests.factories import win
@@ -154,3 +163,50 @@ def test_rebuilding_banner_on_503(api: ApiProcess, browser: Browser) -> None:
     page.unroute("**/v1/leaderboards/*/entries**")
     expect(page.locator("#rows tr[data-player]")).to_have_count(10, timeout=WAIT_MS)
     expect(banner).to_be_hidden()
+
+
+@pytest.mark.slow  # a browser and an API process: about a minute on a loaded 2-core machine
+def test_an_ascending_time_trial_shows_times_and_the_countdown(
+    config: Settings, browser: Browser, tmp_path: Path
+) -> None:
+    """A time-trial board (best, asc, by score in ms): lap times formatted as times, the best first, and the
+    countdown to the shown period's end."""
+    boards = tmp_path / "boards.toml"
+    boards.write_text(
+        '[[board]]\nid = "laps"\naggregation = "best"\norder = "asc"\nvalue = "score"\n'
+        'periods = ["daily", "all_time"]\n'
+    )
+    cfg = replace(config, boards_file=boards)
+    board = load_boards(boards)[0]
+    keys = Keys(cfg.redis_prefix)
+    with redis.Redis.from_url(cfg.redis_url) as r, psycopg.connect(cfg.database_url, autocommit=True) as conn:
+        migrate(conn)
+        r.hset(keys.meta("laps"), mapping={"active": 1, "writing": 1})
+        now = datetime.now(UTC)
+        laps = [("ann", 61_250), ("bob", 59_004), ("ann", 58_999), ("cy", 3_725_000)]
+        records = [
+            Canonical(0, i, msgspec.structs.replace(win(p, now - timedelta(seconds=60 - i)), score=s))
+            for i, (p, s) in enumerate(laps)
+        ]
+        RedisSink(r, keys, (board,)).apply(records)
+    api = ApiProcess(cfg, tmp_path)
+    try:
+        api.wait_ready()
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(api.url + "/?board=laps&period=daily:current", wait_until="domcontentloaded")
+        expect(page.locator("#rows tr[data-player]")).to_have_count(3, timeout=WAIT_MS)
+        assert rows(page) == ["ann", "bob", "cy"]  # lower is better
+        scores = page.eval_on_selector_all(
+            "#rows tr[data-player] td.score", "cs => cs.map(c => c.textContent)"
+        )
+        assert scores == ["0:58.999", "0:59.004", "1:02:05.000"]
+        expect(page.locator("#countdown")).to_contain_text("ends in ", timeout=WAIT_MS)
+        end = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        text = page.locator("#countdown").text_content() or ""
+        h, m, s = (int(x) for x in text.removeprefix("ends in ").split(":"))
+        assert abs((end - datetime.now(UTC)).total_seconds() - (h * 3600 + m * 60 + s)) < 5
+        assert errors == []
+    finally:
+        api.stop()

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.plan import Canonical, fold, payload
+from consumers.plan import Canonical, fold, payload, scores
 from leaderboard import scoring
 from leaderboard.boards import Board
 from tests.factories import win
@@ -32,11 +32,7 @@ def records(raw: list[tuple[str, int, int, str]]) -> list[Canonical]:
 
 def snapshot(board: Board, recs: list[Canonical]) -> dict[str, dict[str, int]]:
     """period -> player -> packed score, folding each partition slot into one value."""
-    out: dict[str, dict[str, list[int]]] = defaultdict(dict)
-    for (period, _), slot in fold(board, recs, split_partitions=False).items():
-        for player, (pts, tb, _) in slot.players.items():
-            out[period][player] = [pts, tb]
-    return {k: {p: scoring.pack(v[0], v[1]) for p, v in d.items()} for k, d in out.items()}
+    return {period: s for (period, _), s in scores(board, fold(board, recs, split_partitions=False)).items()}
 
 
 @settings(max_examples=60)
@@ -150,8 +146,8 @@ def test_fold_in_chunks_equals_the_event_by_event_definition(
     ):
         acc = fold(board, recs[:cut])
         fold(board, recs[cut:], into=acc)
-        got = {slot: {p: (v[0], v[1]) for p, v in s.players.items()} for slot, s in acc.items()}
-        assert got == reference(board, recs)
+        want = {s: {p: scoring.pack(*v) for p, v in d.items()} for s, d in reference(board, recs).items()}
+        assert scores(board, acc) == want
         for (key, part), s in acc.items():
             feeding = [
                 r.offset

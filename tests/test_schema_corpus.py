@@ -264,6 +264,7 @@ def payloads(draw: st.DrawFn) -> dict[str, Any]:
         ("mode", _IDENT),
         ("region", _IDENT),
         ("points", st.integers(1, model.MAX_POINTS)),
+        ("score", st.integers(0, model.MAX_SCORE)),
         ("display_name", st.text(_NO_CONTROL, min_size=1, max_size=64)),
     ):
         if draw(st.booleans()):

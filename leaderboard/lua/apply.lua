@@ -3,9 +3,16 @@
 -- partition, so the script holds Redis a few ms whatever the batch; each call moves its own watermarks.
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
--- payload: {agg="sum"|"best", gen=<optional target generation>, pos=[[partition, last offset], ...],
+-- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>, pos=[[partition, last offset], ...],
 --           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
---                                             after=<optional>, m=[player, ...], v=[points, ...], t=[tb, ...]}]}]}
+--                                             after=<optional>, m=[player, ...], v=[value, ...], t=[tb, ...],
+--                                             u=[us, ...], q=[partition, ...], o=[offset, ...]}]}]}
+-- v are values (the board's points or scores), folded per player by leaderboard.aggregate; u/q/o (``last``
+-- boards only) are the microsecond instant and Kafka position of each player's latest event.
+-- Redis stores rank keys (value on desc boards, MAXP - value on asc ones: higher is always better) and the
+-- same merges as leaderboard.aggregate.Rule.merge: sum adds values (saturating) and keeps the latest
+-- instant's tie-break; best keeps the higher key, of equal keys the earlier (larger) tie-break; last keeps
+-- the event latest by (us, partition, offset), remembered in the period's "lt" hash.
 -- pos covers the whole batch (also records this board ignores) and feeds the generation's position ("hi"),
 -- which a rebuild must reach before it may flip.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
@@ -15,8 +22,7 @@
 -- Returns {"ok", applied_updates, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
 -- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
 -- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
-local SPAN = 16777216          -- 2^24, leaderboard.scoring.TIME_SPAN
-local MAXP = 536870911         -- leaderboard.scoring.MAX_SCORE
+-- SPAN, MAXP and the key_*/gkey_* functions come from the generated prelude (leaderboard.lua_scripts).
 local CHUNK = 1000             -- unpack() pushes 2 * CHUNK values; Redis' Lua stack allows ~8000
 local base = ARGV[1]
 local payload = cjson.decode(ARGV[2])
@@ -29,21 +35,34 @@ else
   if not writing then return {'nometa'} end
   for g in string.gmatch(writing, '[^,]+') do gens[#gens + 1] = g end
 end
-local best = payload.agg == 'best'
+local agg = payload.agg
+local asc = payload.asc == true
+local function key_of(value)
+  if value > MAXP then value = MAXP end
+  if asc then return MAXP - value end
+  return value
+end
+local function later(u1, q1, o1, u2, q2, o2)
+  if u1 ~= u2 then return u1 > u2 end
+  if q1 ~= q2 then return q1 > q2 end
+  return o1 > o2
+end
+local function num(x) return string.format('%.0f', x) end
 local applied = 0
 local out = {'ok', 0}
 for _, gen in ipairs(gens) do
-  local g = base .. ':g' .. gen
+  local g = key_gen(base, gen)
   local floors = {}
   for _, per in ipairs(payload.periods) do
-    local zkey = g .. ':' .. per.p
-    local wkey = g .. ':wm:' .. per.p
+    local zkey = gkey_board(g, per.p)
+    local wkey = gkey_watermark(g, per.p)
+    local lkey = gkey_latest(g, per.p)
     local events = 0
     for _, part in ipairs(per.parts) do
       local pt = tostring(part.pt)
       local fl = floors[pt]
       if fl == nil then
-        fl = tonumber(redis.call('HGET', g .. ':floor', pt) or '-1')
+        fl = tonumber(redis.call('HGET', gkey_floor(g), pt) or '-1')
         floors[pt] = fl
       end
       local wm = tonumber(redis.call('HGET', wkey, pt) or '-1')
@@ -55,26 +74,48 @@ for _, gen in ipairs(gens) do
         local count = #m
         for i = 1, count, CHUNK do
           local j = math.min(i + CHUNK - 1, count)
-          local olds = redis.call('ZMSCORE', zkey, unpack(m, i, j))
           local args = {}
-          for k = i, j do
-            local pts, tb, old = v[k], t[k], olds[k - i + 1]
-            if old then
-              old = tonumber(old)
-              local opts = math.floor(old / SPAN)
-              local otb = old - opts * SPAN
-              if best then
-                if opts > pts or (opts == pts and otb >= tb) then pts = opts; tb = otb end
-              else
-                pts = opts + pts
-                if otb < tb then tb = otb end
+          if agg == 'last' then
+            local u, q, o = part.u, part.q, part.o
+            local lts = redis.call('HMGET', lkey, unpack(m, i, j))
+            local marks = {}
+            for k = i, j do
+              local lt = lts[k - i + 1]
+              local newer = true
+              if lt then
+                local ou, oq, oo = string.match(lt, '^(%d+):(-?%d+):(%d+)$')
+                newer = later(u[k], q[k], o[k], tonumber(ou), tonumber(oq), tonumber(oo))
+              end
+              if newer then
+                args[#args + 1] = key_of(v[k]) * SPAN + t[k]
+                args[#args + 1] = m[k]
+                marks[#marks + 1] = m[k]
+                marks[#marks + 1] = num(u[k]) .. ':' .. num(q[k]) .. ':' .. num(o[k])
               end
             end
-            if pts > MAXP then pts = MAXP end
-            args[#args + 1] = pts * SPAN + tb
-            args[#args + 1] = m[k]
+            if #marks > 0 then redis.call('HSET', lkey, unpack(marks)) end
+          else
+            local olds = redis.call('ZMSCORE', zkey, unpack(m, i, j))
+            for k = i, j do
+              local key, tb, old = key_of(v[k]), t[k], olds[k - i + 1]
+              if old then
+                old = tonumber(old)
+                local okey = math.floor(old / SPAN)
+                local otb = old - okey * SPAN
+                if agg == 'best' then
+                  if okey > key or (okey == key and otb >= tb) then key = okey; tb = otb end
+                else
+                  local total = v[k]
+                  if asc then total = total + (MAXP - okey) else total = total + okey end
+                  key = key_of(total)
+                  if otb < tb then tb = otb end
+                end
+              end
+              args[#args + 1] = key * SPAN + tb
+              args[#args + 1] = m[k]
+            end
           end
-          redis.call('ZADD', zkey, unpack(args))
+          if #args > 0 then redis.call('ZADD', zkey, unpack(args)) end
         end
         events = events + part.n
         applied = applied + count
@@ -84,15 +125,15 @@ for _, gen in ipairs(gens) do
       end
     end
     if events > 0 then
-      redis.call('SADD', g .. ':periods', per.p)
-      redis.call('HINCRBY', g .. ':st:' .. per.p, 'events', events)
-      redis.call('HSET', g .. ':st:' .. per.p, 'updated_ms', now)
+      redis.call('SADD', gkey_periods(g), per.p)
+      redis.call('HINCRBY', gkey_stats(g, per.p), 'events', events)
+      redis.call('HSET', gkey_stats(g, per.p), 'updated_ms', now)
     end
   end
   for _, pos in ipairs(payload.pos) do
     local pt = tostring(pos[1])
-    local hi = tonumber(redis.call('HGET', g .. ':hi', pt) or '-1')
-    if pos[2] > hi then redis.call('HSET', g .. ':hi', pt, pos[2]) end
+    local hi = tonumber(redis.call('HGET', gkey_position(g), pt) or '-1')
+    if pos[2] > hi then redis.call('HSET', gkey_position(g), pt, pos[2]) end
   end
 end
 out[2] = applied

@@ -7,9 +7,9 @@ local base = ARGV[1]
 local new = ARGV[2]
 local active = redis.call('HGET', KEYS[1], 'active')
 if active and active ~= new then
-  local live = redis.call('HGETALL', base .. ':g' .. active .. ':hi')
+  local live = redis.call('HGETALL', gkey_position(key_gen(base, active)))
   for i = 1, #live, 2 do
-    local mine = tonumber(redis.call('HGET', base .. ':g' .. new .. ':hi', live[i]) or '-1')
+    local mine = tonumber(redis.call('HGET', gkey_position(key_gen(base, new)), live[i]) or '-1')
     if tonumber(live[i + 1]) > mine then return {'behind', live[i], live[i + 1]} end
   end
 end

@@ -9,7 +9,7 @@
 -- caller does not declare it and reads the names with an HMGET of its own (the reply then has no names).
 -- Replies are one JSON string (cjson): a single bulk reply is far cheaper for the client to parse than
 -- nested RESP arrays. Scores stay strings (cjson prints numbers with 14 digits; packed scores need 16).
-local SPAN = 16777216          -- 2^24, leaderboard.scoring.TIME_SPAN
+-- SPAN comes from the generated prelude (leaderboard.lua_scripts).
 local function num(x) return string.format('%.0f', x) end
 -- Returns gen, updated_ms ('' if never) when ARGV[1] is the active generation; else nil and the reply to
 -- return as is (nometa: no active generation; stale: another one is active).

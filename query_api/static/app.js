@@ -13,7 +13,9 @@ const state = {
   ranks: new Map(), // player_id -> rank on the previous update, for the movement arrows
   player: null,
   playerTimer: null,
+  endsAt: null, // ends_at of the shown period, for the countdown
 };
+setInterval(() => tickCountdown(), 1000);
 
 function params() {
   return new URLSearchParams(location.search);
@@ -42,6 +44,37 @@ function rebuilding(on) {
 
 function fmt(n) {
   return Number(n).toLocaleString("en-US");
+}
+
+function currentBoard() {
+  return state.boards.find((b) => b.id === state.board);
+}
+
+// A board's value: an ascending board ranked by score is a time trial, its scores milliseconds (m:ss.mmm).
+function fmtScore(n) {
+  const board = currentBoard();
+  if (!board || board.order !== "asc" || board.value !== "score") return fmt(n);
+  const ms = Number(n);
+  const h = Math.floor(ms / 3600000);
+  const m = Math.floor((ms % 3600000) / 60000);
+  const sec = ((ms % 60000) / 1000).toFixed(3).padStart(6, "0");
+  return (h > 0 ? h + ":" + String(m).padStart(2, "0") : String(m)) + ":" + sec;
+}
+
+// Time left until the shown period ends (ends_at of the last page), refreshed every second.
+function countdownText(endsAt, now) {
+  if (!endsAt) return "";
+  const left = Math.floor((Date.parse(endsAt) - now) / 1000);
+  if (left <= 0) return "ended";
+  const d = Math.floor(left / 86400);
+  const hms = [Math.floor((left % 86400) / 3600), Math.floor((left % 3600) / 60), left % 60]
+    .map((x) => String(x).padStart(2, "0"))
+    .join(":");
+  return "ends in " + (d > 0 ? d + "d " : "") + hms;
+}
+
+function tickCountdown() {
+  $("countdown").textContent = countdownText(state.endsAt, Date.now());
 }
 
 function cell(tr, text, cls) {
@@ -79,6 +112,8 @@ function periodOptions(board) {
       out.push([kind + ":previous", "Previous " + kind.replace(/ly$/, "").replace(/^dai$/, "day")]);
     }
   }
+  if (board.current.season) out.push(["season:current", "Season (" + board.current.season.split(":").pop() + ")"]);
+  for (const season of board.seasons || []) out.push([season.period, "Season " + season.period.split(":").pop()]);
   return out;
 }
 
@@ -134,7 +169,7 @@ function renderTop(page) {
     tr.dataset.rank = String(e.rank);
     cell(tr, String(e.rank), "rank");
     whoCell(tr, e);
-    cell(tr, fmt(e.score), "score");
+    cell(tr, fmtScore(e.score), "score");
     const move = cell(tr, "", "move");
     const before = previous.get(e.player_id);
     if (!first && before === undefined) {
@@ -159,6 +194,8 @@ function renderTop(page) {
   state.ranks = next;
   $("top-n").textContent = String(state.limit);
   $("period-key").textContent = page.period + (page.source === "snapshot" ? " (final)" : "");
+  state.endsAt = page.ends_at || null;
+  tickCountdown();
   $("total").textContent = fmt(page.total);
   $("updated").textContent = new Date().toLocaleTimeString();
   // A moving board moves the searched player too: refresh their card, at most every 2 s.
@@ -256,7 +293,7 @@ async function showPlayer(id, quiet) {
   $("player-card").hidden = false;
   $("player-name").textContent = p.display_name ? p.display_name + " (" + p.player_id + ")" : p.player_id;
   $("player-rank").textContent = "#" + fmt(p.rank) + " of " + fmt(p.total);
-  $("player-score").textContent = fmt(p.score);
+  $("player-score").textContent = fmtScore(p.score);
   $("player-pct").textContent = "top " + Math.max(0.01, 100 - p.percentile).toFixed(p.percentile > 99 ? 2 : 1) + "%";
   $("player-pct").title = p.percentile.toFixed(2) + "% of players have fewer points";
   const tbody = $("around");
@@ -267,7 +304,7 @@ async function showPlayer(id, quiet) {
     if (e.player_id === p.player_id) tr.classList.add("me");
     cell(tr, String(e.rank), "rank");
     whoCell(tr, e);
-    cell(tr, fmt(e.score), "score");
+    cell(tr, fmtScore(e.score), "score");
     tbody.appendChild(tr);
   }
   for (const tr of $("rows").querySelectorAll("tr")) tr.classList.toggle("me", tr.dataset.player === p.player_id);
