@@ -168,9 +168,11 @@ def caught_up(config: Settings, member: ConsumerProcess | None = None) -> bool:
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
 
-def zscores(client: redis.Redis, key: str) -> list[tuple[bytes, float]]:
-    """A sorted set's (member, score) pairs, low to high (redis-py types the reply as any reply shape)."""
-    return cast("list[tuple[bytes, float]]", client.zrange(key, 0, -1, withscores=True))
+def zscores(client: redis.Redis, key: str, *, reverse: bool = False) -> list[tuple[bytes, float]]:
+    """A sorted set's (member, score) pairs, low to high or, with ``reverse``, high to low (redis-py types the
+    reply as any reply shape)."""
+    rows = client.zrange(key, 0, -1, desc=reverse, withscores=True)
+    return cast("list[tuple[bytes, float]]", rows)
 
 
 def read_topic(

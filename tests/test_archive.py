@@ -28,6 +28,7 @@ from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from tests.conftest import env_of
 from tests.factories import win
+from tests.procs import zscores
 
 BOARD = Board(id="global")
 DAYS = ("2026-04-10", "2026-05-20", "2026-06-05")
@@ -38,7 +39,7 @@ def boards_of(client: redis.Redis, keys: Keys) -> dict[str, list[tuple[bytes, fl
     out = {}
     for key in sorted(client.scan_iter(match=f"{keys.base(BOARD.id)}:*")):
         if client.type(key) == b"zset":
-            out[key.decode()] = client.zrange(key, 0, -1, withscores=True)
+            out[key.decode()] = zscores(client, key.decode())
     return out
 
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -26,6 +27,7 @@ from tests.procs import (
     leaderboard_cli,
     reset_offsets_to_earliest,
     wait_until,
+    zscores,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +39,9 @@ def snapshot(client: redis.Redis, config: Settings) -> tuple[int, Snapshot]:
     keys = Keys(config.redis_prefix)
     gen = int(client.hget(keys.meta("global"), "active") or 0)
     out: Snapshot = {}
-    for period in sorted(p.decode() for p in client.smembers(keys.periods("global", gen))):
-        rows = client.zrevrange(keys.board("global", gen, period), 0, -1, withscores=True)
+    members = cast("set[bytes]", client.smembers(keys.periods("global", gen)))
+    for period in sorted(p.decode() for p in members):
+        rows = zscores(client, keys.board("global", gen, period), reverse=True)
         out[period] = [(m.decode(), s) for m, s in rows]
     return gen, out
 
