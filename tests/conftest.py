@@ -17,10 +17,12 @@ import psycopg
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from fastapi.testclient import TestClient
 
 from leaderboard import settings as settings_mod
 from leaderboard.probe import unreachable_services
 from leaderboard.settings import Settings
+from tests.api_world import World, make_world, serving
 
 
 def _docker_answers() -> bool:
@@ -159,3 +161,16 @@ def pg(config: Settings) -> Iterator[psycopg.Connection]:
 def env_of(config: Settings) -> dict[str, str]:
     """The environment that makes a child process (`leaderboard ...`) use these settings."""
     return {**os.environ, **settings_mod.to_env(config)}
+
+
+@pytest.fixture
+def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
+    """The read API's boards for one test (tests/api_world.py): migrated schema, every board active."""
+    return make_world(config, redis_client, pg)
+
+
+@pytest.fixture
+def api(world: World) -> Iterator[TestClient]:
+    """The read app over ``world``, its lifespan running."""
+    with serving(world.config) as client:
+        yield client
