@@ -144,10 +144,16 @@ def answers(client: TestClient) -> list[tuple[int, Any]]:
     return out
 
 
-def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: Settings) -> None:
+def on_the_cluster(config: Settings, cluster: Cluster) -> tuple[Settings, RedisCluster]:
+    """The test's settings pointed at the cluster, and the app's own (sync) client for it."""
     on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
     rc = sync_client(on_cluster)
     assert isinstance(rc, RedisCluster)
+    return on_cluster, rc
+
+
+def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: Settings) -> None:
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
     write_boards(rc, keys)
     single = redis.Redis.from_url(config.redis_url)
@@ -177,8 +183,7 @@ def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: S
 
 def test_a_generation_flip_on_the_cluster_is_followed(cluster: Cluster, config: Settings) -> None:
     """The store names generation 1's keys; after a flip to 2 the script says stale and it follows."""
-    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
-    rc = sync_client(on_cluster)
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
     write_boards(rc, keys)
     url = "/v1/leaderboards/global/entries?period=all_time&limit=10"
@@ -225,9 +230,7 @@ def _replicated(rc: RedisCluster, deadline_s: float) -> None:
 
 
 def test_master_sigkill_answers_503_until_the_replica_takes_over(cluster: Cluster, config: Settings) -> None:
-    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
-    rc = sync_client(on_cluster)
-    assert isinstance(rc, RedisCluster)
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
     write_boards(rc, keys)
     _replicated(rc, 10)
@@ -266,9 +269,7 @@ def test_a_slot_without_any_node_answers_503_on_every_board(cluster: Cluster, co
 
     Last test of the module: it leaves the cluster failed (the fixture then stops what is left).
     """
-    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
-    rc = sync_client(on_cluster)
-    assert isinstance(rc, RedisCluster)
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
     victim = untyped(rc).get_node_from_key(keys.meta("global"))
     assert victim is not None
