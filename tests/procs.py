@@ -241,6 +241,20 @@ class ApiProcess(_CliChild):
         return http_get(f"{self.url}{path}", timeout=5)
 
 
+def schemathesis(api: ApiProcess, *args: str, timeout: float) -> str:
+    """``schemathesis run *args`` against the running API's OpenAPI document; its output, once it passed."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "run", f"{api.url}/openapi.json", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "passed" in result.stdout.lower()
+    return result.stdout
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
     """SIGTERM, then SIGKILL if it is still running after ``timeout``: no child outlives a test. Exit code."""
     if proc.poll() is None:
