@@ -11,18 +11,22 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import psycopg
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from fastapi.testclient import TestClient
 
 from leaderboard import settings as settings_mod
 from leaderboard.probe import unreachable_services
 from leaderboard.settings import Settings
-from tests.api_world import World, make_world, serving
+
+if TYPE_CHECKING:  # the read-API world is imported by the tests that use it, not by every test run
+    from fastapi.testclient import TestClient
+
+    from tests.api_world import World
 
 
 def _docker_answers() -> bool:
@@ -174,11 +178,15 @@ def env_of(config: Settings) -> dict[str, str]:
 @pytest.fixture
 def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
     """The read API's boards for one test (tests/api_world.py): migrated schema, every board active."""
+    from tests.api_world import make_world  # noqa: PLC0415 - see TYPE_CHECKING above
+
     return make_world(config, redis_client, pg)
 
 
 @pytest.fixture
 def api(world: World) -> Iterator[TestClient]:
     """The read app over ``world``, its lifespan running."""
+    from tests.api_world import serving  # noqa: PLC0415 - see TYPE_CHECKING above
+
     with serving(world.config) as client:
         yield client
