@@ -57,10 +57,10 @@ def _containers(stack: ExitStack) -> dict[str, str]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Long tests (``slow``) first, otherwise in file order. ``make test`` runs the suite on several
-    pytest-xdist workers: started first, the long tests overlap the short ones instead of one of them ending
-    the run alone. A module whose fixtures are module-scoped (a cluster started once) marks itself
-    ``pytest.mark.xdist_group("<module>")`` so that one worker runs all of it (``--dist loadgroup``)."""
+    """Long tests (``slow``) first, otherwise in file order. ``make test`` runs the suite on pytest-xdist
+    workers, one test module at a time per worker (``--dist loadfile --no-loadscope-reorder``, so a
+    module-scoped fixture is set up once): the modules holding long tests start first and overlap the short
+    ones instead of one of them ending the run alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

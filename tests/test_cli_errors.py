@@ -276,7 +276,6 @@ def results(world: World) -> dict[tuple[str, str], Result]:
     return {key: future.result() for key, future in futures.items()}
 
 
-@pytest.mark.xdist_group("cli_errors_world")  # one module-scoped world (see conftest)
 @pytest.mark.parametrize(
     ("command", "fault"), _case_ids(), ids=[f"{c.name}-{f.name}" for c, f in _case_ids()]
 )
@@ -293,7 +292,6 @@ def test_service_faults(results: dict[tuple[str, str], Result], command: Command
             assert word not in result.stderr, result.stderr[-2000:]
 
 
-@pytest.mark.xdist_group("cli_errors_world")  # one module-scoped world (see conftest)
 def test_api_starts_without_kafka(world: World) -> None:
     """The API reads Redis and PostgreSQL only (ingest off): Kafka down does not stop it from serving."""
     port = free_port()
@@ -321,7 +319,6 @@ def test_api_starts_without_kafka(world: World) -> None:
         proc.wait(15)
 
 
-@pytest.mark.xdist_group("cli_errors_world")  # one module-scoped world (see conftest)
 def test_api_with_ingest_needs_kafka(world: World) -> None:
     env = {
         **world.env,
@@ -555,7 +552,6 @@ def test_unexpected_error_is_one_line_and_debug_adds_the_traceback(
     assert err.strip().splitlines()[-1].startswith("leaderboard migrate: unexpected RuntimeError")
 
 
-@pytest.mark.xdist_group("cli_errors_world")  # one module-scoped world (see conftest)
 def test_consume_with_its_metrics_port_taken(world: World) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

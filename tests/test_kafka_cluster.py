@@ -27,7 +27,7 @@ from tests.factories import win
 from tests.services import kafka_libs
 from tests.test_redis_cluster import _free_block
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kafka_cluster")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 TOPIC = "match-won.v1"  # the private cluster's own topics, created by stack.sh

@@ -32,7 +32,7 @@ from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
 from query_api.app import create_app
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("redis_cluster")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 STACK_SH = REPO / "deploy" / "stack.sh"
