@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import psycopg
@@ -21,6 +22,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from leaderboard import settings as settings_mod
 from leaderboard.probe import unreachable_services
 from leaderboard.settings import Settings
+
+if TYPE_CHECKING:  # the read-API world is imported by the tests that use it, not by every test run
+    from fastapi.testclient import TestClient
+
+    from tests.api_world import World
 
 
 def _docker_answers() -> bool:
@@ -48,6 +54,14 @@ def _containers(stack: ExitStack) -> dict[str, str]:
         "LEADERBOARD_REDIS_URL": f"redis://{redis_c.get_container_host_ip()}:{redis_c.get_exposed_port(6379)}/0",
         "LEADERBOARD_DATABASE_URL": pg.get_connection_url(driver=None),
     }
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests (``slow``) first, otherwise in file order. ``make test`` runs the suite on pytest-xdist
+    workers, one test module at a time per worker (``--dist loadfile --no-loadscope-reorder``, so a
+    module-scoped fixture is set up once): the modules holding long tests start first and overlap the short
+    ones instead of one of them ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -159,3 +173,20 @@ def pg(config: Settings) -> Iterator[psycopg.Connection]:
 def env_of(config: Settings) -> dict[str, str]:
     """The environment that makes a child process (`leaderboard ...`) use these settings."""
     return {**os.environ, **settings_mod.to_env(config)}
+
+
+@pytest.fixture
+def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
+    """The read API's boards for one test (tests/api_world.py): migrated schema, every board active."""
+    from tests.api_world import make_world  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    return make_world(config, redis_client, pg)
+
+
+@pytest.fixture
+def api(world: World) -> Iterator[TestClient]:
+    """The read app over ``world``, its lifespan running."""
+    from tests.api_world import serving  # noqa: PLC0415 - see TYPE_CHECKING above
+
+    with serving(world.config) as client:
+        yield client

@@ -168,9 +168,11 @@ def caught_up(config: Settings, member: ConsumerProcess | None = None) -> bool:
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
 
-def zscores(client: redis.Redis, key: str) -> list[tuple[bytes, float]]:
-    """A sorted set's (member, score) pairs, low to high (redis-py types the reply as any reply shape)."""
-    return cast("list[tuple[bytes, float]]", client.zrange(key, 0, -1, withscores=True))
+def zscores(client: redis.Redis, key: str, *, reverse: bool = False) -> list[tuple[bytes, float]]:
+    """A sorted set's (member, score) pairs, low to high or, with ``reverse``, high to low (redis-py types the
+    reply as any reply shape)."""
+    rows = client.zrange(key, 0, -1, desc=reverse, withscores=True)
+    return cast("list[tuple[bytes, float]]", rows)
 
 
 def read_topic(
@@ -237,6 +239,20 @@ class ApiProcess(_CliChild):
 
     def get(self, path: str) -> tuple[int, bytes]:
         return http_get(f"{self.url}{path}", timeout=5)
+
+
+def schemathesis(api: ApiProcess, *args: str, timeout: float) -> str:
+    """``schemathesis run *args`` against the running API's OpenAPI document; its output, once it passed."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("schemathesis")), "run", f"{api.url}/openapi.json", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "passed" in result.stdout.lower()
+    return result.stdout
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 
 from leaderboard.settings import Settings
-from tests.procs import ApiProcess, consumer_and_api
+from tests.procs import ApiProcess, consumer_and_api, schemathesis
 
 BOARDS = """
 [[board]]
@@ -101,30 +99,12 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     served: tuple[Settings, ApiProcess],
 ) -> None:
     _, api = served
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("schemathesis")),
-            "run",
-            f"{api.url}/openapi.json",
-            "--max-examples",
-            "25",
-            "--seed",
-            "1",
-            "--phases",
-            "examples,fuzzing",
-            "--checks",
-            "not_a_server_error,response_schema_conformance,content_type_conformance",
-            "--exclude-path-regex",
-            "stream$",
-            "--request-timeout",
-            "10",
-            "--workers",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
+    # fmt: off
+    schemathesis(
+        api,
+        "--max-examples", "25", "--seed", "1", "--phases", "examples,fuzzing",
+        "--checks", "not_a_server_error,response_schema_conformance,content_type_conformance",
+        "--exclude-path-regex", "stream$", "--request-timeout", "10", "--workers", "2",
         timeout=600,
-        check=False,
     )
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert "passed" in result.stdout.lower()
+    # fmt: on

@@ -9,16 +9,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from starlette.types import Scope, Send
 
 from leaderboard.settings import Settings
 from query_api import fastpath
 from query_api.app import create_app
-from tests.test_api_reads import BOARDS, World, make_world, ties
+from tests.api_world import BOARDS, World, ties
 
 REQUESTS = [
     "/v1/leaderboards/global/entries?period=all_time",
@@ -40,11 +38,6 @@ REQUESTS = [
     "/v1/leaderboards/global/entries?limit=5&limit=6",
 ]
 EXAMPLE = {"board": "global", "player_id": "p3"}
-
-
-@pytest.fixture
-def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
-    return make_world(config, redis_client, pg)
 
 
 @pytest.fixture

@@ -5,24 +5,21 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from query_api import store as store_mod
 from query_api.app import STATIC
+from tests.api_world import World, problem_of, serving, ties
 from tests.conftest import env_of
 from tests.procs import stop_process, wait_until
-from tests.test_api_reads import World, make_world, problem_of, serving, ties
 
 ROUTES = [
     ("get", "/v1/leaderboards/global/entries", None),
@@ -33,17 +30,6 @@ ROUTES = [
     ("get", "/v1/leaderboards/global/stats", None),
     ("get", "/v1/leaderboards/global/periods", None),
 ]
-
-
-@pytest.fixture
-def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
-    return make_world(config, redis_client, pg)
-
-
-@pytest.fixture
-def api(world: World) -> Iterator[TestClient]:
-    with serving(world.config) as client:
-        yield client
 
 
 def call(api: TestClient, method: str, path: str, body: Any) -> httpx.Response:

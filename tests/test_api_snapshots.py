@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import psycopg
-import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from query_api import models
 from query_api.app import create_app
+from tests.api_world import BOARDS, World, at, problem_of, rows
 from tests.factories import win
-from tests.test_api_reads import BOARDS, World, at, make_world, problem_of, rows, serving
 
 PERIOD = "monthly:2025-01"
-
-
-@pytest.fixture
-def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
-    return make_world(config, redis_client, pg)
-
-
-@pytest.fixture
-def api(world: World) -> Iterator[TestClient]:
-    with serving(world.config) as client:
-        yield client
 
 
 def close_period(pg: psycopg.Connection, board: str = "global", period: str = PERIOD) -> None:

@@ -8,25 +8,17 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import orjson
-import psycopg
 import pytest
-import redis
 import uvicorn
 from fastapi import FastAPI
 
 from leaderboard.net import free_port
-from leaderboard.settings import Settings
 from query_api import stream
 from query_api.app import create_app
+from tests.api_world import BOARDS, World, at, ties
 from tests.factories import win
-from tests.test_api_reads import BOARDS, World, at, make_world, ties
 
 DEADLINE_S = 10.0
-
-
-@pytest.fixture
-def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
-    return make_world(config, redis_client, pg)
 
 
 class Events:

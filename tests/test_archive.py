@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,8 +23,8 @@ from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from tests.conftest import env_of
 from tests.factories import win
+from tests.procs import leaderboard_cli, zscores
 
 BOARD = Board(id="global")
 DAYS = ("2026-04-10", "2026-05-20", "2026-06-05")
@@ -37,7 +35,7 @@ def boards_of(client: redis.Redis, keys: Keys) -> dict[str, list[tuple[bytes, fl
     out = {}
     for key in sorted(client.scan_iter(match=f"{keys.base(BOARD.id)}:*")):
         if client.type(key) == b"zset":
-            out[key.decode()] = client.zrange(key, 0, -1, withscores=True)
+            out[key.decode()] = zscores(client, key.decode())
     return out
 
 
@@ -139,38 +137,20 @@ def test_cli_refuses_the_current_month_and_restoring_out_of_order_in_one_line(
     config: Settings, world: tuple[Keys, list[Canonical]], pg: psycopg.Connection, tmp_path: Path
 ) -> None:
     del world
-    cmd = [sys.executable, "-m", "leaderboard.cli", "archive"]
     now = datetime.now(UTC)
     this_month = f"{now:%Y-%m}"
-    res = subprocess.run(
-        [*cmd, "--before", f"{now.year + 1}-01", "--to", str(tmp_path)],
-        env=env_of(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    res = leaderboard_cli(
+        config, "archive", "--before", f"{now.year + 1}-01", "--to", str(tmp_path), timeout=60
     )
     assert res.returncode == 2, res.stderr
     assert res.stderr.count("\n") == 1
     assert "current month cannot be archived" in res.stderr, this_month
     close_spring(pg)
-    ok = subprocess.run(
-        [*cmd, "--before", "2026-06", "--to", str(tmp_path)],
-        env=env_of(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    ok = leaderboard_cli(config, "archive", "--before", "2026-06", "--to", str(tmp_path), timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "event log now starts at 2026-06" in ok.stdout
-    wrong = subprocess.run(
-        [*cmd, "--restore", str(tmp_path / "events_2026_04.csv.gz")],
-        env=env_of(config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    wrong = leaderboard_cli(
+        config, "archive", "--restore", str(tmp_path / "events_2026_04.csv.gz"), timeout=60
     )
     assert wrong.returncode == 2
     assert wrong.stderr.strip().endswith("restore months newest first")

@@ -17,7 +17,15 @@ from confluent_kafka import Producer
 from leaderboard import scoring
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
-from tests.procs import ConsumerProcess, caught_up, consume_until_caught_up, dumps, read_topic, wait_until
+from tests.procs import (
+    ConsumerProcess,
+    caught_up,
+    consume_until_caught_up,
+    dumps,
+    read_topic,
+    wait_until,
+    zscores,
+)
 
 INVALID = [
     (b"{not json", "undecodable"),
@@ -100,10 +108,7 @@ def produce_stream(config: Settings, n: int, seed: int) -> tuple[dict[str, int],
 def board(client: redis.Redis, config: Settings, period: str, name: str = "global") -> dict[str, int]:
     keys = Keys(config.redis_prefix)
     gen = int(client.hget(keys.meta(name), "active") or 0)
-    return {
-        m.decode(): scoring.points_of(s)
-        for m, s in client.zrange(keys.board(name, gen, period), 0, -1, withscores=True)
-    }
+    return {m.decode(): scoring.points_of(s) for m, s in zscores(client, keys.board(name, gen, period))}
 
 
 def test_events_land_once_in_both_sinks_and_invalid_ones_in_the_dead_letter_topic(

@@ -99,6 +99,7 @@ def test_exactly_once_and_nothing_lost_through_kills_and_rebalances(config: Sett
                 a = ConsumerProcess(config, tmp_path, name=f"a{kills}", **env)
             elif step == "join":
                 b = ConsumerProcess(config, tmp_path, name="b", **env)
+                b.wait_ready()  # joined: a SIGTERM before its handlers exist would be a kill, not a leave
             elif b is not None:
                 assert b.stop() == 0
         summary = json.loads(sim.communicate(timeout=120)[0])

@@ -236,9 +236,12 @@ def test_broker_killed_repeatedly_every_member_commits_again_and_nothing_is_lost
                 print(f"kill {kill}: not-ready members reported it, then recovered by themselves")
             print(f"kill {kill}: every member committing again {time.time() - back:.1f} s after the restart")
         truth = load.finish()
-        wait_until(
-            lambda: assert_not_silently_stuck(members) or caught_up(config), 120, "the group to catch up"
-        )
+
+        def stuck_checked_caught_up() -> bool:
+            assert_not_silently_stuck(members)
+            return caught_up(config)
+
+        wait_until(stuck_checked_caught_up, 120, "the group to catch up")
         for m in members:
             wait_until(lambda: m.get("/readyz")[0] == 200, 30, f"{m.log_path.name} ready")  # noqa: B023
         assert_stored_once(config, truth, len(load.points))

@@ -106,8 +106,12 @@ def _read_all(config: Settings, partitions: int, deadline_s: float) -> list[str]
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            ids.append(orjson.loads(msg.value())["event_id"])
-            pos[msg.partition()] = msg.offset() + 1
+            value, partition, offset = msg.value(), msg.partition(), msg.offset()
+            assert value is not None
+            assert partition is not None
+            assert offset is not None
+            ids.append(orjson.loads(value)["event_id"])
+            pos[partition] = offset + 1
         return ids
     finally:
         consumer.close()

@@ -19,12 +19,18 @@ from leaderboard.settings import Settings
 from tests.procs import wait_until
 
 
+def taken(config: Settings, client: redis.Redis) -> tuple[str, Lease]:
+    """The test's lock key and a 600 ms lease on it (renewed in the background while held)."""
+    key = f"{config.redis_prefix}:lock"
+    lease = Lease.take(client, key, lease_ms=600)
+    assert lease is not None
+    return key, lease
+
+
 def test_a_lease_renews_itself_and_only_its_holder_releases_it(
     config: Settings, redis_client: redis.Redis
 ) -> None:
-    key = f"{config.redis_prefix}:lock"
-    lease = Lease.take(redis_client, key, lease_ms=600)
-    assert lease is not None
+    key, lease = taken(config, redis_client)
     try:
         assert Lease.take(redis_client, key, lease_ms=600) is None
         time.sleep(1.5)  # more than two leases: only renewals keep it
@@ -38,9 +44,7 @@ def test_a_lease_renews_itself_and_only_its_holder_releases_it(
 def test_a_lost_lease_stops_the_job_and_leaves_the_new_holder_alone(
     config: Settings, redis_client: redis.Redis
 ) -> None:
-    key = f"{config.redis_prefix}:lock"
-    lease = Lease.take(redis_client, key, lease_ms=600)
-    assert lease is not None
+    key, lease = taken(config, redis_client)
     redis_client.set(key, "someone-else", px=60_000)  # the lease lapsed and another process took over
 
     def raises() -> bool:

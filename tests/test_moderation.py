@@ -298,7 +298,7 @@ def test_cli_actions_list_and_one_line_errors(config: Settings, db: psycopg.Conn
     everything = [json.loads(line) for line in run_cli(config, "list").stdout.splitlines()]
     assert [r["kind"] for r in everything] == ["exclude", "void", "unvoid"]
     assert everything[1]["reversed_by"] == everything[2]["action_id"]
-    for bad in (
+    refusals = [
         ["exclude", "erin"],  # no reason (argparse)
         ["exclude", "erin", "--reason", ""],
         ["exclude", "erin", "--reason", "two\nlines"],
@@ -323,8 +323,11 @@ def test_cli_actions_list_and_one_line_errors(config: Settings, db: psycopg.Conn
         ["reinstate", "erin", "--board", "global"],  # excluded from all boards
         ["list", "--limit", "0"],
         ["list", "--player", "a\x01b"],
-    ):
-        out = run_cli(config, *bad)
+    ]
+    # Each refusal is its own process and writes nothing (the listing below shows it): run them side by side.
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda argv: run_cli(config, *argv), refusals))
+    for bad, out in zip(refusals, outcomes, strict=True):
         assert out.returncode == 2, (bad, out.stdout, out.stderr)
         assert "Traceback" not in out.stderr
         assert out.stdout == ""

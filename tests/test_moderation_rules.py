@@ -141,8 +141,13 @@ def test_kafka_keys() -> None:
 
 
 def test_same_action_ignores_only_the_time() -> None:
-    stored = {"kind": "exclude", "player_id": "p", "boards": "all", "at": "2026-01-01T00:00:00Z"}
+    stored: dict[str, object] = {
+        "kind": "exclude",
+        "player_id": "p",
+        "boards": "all",
+        "at": "2026-01-01T00:00:00Z",
+    }
     assert rules.same_action(stored, {**stored, "at": "2026-02-01T00:00:00Z"})
     assert not rules.same_action(stored, {**stored, "boards": ["a"]})
-    erased = {"kind": "erase", "player_id": "erased-1", "reason": "r"}
+    erased: dict[str, object] = {"kind": "erase", "player_id": "erased-1", "reason": "r"}
     assert rules.same_action(erased, {**erased, "player_id": "the real id"})

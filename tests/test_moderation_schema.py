@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import moderation
-from tests.test_schema_corpus import _format_checker, _Validator
+from tests.test_schema_corpus import Corpus, _Validator
 
-EXAMPLES = Path(str(resources.files("schemas").joinpath("moderation_examples")))
-SCHEMA = json.loads(resources.files("schemas").joinpath("moderation.v1.json").read_text(encoding="utf-8"))
-VALIDATOR = _Validator(SCHEMA, format_checker=_format_checker())
-
-
-def files(kind: str) -> list[Path]:
-    found = sorted((EXAMPLES / kind).glob("*.json"))
-    assert found, f"no examples in {kind}/"
-    return found
-
-
-def schema_says(raw: bytes) -> tuple[bool, str]:
-    try:
-        document = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:
-        return False, f"not JSON: {exc!r}"
-    errors = [e.message for e in VALIDATOR.iter_errors(document)]
-    return not errors, "; ".join(errors)
+CORPUS = Corpus("moderation_examples", "moderation.v1.json")
+SCHEMA = CORPUS.schema
+files, schema_says = CORPUS.files, CORPUS.says
 
 
 def test_schema_is_valid_2020_12() -> None:

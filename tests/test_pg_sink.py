@@ -21,7 +21,7 @@ def db(pg: psycopg.Connection) -> psycopg.Connection:
 
 
 def names(pg: psycopg.Connection) -> dict[str, str]:
-    return dict(pg.execute("SELECT player_id, display_name FROM players").fetchall())  # type: ignore[arg-type]
+    return {str(p): str(n) for p, n in pg.execute("SELECT player_id, display_name FROM players").fetchall()}
 
 
 def test_latest_display_name_by_occurred_at_across_and_within_batches(db: psycopg.Connection) -> None:

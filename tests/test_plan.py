@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -37,7 +39,9 @@ def snapshot(board: Board, recs: list[Canonical]) -> dict[str, dict[str, int]]:
 
 @settings(max_examples=60)
 @given(st.lists(event_st, max_size=40), st.randoms(use_true_random=False))
-def test_fold_is_independent_of_arrival_order(raw: list[tuple[str, int, int, str]], rnd) -> None:  # type: ignore[no-untyped-def]
+def test_fold_is_independent_of_arrival_order(
+    raw: list[tuple[str, int, int, str]], rnd: random.Random
+) -> None:
     for board in (Board(id="s"), Board(id="b", aggregation="best")):
         recs = records(raw)
         shuffled = list(recs)
@@ -87,7 +91,7 @@ def test_payload_carries_offsets_per_partition_and_counts() -> None:
     recs = [Canonical(4, 10, win("ann")), Canonical(4, 12, win("ann", points=2)), Canonical(5, 3, win("bob"))]
     body = payload(board, fold(board, recs), pos={4: 13, 5: 3})
     assert body is not None
-    (period,) = body["periods"]  # type: ignore[misc]
+    (period,) = cast("list[dict[str, Any]]", body["periods"])
     parts = {p["pt"]: p for p in period["parts"]}
     assert parts[4]["lo"] == 10
     assert parts[4]["hi"] == 12

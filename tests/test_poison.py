@@ -26,8 +26,6 @@ import redis
 from confluent_kafka import Producer
 
 from consumers.migrate import migrate
-from leaderboard import scoring
-from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from schemas.model import Reason
 from tests.procs import (
@@ -39,6 +37,7 @@ from tests.procs import (
     read_topic,
     wait_until,
 )
+from tests.test_consumer import board
 
 TEXT_FIELDS = ("event_id", "match_id", "player_id", "game", "occurred_at", "mode", "region", "display_name")
 CONTROLS = {"nul": "\x00", "escape": "\x1b", "newline": "\n", "del": "\x7f", "c1": "\x85"}
@@ -105,8 +104,8 @@ def corpus(now: datetime) -> list[Poison]:
         nested = raw(event("victim"))[:-1] + b', "extra": ' + b"[" * depth + b"]" * depth + b"}"
         out.append(Poison(f"nested-{depth}", nested, Reason.SCHEMA_VIOLATION))
     for name, number in (("digits", b"1" + b"0" * 400), ("exponent", b"1e400"), ("negative", b"-1e400")):
-        doc = raw(event("victim"))[:-1] + b', "points": ' + number + b"}"
-        out.append(Poison(f"huge-points-{name}", doc, Reason.SCHEMA_VIOLATION))
+        body = raw(event("victim"))[:-1] + b', "points": ' + number + b"}"
+        out.append(Poison(f"huge-points-{name}", body, Reason.SCHEMA_VIOLATION))
     future = (now + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     out.append(Poison("future", raw(event("time-traveller", 100, occurred_at=future)), Reason.FUTURE))
     out.append(
@@ -128,13 +127,6 @@ def valid_stream(now: datetime, n: int, seed: int) -> list[dict[str, Any]]:
     out.append(event("p1", 3, display_name="Jos\u00e9 \u2603 \U0001f600"))  # non-ASCII text is fine
     out.append({**event("p2", 4), "extra": [1, 10**300, [[["deep but fine"]]]], "more": 1e300})
     return out
-
-
-def all_time(client: redis.Redis, config: Settings) -> dict[str, int]:
-    keys = Keys(config.redis_prefix)
-    gen = int(client.hget(keys.meta("global"), "active") or 0)
-    rows = client.zrange(keys.board("global", gen, "all_time"), 0, -1, withscores=True)
-    return {m.decode(): scoring.points_of(s) for m, s in rows}
 
 
 def test_poison_is_dead_lettered_once_and_never_stops_the_consumer(
@@ -177,12 +169,12 @@ def test_poison_is_dead_lettered_once_and_never_stops_the_consumer(
     finally:
         assert consumer.stop() == 0
 
-    assert all_time(redis_client, config) == dict(truth)
+    assert board(redis_client, config, "all_time") == dict(truth)
     # A replay decides as the live run did (the broker's timestamps, the sink's refusals): same board.
     rebuilt = leaderboard_cli(config, "rebuild", "--from", "kafka", timeout=120)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert "Traceback" not in rebuilt.stderr
-    assert all_time(redis_client, config) == dict(truth)
+    assert board(redis_client, config, "all_time") == dict(truth)
     with psycopg.connect(config.database_url) as conn:
         stored = conn.execute("SELECT count(*) FROM events").fetchone()
         cheaters = conn.execute("SELECT count(*) FROM events WHERE player_id LIKE 'cheater%'").fetchone()
@@ -194,9 +186,9 @@ def test_poison_is_dead_lettered_once_and_never_stops_the_consumer(
     got = Counter(value for _, value, _ in letters)
     assert set(got) == set(expected), "each poison record dead-lettered, nothing else"
     assert max(got.values()) == 1, "each exactly once"
-    for _, value, headers in letters:
-        assert value is not None
-        want = expected[value]
+    for _, letter, headers in letters:
+        assert letter is not None
+        want = expected[letter]
         assert headers["reason"] == want.reason.value, (want.name, headers)
         assert headers["detail"], want.name
         assert headers["source-topic"] == config.topic

@@ -14,7 +14,7 @@ from leaderboard import problems
 from leaderboard.service import build_app
 from leaderboard.settings import Settings
 from query_api.models import ProblemDetails
-from tests.test_api_reads import BOARDS, make_world
+from tests.api_world import BOARDS, make_world
 from tests.test_ingest import AUTH, EVENT, TOKEN
 
 TYPE = re.compile(r"/problems/([a-z0-9]+(?:-[a-z0-9]+)*)")

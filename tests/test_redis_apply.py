@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
 import redis
@@ -18,13 +19,14 @@ from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from tests.factories import win
+from tests.procs import zscores
 
 BASE = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def stream(n: int, seed: int) -> list[Canonical]:
     rnd = random.Random(seed)
-    offsets = defaultdict(int)
+    offsets: dict[int, int] = defaultdict(int)
     out = []
     for _ in range(n):
         part = rnd.randrange(3)
@@ -48,10 +50,7 @@ def truth(records: list[Canonical]) -> dict[str, int]:
 
 def board_points(client: redis.Redis, keys: Keys, board: str, period: str) -> dict[str, int]:
     gen = int(client.hget(keys.meta(board), "active") or 0)
-    return {
-        m.decode(): scoring.points_of(s)
-        for m, s in client.zrange(keys.board(board, gen, period), 0, -1, withscores=True)
-    }
+    return {m.decode(): scoring.points_of(s) for m, s in zscores(client, keys.board(board, gen, period))}
 
 
 @pytest.fixture
@@ -125,7 +124,12 @@ def test_ties_list_first_to_reach_first_and_share_a_competition_rank(
         ]
     )
     key = keys.board("global", 1, "daily:2026-11-28")
-    assert [m.decode() for m in redis_client.zrevrange(key, 0, -1)] == ["top", "early", "late", "low"]
+    assert [m.decode() for m, _ in zscores(redis_client, key, reverse=True)] == [
+        "top",
+        "early",
+        "late",
+        "low",
+    ]
     ranks = {
         p: int(redis_client.zcount(key, scoring.higher_than(pts), "+inf")) + 1
         for p, pts in (("top", 9), ("early", 5), ("late", 5), ("low", 1))
@@ -210,7 +214,8 @@ def _key(rec: Canonical) -> tuple[int, int]:
 def watermarks(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], int]:
     out = {}
     for key in client.scan_iter(match=f"{keys.base('global')}:g1:wm:*"):
-        for part, mark in client.hgetall(key).items():
+        marks = cast("dict[bytes, bytes]", client.hgetall(key))
+        for part, mark in marks.items():
             out[(key.decode(), part.decode())] = int(mark)
     return out
 

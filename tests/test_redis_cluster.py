@@ -44,6 +44,12 @@ PLAYERS = {"p1": (50, 10), "p2": (30, 20), "p3": (30, 5), "p4": (20, 1), "p5": (
 NAMES = {"p1": "Ada", "p3": "Cy"}
 
 
+def untyped(client: RedisCluster | redis.Redis) -> Any:
+    """redis-py leaves RedisCluster's node methods and execute_command unannotated: calls to them go
+    through here."""
+    return client
+
+
 @dataclass
 class Cluster:
     base_port: int
@@ -110,7 +116,8 @@ def write_boards(client: SyncClient, keys: Keys) -> None:
         client.zadd(keys.board(board.id, 1, PERIOD), dict(packed))
         client.hset(keys.stats(board.id, 1, PERIOD), mapping={"events": 9, "updated_ms": 1_764_000_000_000})
         client.sadd(keys.periods(board.id, 1), PERIOD)
-    client.hset(keys.names(), mapping=dict(NAMES))
+    for player, name in NAMES.items():
+        client.hset(keys.names(), player, name)
 
 
 REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -137,16 +144,22 @@ def answers(client: TestClient) -> list[tuple[int, Any]]:
     return out
 
 
-def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: Settings) -> None:
+def on_the_cluster(config: Settings, cluster: Cluster) -> tuple[Settings, RedisCluster]:
+    """The test's settings pointed at the cluster, and the app's own (sync) client for it."""
     on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
     rc = sync_client(on_cluster)
     assert isinstance(rc, RedisCluster)
+    return on_cluster, rc
+
+
+def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: Settings) -> None:
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
     write_boards(rc, keys)
     single = redis.Redis.from_url(config.redis_url)
     write_boards(single, keys)
     # The board and the names hash are on different slots: a script reading both would be refused.
-    assert rc.keyslot(keys.meta("global")) != rc.keyslot(keys.names())
+    assert untyped(rc).keyslot(keys.meta("global")) != untyped(rc).keyslot(keys.names())
     with TestClient(create_app(on_cluster, BOARDS)) as api:
         got = answers(api)
     with TestClient(create_app(config, BOARDS)) as api:
@@ -170,8 +183,7 @@ def test_read_api_on_a_cluster_matches_a_single_node(cluster: Cluster, config: S
 
 def test_a_generation_flip_on_the_cluster_is_followed(cluster: Cluster, config: Settings) -> None:
     """The store names generation 1's keys; after a flip to 2 the script says stale and it follows."""
-    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
-    rc = sync_client(on_cluster)
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
     write_boards(rc, keys)
     url = "/v1/leaderboards/global/entries?period=all_time&limit=10"
@@ -192,9 +204,9 @@ def test_a_generation_flip_on_the_cluster_is_followed(cluster: Cluster, config: 
 
 def _owner(rc: RedisCluster, key: str) -> tuple[int, int]:
     """(port, pid) of the master that owns ``key``'s slot."""
-    node = rc.get_node_from_key(key)
+    node = untyped(rc).get_node_from_key(key)
     assert node is not None
-    pid = int(rc.execute_command("INFO", "server", target_nodes=node)["process_id"])
+    pid = int(untyped(rc).execute_command("INFO", "server", target_nodes=node)["process_id"])
     return int(node.port), pid
 
 
@@ -203,8 +215,8 @@ def _replicated(rc: RedisCluster, deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
     while True:
         lag = []
-        for node in rc.get_primaries():
-            info = rc.execute_command("INFO", "replication", target_nodes=node)
+        for node in untyped(rc).get_primaries():
+            info = untyped(rc).execute_command("INFO", "replication", target_nodes=node)
             offsets = [
                 int(v["offset"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
             ]
@@ -218,9 +230,7 @@ def _replicated(rc: RedisCluster, deadline_s: float) -> None:
 
 
 def test_master_sigkill_answers_503_until_the_replica_takes_over(cluster: Cluster, config: Settings) -> None:
-    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
-    rc = sync_client(on_cluster)
-    assert isinstance(rc, RedisCluster)
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
     write_boards(rc, keys)
     _replicated(rc, 10)
@@ -259,22 +269,20 @@ def test_a_slot_without_any_node_answers_503_on_every_board(cluster: Cluster, co
 
     Last test of the module: it leaves the cluster failed (the fixture then stops what is left).
     """
-    on_cluster = replace(config, redis_url=cluster.url, redis_cluster=True)
-    rc = sync_client(on_cluster)
-    assert isinstance(rc, RedisCluster)
+    on_cluster, rc = on_the_cluster(config, cluster)
     keys = Keys(config.redis_prefix)
-    victim = rc.get_node_from_key(keys.meta("global"))
+    victim = untyped(rc).get_node_from_key(keys.meta("global"))
     assert victim is not None
     other_id = next(
-        f"b{i}" for i in range(100) if rc.get_node_from_key(keys.meta(f"b{i}")).port != victim.port
+        f"b{i}" for i in range(100) if untyped(rc).get_node_from_key(keys.meta(f"b{i}")).port != victim.port
     )
     boards = (*BOARDS, Board(id=other_id))
     for board in boards:
         rc.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
         rc.zadd(keys.board(board.id, 1, PERIOD), {"p1": scoring.pack(1, scoring.tiebreak(1))})
-    survivor = next(n for n in rc.get_primaries() if n.port != victim.port)
-    node_id = rc.execute_command("CLUSTER", "MYID", target_nodes=victim)
-    replicas = rc.execute_command("CLUSTER", "REPLICAS", node_id, target_nodes=victim)
+    survivor = next(n for n in untyped(rc).get_primaries() if n.port != victim.port)
+    node_id = untyped(rc).execute_command("CLUSTER", "MYID", target_nodes=victim)
+    replicas = untyped(rc).execute_command("CLUSTER", "REPLICAS", node_id, target_nodes=victim)
     ports = [int(victim.port)] + [int(line.split()[1].split(":")[1].split("@")[0]) for line in replicas]
     pids = [int(redis.Redis(port=p).info("server")["process_id"]) for p in ports]
     urls = [f"/v1/leaderboards/{b}/entries?period=all_time&limit=3" for b in ("global", other_id)]
@@ -284,7 +292,7 @@ def test_a_slot_without_any_node_answers_503_on_every_board(cluster: Cluster, co
             os.kill(pid, signal.SIGKILL)
         check = redis.Redis(port=int(survivor.port), socket_timeout=2)
         end = time.monotonic() + 20
-        while b"cluster_state:fail" not in check.execute_command("CLUSTER", "INFO"):
+        while b"cluster_state:fail" not in untyped(check).execute_command("CLUSTER", "INFO"):
             if time.monotonic() > end:
                 raise TimeoutError("the cluster did not notice the lost slot within 20 s")
             time.sleep(0.1)

@@ -22,9 +22,6 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError, val
 
 from schemas import model
 
-EXAMPLES = Path(str(resources.files("schemas").joinpath("examples")))
-SCHEMA = json.loads(resources.files("schemas").joinpath("match_won.v1.json").read_text(encoding="utf-8"))
-
 _RFC3339 = re.compile(
     r"^(\d{4})-(0[1-9]|1[0-2])-(\d{2})T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$",
     re.IGNORECASE | re.ASCII,
@@ -60,23 +57,36 @@ def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> I
 
 
 _Validator = validators.extend(Draft202012Validator, {"pattern": _ecma_pattern})  # type: ignore[no-untyped-call]
-VALIDATOR = _Validator(SCHEMA, format_checker=_format_checker())
 
 
-def files(kind: str) -> list[Path]:
-    found = sorted((EXAMPLES / kind).glob("*.json"))
-    assert found, f"no examples in {kind}/"
-    return found
+class Corpus:
+    """A shipped schema and its example folders (valid/, invalid/, ...), judged by the schema alone; the
+    match-won corpus here and the moderation one (test_moderation_schema) share it."""
+
+    def __init__(self, examples: str, schema: str) -> None:
+        self.examples = Path(str(resources.files("schemas").joinpath(examples)))
+        self.schema = json.loads(resources.files("schemas").joinpath(schema).read_text(encoding="utf-8"))
+        self.validator = _Validator(self.schema, format_checker=_format_checker())
+
+    def files(self, kind: str) -> list[Path]:
+        found = sorted((self.examples / kind).glob("*.json"))
+        assert found, f"no examples in {kind}/"
+        return found
+
+    def says(self, raw: bytes) -> tuple[bool, str]:
+        """(valid, the schema's complaints) for one document's bytes."""
+        try:
+            # Strict UTF-8 first: json.loads(bytes) lets encoded surrogates through ("surrogatepass").
+            document = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # invalid UTF-8 is a ValueError too
+            return False, f"not JSON: {exc!r}"
+        errors = [e.message for e in self.validator.iter_errors(document)]
+        return not errors, "; ".join(errors)
 
 
-def schema_says(raw: bytes) -> tuple[bool, str]:
-    try:
-        # Strict UTF-8 first: json.loads(bytes) lets encoded surrogates through ("surrogatepass").
-        document = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # invalid UTF-8 is a ValueError too
-        return False, f"not JSON: {exc!r}"
-    errors = [e.message for e in VALIDATOR.iter_errors(document)]
-    return not errors, "; ".join(errors)
+CORPUS = Corpus("examples", "match_won.v1.json")
+EXAMPLES, SCHEMA, VALIDATOR = CORPUS.examples, CORPUS.schema, CORPUS.validator
+files, schema_says = CORPUS.files, CORPUS.says
 
 
 def ids(paths: list[Path]) -> list[str]:

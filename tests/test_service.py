@@ -14,7 +14,7 @@ from leaderboard import cli
 from leaderboard.service import build_app
 from leaderboard.settings import Settings
 from query_api.app import create_app
-from tests.test_api_reads import BOARDS, make_world
+from tests.api_world import BOARDS, make_world
 from tests.test_ingest import AUTH, EVENT, TOKEN, read_values
 
 

@@ -17,14 +17,12 @@ import httpx
 import orjson
 import psycopg
 import pytest
-import redis
 from hypothesis import given
 from hypothesis import strategies as st
 
 from leaderboard import timefmt
 from leaderboard.service import build_app
-from leaderboard.settings import Settings
-from tests.test_api_reads import BOARDS, World, make_world, ties
+from tests.api_world import BOARDS, World, ties
 from tests.test_api_snapshots import PERIOD, close_period
 from tests.test_api_stream import Events, running
 from tests.test_ingest import AUTH, EVENT, TOKEN
@@ -136,11 +134,6 @@ def calls(path: str, method: str) -> list[dict[str, Any]]:
         ],
     }
     return [{"url": url, **call} for call in table[(method.upper(), path)]]
-
-
-@pytest.fixture
-def world(config: Settings, redis_client: redis.Redis, pg: psycopg.Connection) -> World:
-    return make_world(config, redis_client, pg)
 
 
 def test_every_route_writes_instants_the_one_way(world: World, pg: psycopg.Connection) -> None:
