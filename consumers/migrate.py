@@ -1,4 +1,8 @@
-"""Versioned schema migrations: plain SQL files applied in order at start, once, under an advisory lock."""
+"""Versioned schema migrations: plain SQL files applied in order at start, once, under an advisory lock.
+
+The lock is per schema (the objects migrations create all live in the connection's schema), so migrators of
+different schemas, e.g. isolated test schemas, do not queue behind each other.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import psycopg
 from leaderboard.settings import Settings
 
 HELP = "apply PostgreSQL schema migrations (the consumer also does this at start)"
-_LOCK = 0x1EAD_B0A2D  # advisory lock id: one migrator at a time
+_LOCK_CLASS = 0x1EAD  # advisory lock (class, hashtext(schema)): one migrator per schema at a time
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +32,7 @@ def migrate(conn: psycopg.Connection) -> list[str]:
     """Apply pending migrations in one transaction each; returns the names applied."""
     applied: list[str] = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
