@@ -23,12 +23,15 @@ from redis.typing import EncodableT, FieldT
 from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
 from consumers.mirror import mirror
+from consumers.moderation_apply import Recomputer, catch_up
 from consumers.plan import Canonical, Fold
 from consumers.redis_sink import RedisSink
 from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import source
+from leaderboard.moderation import store as moderation
+from leaderboard.moderation.view import View
 from schemas.model import MatchWon
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,8 @@ class Written:
     positions: dict[int, int]
     entries: int
     periods: int
+    moderation_seq: int = 0
+    """The last moderation action the checkpoint's rows reflect (later ones are applied after the flip)."""
 
 
 class Generations:
@@ -85,6 +90,10 @@ class Generations:
         self._keys = keys
         self._boards = {b.id: b for b in boards}
         self._flip = client.register_script(source("flip"))
+
+    def recomputer(self, board: Board) -> Recomputer:
+        """Moderation recomputes on this board's generations (consumers/moderation_apply.py)."""
+        return Recomputer(self._r, self._keys, [board])
 
     def active(self, board: str) -> int | None:
         raw = self._r.hget(self._keys.meta(board), "active")
@@ -162,9 +171,16 @@ class Generations:
         pipe.execute()
 
     def write_checkpoint(
-        self, board: Board, gen: int, conn: psycopg.Connection, lease: Lease | None = None
+        self,
+        board: Board,
+        gen: int,
+        conn: psycopg.Connection,
+        lease: Lease | None = None,
+        view: View | None = None,
     ) -> Written:
         """Stream the board's checkpoint into generation ``gen``, its positions as watermarks.
+
+        ``view`` (moderation): players it holds off the board are left out (the checkpoint keeps them).
 
         One REPEATABLE READ snapshot, so rows and positions agree; rows arrive in chunks
         (``checkpoints.CHUNK``), so memory is bounded whatever the board's size. Closed periods whose
@@ -177,12 +193,15 @@ class Generations:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             pos = checkpoints.positions(conn, board.id)
+            mod_seq = checkpoints.moderation_seq(conn, board.id)
             gone = set(retired_periods(conn, board, datetime.now(UTC)))
             wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone]
             for chunk in checkpoints.stream_rows(conn, board.id, wanted):
                 pipe = self._r.pipeline(transaction=False)
                 by_period: dict[str, dict[str, float]] = {}
                 for row in chunk:
+                    if view is not None and view.held(row.player_id, board.id):
+                        continue
                     by_period.setdefault(row.period, {})[row.player_id] = checkpoints.packed(
                         board, row.period, row.points, row.at_s
                     )
@@ -205,7 +224,7 @@ class Generations:
             pipe.hset(keys.position(board.id, gen), mapping=mapping_pos)
             pipe.hset(keys.floor(board.id, gen), mapping=mapping_pos)
         pipe.execute()
-        return Written(pos, entries, len(events))
+        return Written(pos, entries, len(events), mod_seq)
 
     def catch_up_and_flip(  # noqa: PLR0917 - kept positional for both rebuild paths
         self,
@@ -215,13 +234,16 @@ class Generations:
         sink: RedisSink,
         lease: Lease | None = None,
         stall_s: float = STALL_S,
+        view: View | None = None,
     ) -> int | None:
         """Apply the PostgreSQL tail to ``gen`` until it is at or past the live generation, then flip.
 
         No deadline on the whole: the live stream may keep it busy for a while. It gives up only when a
         round makes no progress (no tail row applied, no position moved) for ``stall_s``, or the lock is
-        lost. Returns the generation it replaced (None if there was none).
+        lost. Returns the generation it replaced (None if there was none). ``view``: what counts
+        (moderation); the actions after it are applied by :func:`finish_moderation` after the flip.
         """
+        keep = None if view is None else (lambda b, r: view.counts(r.event, b.id))
         keys = self._keys
         last_progress = time.monotonic()
         while True:
@@ -249,7 +271,7 @@ class Generations:
                     (part, mine.get(part, -1), _CHUNK),
                 ).fetchall()
                 if rows:
-                    sink.apply(canonical_rows(rows), gen=gen)
+                    sink.apply(canonical_rows(rows), gen=gen, keep=keep)
                     moved = True
                 if len(rows) < _CHUNK:  # every canonical event up to live_hi is stored, so gen has them all
                     self._r.hset(keys.position(board.id, gen), str(part), str(live_hi))
@@ -273,6 +295,15 @@ def retired_periods(conn: psycopg.Connection, board: Board, now: datetime) -> li
     return [str(r[0]) for r in rows if due.expire_at(board, str(r[0])) <= now]
 
 
+def finish_moderation(
+    gens: Generations, conn: psycopg.Connection, board: Board, gen: int, after: int
+) -> None:
+    """After a flip: apply to the new generation the moderation actions its source did not reflect
+    (seq > ``after``): a recompute of their players only. The live consumers wrote them to the old
+    generation; from the flip on they write this one too."""
+    catch_up(conn, gens.recomputer(board), after, moderation.load_view(conn), {board.id: [gen]})
+
+
 def rebuild_from_checkpoint(  # noqa: PLR0917 - the two callers pass the same six things
     gens: Generations,
     sink: RedisSink,
@@ -292,15 +323,17 @@ def rebuild_from_checkpoint(  # noqa: PLR0917 - the two callers pass the same si
     done = checkpoints.advance(conn, board, progress=lambda steps: lease.check())
     say(f"board {board.id}: checkpoint folded ({done.steps} step(s)) in {time.monotonic() - started:.1f} s")
     lease.check()
+    view = moderation.load_view(conn)
     gen = gens.new_generation(board.id)
-    written = gens.write_checkpoint(board, gen, conn, lease)
+    written = gens.write_checkpoint(board, gen, conn, lease, view)
     say(
         f"board {board.id}: generation {gen} loaded,"
         f" {written.entries:,} entries in {written.periods} period(s)"
     )
-    old = gens.catch_up_and_flip(board, gen, conn, sink, lease)
+    old = gens.catch_up_and_flip(board, gen, conn, sink, lease, view=view)
     if old is not None and old != gen:
         gens.drop(board.id, old)
+    finish_moderation(gens, conn, board, gen, min(written.moderation_seq, view.seq))
     gens.mirror_closed(board, period_store.complete(conn, board.id))  # expiries of closed periods, again
     log.info(
         "board rebuilt from the checkpoint",

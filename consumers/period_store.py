@@ -20,6 +20,7 @@ import psycopg
 
 from leaderboard import scoring
 from leaderboard.boards import Board
+from leaderboard.moderation.view import HELD_SQL
 
 _LOCK_CLASS = (
     0x1EAD_C105  # advisory lock class per (board, period); the second key is hashtext('board/period')
@@ -27,6 +28,7 @@ _LOCK_CLASS = (
 FREEZE_LOCK_TIMEOUT = "1s"
 """The freeze waits this long at most for in-flight batches; batches queue behind it at most this long."""
 
+# Players held off the board by moderation at the close are left out (ADR 0013 addendum).
 # Redis order: packed desc = points desc, then tie-break desc (earlier first), then member desc bytewise.
 _STANDINGS = f"""
 INSERT INTO period_standings (board, period, rank, position, player_id, score, reached_at)
@@ -37,7 +39,8 @@ SELECT %(board)s, %(period)s,
 FROM (
     SELECT player_id, least(points, {scoring.MAX_SCORE}) AS score,
            greatest(0, least({scoring.TIME_SPAN - 1}, (at_s - %(origin)s) / %(unit)s)) AS units
-    FROM standings_checkpoint WHERE board = %(board)s AND period = %(period)s
+    FROM standings_checkpoint c WHERE board = %(board)s AND period = %(period)s
+      AND NOT {HELD_SQL.format(player="c.player_id", board="c.board")}
 ) s
 """
 

@@ -13,7 +13,7 @@ between two chunks cannot leave the new generation without the chunks applied be
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -58,7 +58,11 @@ class RedisSink:
         self._apply = client.register_script(source("apply"))
 
     def apply(
-        self, records: Sequence[Canonical], gen: int | None = None, pos: dict[int, int] | None = None
+        self,
+        records: Sequence[Canonical],
+        gen: int | None = None,
+        pos: dict[int, int] | None = None,
+        keep: Callable[[Board, Canonical], bool] | None = None,
     ) -> int:
         """Apply canonical records to every board; returns the number of sorted-set updates made.
 
@@ -68,6 +72,7 @@ class RedisSink:
         the calls). A chunk names, per slot, the last offset an earlier chunk of the batch had for it
         (``after``): if that one did not land, the script refuses this one too (a partial), so no watermark
         moves past records still owed. Partials are then resent in order, one call at a time.
+        ``keep`` (moderation): which records count on a board; the others are stored but not applied.
         """
         pos = positions(records) if pos is None else pos
         if not records and not pos:
@@ -81,8 +86,9 @@ class RedisSink:
             pipe.hset(self._keys.names(), mapping=dict(items[i : i + self._max]))
             skip += 1
         calls: list[Board] = []
+        kept = {b.id: ordered if keep is None else [r for r in ordered if keep(b, r)] for b in self._boards}
         for board in self._boards:
-            for body in self._bodies(board, chunks(board, ordered, self._max), gen, pos):
+            for body in self._bodies(board, chunks(board, kept[board.id], self._max), gen, pos):
                 self._call(board, body, now, pipe)
                 calls.append(board)
         if not calls and not skip:
@@ -98,7 +104,7 @@ class RedisSink:
             partials.setdefault(board.id, []).extend(p.decode() for p in res[2:])
         for board in self._boards:
             if partials.get(board.id):
-                applied += self._resolve_partials(board, ordered, partials[board.id], now)
+                applied += self._resolve_partials(board, kept[board.id], partials[board.id], now)
         return applied
 
     def _bodies(
