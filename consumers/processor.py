@@ -46,7 +46,6 @@ from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.errors import EXIT_FAILED, UserError
 from leaderboard.keys import Keys
-from leaderboard.moderation import store as moderation
 from leaderboard.moderation.view import View, pseudonymised
 from leaderboard.settings import Settings
 from schemas.model import Invalid, MatchWon, Reason
