@@ -28,7 +28,13 @@ _LOCK_CLASS = (
 FREEZE_LOCK_TIMEOUT = "1s"
 """The freeze waits this long at most for in-flight batches; batches queue behind it at most this long."""
 
-# Players held off the board by moderation at the close are left out (ADR 0013 addendum).
+# Players held off the board by moderation at the close are left out (period_held; ADR 0013 addendum).
+_HELD = f"""
+INSERT INTO period_held (board, period, player_id)
+SELECT DISTINCT %(board)s, %(period)s, player_id FROM moderation_exclusions h
+WHERE {HELD_SQL.format(player="h.player_id", board="%(board)s")}
+ON CONFLICT DO NOTHING
+"""
 # Redis order: packed desc = points desc, then tie-break desc (earlier first), then member desc bytewise.
 _STANDINGS = f"""
 INSERT INTO period_standings (board, period, rank, position, player_id, score, reached_at)
@@ -40,9 +46,16 @@ FROM (
     SELECT player_id, least(points, {scoring.MAX_SCORE}) AS score,
            greatest(0, least({scoring.TIME_SPAN - 1}, (at_s - %(origin)s) / %(unit)s)) AS units
     FROM standings_checkpoint c WHERE board = %(board)s AND period = %(period)s
-      AND NOT {HELD_SQL.format(player="c.player_id", board="c.board")}
+      AND NOT EXISTS (SELECT 1 FROM period_held h
+                      WHERE h.board = c.board AND h.period = c.period AND h.player_id = c.player_id)
 ) s
 """
+
+
+def standings_sql() -> str:
+    """The statement that ranks a period's standings from the checkpoint into ``period_standings``
+    (params board, period, origin, unit): the close and its corrections compute them the same way."""
+    return _STANDINGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +135,18 @@ def store_standings(conn: psycopg.Connection, board: Board, period: str) -> int 
         players = 0 if have is None else int(have[0])
         if players == 0:
             params = {"board": board.id, "period": period, "origin": int(origin.timestamp()), "unit": unit}
+            conn.execute(_HELD, params)
             players = conn.execute(_STANDINGS, params).rowcount
+        mod = conn.execute(
+            "SELECT moderation_seq FROM checkpoint_boards WHERE board = %s", (board.id,)
+        ).fetchone()
     # A separate, short transaction: this UPDATE's table lock is the only one batches would wait for.
     with conn.transaction():
         conn.execute(f"SET LOCAL lock_timeout = '{FREEZE_LOCK_TIMEOUT}'")
         conn.execute(
-            "UPDATE closed_periods SET players = %s, standings_at = now()"
+            "UPDATE closed_periods SET players = %s, standings_at = now(), moderation_seq = %s"
             " WHERE board = %s AND period = %s AND standings_at IS NULL",
-            (players, board.id, period),
+            (players, 0 if mod is None else int(mod[0]), board.id, period),
         )
     return players
 

@@ -30,6 +30,9 @@ PLAYER_COLUMNS: Final = (
     ("players", "player_id"),
     ("period_standings", "player_id"),
     ("standings_checkpoint", "player_id"),
+    ("period_held", "player_id"),
+    ("period_standings_history", "player_id"),
+    ("period_correction_moves", "player_id"),
     ("moderation_exclusions", "player_id"),
     ("moderation_void_windows", "player_id"),
 )
