@@ -22,6 +22,7 @@ from confluent_kafka import Producer
 from consumers import checkpoints, corrections, due, period_store
 from consumers.announce import announce
 from consumers.mirror import mirror
+from consumers.moderation_apply import replace_closed
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
@@ -110,7 +111,12 @@ def run_closes(
         if only is None or only[0] == board.id:
             done += _close_board(conn, board, now, None if only is None else only[1], lookback, report)
     failed = _announce_pending(conn, producer, config, boards, only, report, warn)
-    corrections.correct_all(conn, [b for b in boards if only is None or only[0] == b.id], report)
+    by_id = {b.id: b for b in boards}
+    for board_id, period, _ in corrections.correct_all(
+        conn, [b for b in boards if only is None or only[0] == b.id], report
+    ):
+        board = by_id[board_id]
+        replace_closed(client, keys, board, period, period_store.redis_scores(conn, board, period))
     try:
         corrections.publish(conn, producer, config, boards)
     except RuntimeError as exc:

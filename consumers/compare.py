@@ -13,7 +13,7 @@ from typing import cast
 
 import psycopg
 
-from consumers import checkpoints
+from consumers import checkpoints, period_store
 from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -54,18 +54,41 @@ def differences(
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         stored = set(checkpoints.periods_of(conn, board.id))
+        stored_closed = period_store.complete(conn, board.id)
         wanted = (stored | live_periods) if period is None else {period}
         for key in sorted(wanted):
             zkey = keys.board(board.id, int(gen), key)
             if key in closed and not client.exists(zkey):
                 continue  # closed and expired from Redis: served from PostgreSQL standings
-            for line in _period(client, conn, board, key, zkey, view):
+            lines_of = (
+                _closed_period(client, conn, board, key, zkey)
+                if key in stored_closed
+                else _period(client, conn, board, key, zkey, view)
+            )
+            for line in lines_of:
                 total += 1
                 if len(lines) < MAX_LINES:
                     lines.append(line)
     if total > len(lines):
         lines.append(f"{board.id}: {total - len(lines)} more difference(s) not shown")
     return lines, len(wanted)
+
+
+def _closed_period(
+    client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str
+) -> Iterator[str]:
+    """A closed period's Redis copy against its stored standings (held-at-close out, corrections in)."""
+    want = period_store.redis_scores(conn, board, key)
+    have = {
+        _text(m): int(s)
+        for m, s in cast("list[tuple[bytes, float]]", client.zrange(zkey, 0, -1, withscores=True))
+    }
+    for player in sorted(set(want) | set(have)):
+        if want.get(player) != have.get(player):
+            yield (
+                f"{board.id} {key} {player}: Redis {have.get(player)} != stored standings {want.get(player)}"
+                " (closed period)"
+            )
 
 
 def _moderation_lag(conn: psycopg.Connection, newest: int, wait_s: float = MODERATION_WAIT_S) -> int | None:

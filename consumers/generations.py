@@ -195,7 +195,11 @@ class Generations:
             pos = checkpoints.positions(conn, board.id)
             mod_seq = checkpoints.moderation_seq(conn, board.id)
             gone = set(retired_periods(conn, board, datetime.now(UTC)))
-            wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone]
+            # A closed period's standings are stored: Redis gets those (moderation at and after the close).
+            stored = period_store.complete(conn, board.id) - gone
+            wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone and p not in stored]
+            entries += self._write_closed(board, gen, conn, stored)
+            events.update(dict.fromkeys(stored, 0))
             for chunk in checkpoints.stream_rows(conn, board.id, wanted):
                 pipe = self._r.pipeline(transaction=False)
                 by_period: dict[str, dict[str, float]] = {}
@@ -225,6 +229,16 @@ class Generations:
             pipe.hset(keys.floor(board.id, gen), mapping=mapping_pos)
         pipe.execute()
         return Written(pos, entries, len(events), mod_seq)
+
+    def _write_closed(self, board: Board, gen: int, conn: psycopg.Connection, periods: set[str]) -> int:
+        """Closed periods' stored standings into ``gen``; the entries written."""
+        entries = 0
+        for period in sorted(periods):
+            scores = list(period_store.redis_scores(conn, board, period).items())
+            for part in _chunks(scores, checkpoints.CHUNK):
+                self._r.zadd(self._keys.board(board.id, gen, period), dict(part))
+            entries += len(scores)
+        return entries
 
     def catch_up_and_flip(  # noqa: PLR0917 - kept positional for both rebuild paths
         self,
@@ -285,6 +299,10 @@ class Generations:
                 )
             else:
                 time.sleep(0.05)
+
+
+def _chunks(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, int]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def retired_periods(conn: psycopg.Connection, board: Board, now: datetime) -> list[str]:

@@ -124,8 +124,14 @@ class Recomputer:
 
     def _one(self, conn: psycopg.Connection, board: Board, gen: int, players: list[str], v: View) -> int:
         keys = self._keys
+        closed = {_text(p) for p in self._r.smembers(keys.closed(board.id))}
         for _ in range(_MOVED_RETRIES):
-            periods = sorted(_text(p) for p in self._r.smembers(keys.periods(board.id, gen)))
+            # Closed periods follow their stored standings (consumers.corrections), not the live state.
+            periods = sorted(
+                p
+                for p in (_text(x) for x in self._r.smembers(keys.periods(board.id, gen)))
+                if p not in closed
+            )
             pipe = self._r.pipeline(transaction=False)
             pipe.hgetall(keys.floor(board.id, gen))
             for period in periods:
@@ -173,6 +179,24 @@ class Recomputer:
                 for period in self._r.smembers(self._keys.periods(board.id, gen)):
                     pipe.zrem(self._keys.board(board.id, gen, _text(period)), *gone)
         pipe.hdel(self._keys.names(), *gone)
+        pipe.execute()
+
+
+def replace_closed(
+    client: redis.Redis, keys: Keys, board: Board, period: str, scores: dict[str, int]
+) -> None:
+    """A corrected closed period's Redis copy (if still there) becomes its stored standings."""
+    for gen in writing(client, keys, board.id):
+        zkey = keys.board(board.id, gen, period)
+        if not client.exists(zkey):
+            continue
+        ttl = client.pttl(zkey)
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(zkey)
+        if scores:
+            pipe.zadd(zkey, scores)
+            if int(ttl) > 0:
+                pipe.pexpire(zkey, int(ttl))
         pipe.execute()
 
 

@@ -52,6 +52,21 @@ FROM (
 """
 
 
+def redis_scores(conn: psycopg.Connection, board: Board, period: str) -> dict[str, int]:
+    """A closed period's stored standings as Redis scores (the tie-break recovered from ``reached_at``):
+    what Redis holds for a closed period still in its retention, so it serves what PostgreSQL does
+    (players held at the close stay out, corrections show)."""
+    origin, unit = board.origin(period)
+    rows = conn.execute(
+        "SELECT player_id, score, reached_at FROM period_standings WHERE board = %s AND period = %s",
+        (board.id, period),
+    ).fetchall()
+    return {
+        str(p): scoring.pack(int(s), scoring.tiebreak(scoring.time_units(at, origin, unit)))
+        for p, s, at in rows
+    }
+
+
 def standings_sql() -> str:
     """The statement that ranks a period's standings from the checkpoint into ``period_standings``
     (params board, period, origin, unit): the close and its corrections compute them the same way."""

@@ -176,7 +176,14 @@ async def list_periods(request: Request, board: BoardId) -> Response:
         "current": current_keys(b),
         "live": live,
         "closed": [
-            {"period": x.period, "closed_at": timefmt.utc(x.closed_at), "players": x.players} for x in closed
+            {
+                "period": x.period,
+                "closed_at": timefmt.utc(x.closed_at),
+                "players": x.players,
+                "version": x.version,
+                "corrected_at": None if x.corrected_at is None else timefmt.utc(x.corrected_at),
+            }
+            for x in closed
         ],
     }
     return http.json(request, doc)

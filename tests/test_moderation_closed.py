@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import psycopg
@@ -24,7 +25,7 @@ from leaderboard.periods import PeriodKind
 from leaderboard.settings import Settings
 from schemas import moderation as m
 from schemas.model import MatchWon
-from tests.procs import read_topic
+from tests.procs import ApiProcess, leaderboard_cli, read_topic
 
 BOARD = Board(id="global", periods=(PeriodKind.MONTHLY,))
 NOW = datetime.now(UTC)
@@ -90,7 +91,7 @@ def standings(
 
 
 def test_close_leaves_held_out_and_a_later_void_is_one_versioned_correction(
-    config: Settings, pg: psycopg.Connection, redis_client: redis.Redis
+    config: Settings, pg: psycopg.Connection, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
     migrate(pg)
     wins = [
@@ -131,3 +132,19 @@ def test_close_leaves_held_out_and_a_later_void_is_one_versioned_correction(
         {"player_id": "cid", "old_rank": 3, "new_rank": 2, "old_score": 5, "new_score": 5},
         {"player_id": "ann", "old_rank": 1, "new_rank": 3, "old_score": 10, "new_score": 4},
     ]
+    # The API serves the corrected standings and says so (it needs the live boards in Redis first).
+    built = leaderboard_cli(config, "rebuild", "--from", "postgres")
+    assert built.returncode == 0, built.stderr
+    api = ApiProcess(config, tmp_path)
+    try:
+        api.wait_ready()
+        status, body = api.get(f"/v1/leaderboards/global/entries?period={PERIOD}")
+        assert status == 200, body
+        assert [e["player_id"] for e in orjson.loads(body)["entries"]] == ["bob", "cid", "ann"]
+        status, body = api.get("/v1/leaderboards/global/periods")
+        assert status == 200, body
+        [listed] = [p for p in orjson.loads(body)["closed"] if p["period"] == PERIOD]
+        assert listed["version"] == 2
+        assert listed["corrected_at"] is not None
+    finally:
+        api.stop()
