@@ -30,6 +30,7 @@ from tests.procs import (
     caught_up,
     dumps,
     leaderboard_cli,
+    read_topic,
     reset_offsets_to_earliest,
     wait_until,
 )
@@ -202,4 +203,54 @@ def test_exclude_holds_on_every_path_reinstate_restores_and_erase_leaves_no_trac
         print(f"exclude invisible after {took:.3f} s")
     finally:
         consumer.stop()
+        client.close()
+
+
+@pytest.mark.slow
+def test_actions_sent_twice_racing_a_rebalance_and_a_sigkill_count_once(
+    config: Settings, pg: psycopg.Connection, tmp_path: Path
+) -> None:
+    """M3: the same actions submitted twice and published twice, while one member is SIGKILLed and another
+    joins mid-stream: each counts once (one audit row each, boards equal the truth)."""
+    migrate(pg)
+    players = [f"pl-{i}" for i in range(12)] + ["cheat"]
+    stream = Stream(config, seed=11)
+    stream.send(300, players)
+    client = redis.Redis.from_url(config.redis_url)
+    a = ConsumerProcess(config, tmp_path, name="a", LEADERBOARD_BATCH_SIZE="50")
+    b = ConsumerProcess(config, tmp_path, name="b", LEADERBOARD_BATCH_SIZE="50")
+    c: ConsumerProcess | None = None
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        wait_until(lambda: caught_up(config), 60, "first part consumed")
+        ban, void = str(uuid.uuid4()), str(uuid.uuid4())
+        for _ in range(2):  # a retry of an action whose outcome was not seen: same id, counts once
+            moderate(config, "exclude", "cheat", "--reason", "aimbot", "--action-id", ban)
+            moderate(config, "void", "--match", "m5", "--reason", "bugged", "--action-id", void)
+        # ... and every record published a second time.
+        records = read_topic(config, config.moderation_topic)
+        assert len(records) == 2
+        stream.producer.produce(config.moderation_topic, records[0][1], records[0][0])
+        stream.producer.produce(config.moderation_topic, records[1][1], records[1][0])
+        stream.send(150, players)
+        b.kill()  # SIGKILL mid-stream: its partitions go to the others after the session timeout
+        c = ConsumerProcess(config, tmp_path, name="c", LEADERBOARD_BATCH_SIZE="50")  # a rebalance too
+        stream.send(150, players)
+        c.wait_ready()
+        moderate(config, "exclude", "cheat", "--reason", "aimbot", "--action-id", ban)  # a third time
+        wait_until(lambda: caught_up(config), 90, "all consumed after the kill")
+        want = stream.truth(without=frozenset({"cheat"}), void=frozenset({"m5"}))
+        wait_boards(client, config, want, 10, "boards equal the truth")
+        assert pg.execute(
+            "SELECT kind, count(*) FROM moderation_actions GROUP BY kind ORDER BY kind"
+        ).fetchall() == [
+            ("exclude", 1),
+            ("void", 1),
+        ]
+        run(config, "verify")
+    finally:
+        for member in (a, b, c):
+            if member is not None:
+                member.stop()
         client.close()
