@@ -139,19 +139,20 @@ class Recomputer:
             raw = pipe.execute()
             floor = {int(k): int(x) for k, x in raw[0].items()}
             marks: dict[str, dict[int, int]] = {}
-            wire: dict[str, dict[str, str]] = {}
+            read: dict[str, dict[int, int]] = {}
             for period, wm in zip(periods, raw[1:], strict=True):
-                have = {int(k): int(x) for k, x in wm.items()}
-                wire[period] = {str(k): str(x) for k, x in have.items()}
+                read[period] = {int(k): int(x) for k, x in wm.items()}
+                have = read[period]
                 marks[period] = {p: max(have.get(p, -1), floor.get(p, -1)) for p in set(have) | set(floor)}
             events = player_events(conn, players)  # after the marks: see recompute.lua
+            parts = sorted({r.partition for r in events})
             scores = standings(board, events, v, marks)
             body = {
-                "floor": {str(k): str(x) for k, x in floor.items()} or {},
+                "floor": {str(p): str(floor[p]) if p in floor else "" for p in parts},
                 "periods": [
                     {
                         "p": period,
-                        "wm": wire[period],
+                        "wm": {str(p): str(read[period][p]) if p in read[period] else "" for p in parts},
                         "set": [x for p, s in scores[period].items() for x in (str(s), p)],
                         "rem": [p for p in players if p not in scores[period]],
                     }
