@@ -2,15 +2,15 @@
 
     .venv/bin/python bench/moderation_exclude.py [--players 1000000] [--events 2000] [--rate 5000] [--runs 5]
 
-A private PostgreSQL schema and Redis prefix. The board has 4 period keys (all_time, monthly, weekly,
-daily); its live generation is filled with ``--players`` members in each, and the moderated player has
-``--events`` stored events. A writer thread applies batches of 500 events of other players through the
-consumer's own ``RedisSink.apply`` at ``--rate`` events/s the whole time. Each run submits ``exclude`` then
-``reinstate`` through the moderation service and times the consumer's step (``moderation_apply.sync``:
-the seq check, the view, the recompute on 4 board-periods, the bookkeeping) until the player is gone /
-back, i.e. the time the batch loop is held by the action (what it adds to the lag), and how much further
-the writer fell behind its schedule meanwhile (its lag's growth). Prints medians. Everything it made is
-removed at the end.
+A private PostgreSQL schema and a private redis-server (AOF as in tests/services.py). The board has 4
+period keys (all_time, monthly, weekly, daily); its live generation is filled with ``--players`` members
+in each, and the moderated player has ``--events`` stored events. A writer thread applies batches of 500
+events of other players through the consumer's own ``RedisSink.apply`` at ``--rate`` events/s the whole
+time. Each run stores ``exclude`` then ``reinstate`` (the moderation store) and times the consumer's step
+(``moderation_apply.sync``: the seq check, the view, the recompute on 4 board-periods, the bookkeeping)
+until the player is gone / back: the time the batch loop is held by the action (what it adds to the lag),
+and how much further the writer fell behind its schedule meanwhile (its lag's growth). Prints medians.
+Everything it made is removed at the end.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from leaderboard.moderation import store  # noqa: E402
 from leaderboard.periods import PeriodKind  # noqa: E402
 from schemas import moderation as m  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
+from tests.services import RedisServer  # noqa: E402
 
 BOARD = Board(
     id="bench", periods=(PeriodKind.ALL_TIME, PeriodKind.MONTHLY, PeriodKind.WEEKLY, PeriodKind.DAILY)
@@ -85,13 +86,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     base = settings_mod.load()
+    with RedisServer() as private:  # millions of members: not on the shared Redis
+        private.start()
+        return run(args, base, private.url)
+
+
+def run(args: argparse.Namespace, base: settings_mod.Settings, redis_url: str) -> int:
     schema = f"modexcl_{uuid.uuid4().hex[:8]}"
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     with psycopg.connect(base.database_url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in base.database_url else "?"
     url = f"{base.database_url}{sep}options={quote(f'-csearch_path={schema}')}"
-    client = redis.Redis.from_url(base.redis_url, socket_timeout=30)
+    client = redis.Redis.from_url(redis_url, socket_timeout=30)
     keys = Keys(prefix)
     stop = threading.Event()
     behind: list[float] = []
