@@ -79,6 +79,22 @@ class View:
                 return True
         return False
 
+    def why_not(self, event: _Event, board: str) -> str | None:
+        """Why the event does not count on ``board`` (None: it counts): erased, voided-event,
+        voided-match, voided-window or held; the same decision as :meth:`counts`, named."""
+        player = event.player_id
+        if player in self.erased or (self.erased_digests and digest(player) in self.erased_digests):
+            return "erased"
+        if event.event_id in self.void_events:
+            return "voided-event"
+        if event.match_id in self.void_matches:
+            return "voided-match"
+        if self.voided(event):
+            return "voided-window"
+        if self.held(player, board):
+            return "held"
+        return None
+
     def counts(self, event: _Event, board: str) -> bool:
         """THE predicate: the event's points count on ``board`` now."""
         return not self.held(event.player_id, board) and not self.voided(event)
