@@ -230,6 +230,14 @@ class Generations:
         pipe.execute()
         return Written(pos, entries, len(events), mod_seq)
 
+    def write_closed(self, board: Board, gen: int, conn: psycopg.Connection) -> int:
+        """Replace, in ``gen``, the closed periods (standings stored, Redis retention not over) by their
+        stored standings (``rebuild --from kafka`` folded them from the raw records)."""
+        periods = period_store.complete(conn, board.id) - set(retired_periods(conn, board, datetime.now(UTC)))
+        for period in periods:
+            self._r.delete(self._keys.board(board.id, gen, period))
+        return self._write_closed(board, gen, conn, periods)
+
     def _write_closed(self, board: Board, gen: int, conn: psycopg.Connection, periods: set[str]) -> int:
         """Closed periods' stored standings into ``gen``; the entries written."""
         entries = 0

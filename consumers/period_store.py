@@ -20,7 +20,6 @@ import psycopg
 
 from leaderboard import scoring
 from leaderboard.boards import Board
-from leaderboard.moderation.view import HELD_SQL
 
 _LOCK_CLASS = (
     0x1EAD_C105  # advisory lock class per (board, period); the second key is hashtext('board/period')
@@ -29,10 +28,10 @@ FREEZE_LOCK_TIMEOUT = "1s"
 """The freeze waits this long at most for in-flight batches; batches queue behind it at most this long."""
 
 # Players held off the board by moderation at the close are left out (period_held; ADR 0013 addendum).
-_HELD = f"""
+_HELD = """
 INSERT INTO period_held (board, period, player_id)
-SELECT DISTINCT %(board)s, %(period)s, player_id FROM moderation_exclusions h
-WHERE {HELD_SQL.format(player="h.player_id", board="%(board)s")}
+SELECT DISTINCT %(board)s, %(period)s, player_id FROM moderation_exclusions
+WHERE board = %(board)s OR board = '*'
 ON CONFLICT DO NOTHING
 """
 # Redis order: packed desc = points desc, then tie-break desc (earlier first), then member desc bytewise.

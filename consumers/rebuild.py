@@ -172,6 +172,7 @@ def _from_kafka(  # noqa: PLR0917
         gen = new[board.id]
         leases[board.id].check()
         gens.write(board, gen, loaded[board.id])
+        gens.write_closed(board, gen, conn)  # closed periods: their stored standings (moderation at close)
         old = gens.catch_up_and_flip(board, gen, conn, sink, leases[board.id], view=view)
         if old is not None and old != gen:
             gens.drop(board.id, old)

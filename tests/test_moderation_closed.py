@@ -46,7 +46,9 @@ def win(player: str, points: int, match: str, hour: int) -> MatchWon:
     )
 
 
-def act(config: Settings, kind: str, **fields: object) -> m.AnyAction:
+def act(
+    config: Settings, kind: str, allowed: frozenset[str] = frozenset({BOARD.id}), **fields: object
+) -> m.AnyAction:
     doc = {
         "kind": kind,
         "action_id": str(uuid.uuid4()),
@@ -56,7 +58,7 @@ def act(config: Settings, kind: str, **fields: object) -> m.AnyAction:
         **fields,
     }
     action = m.validate(doc)
-    service.submit(config, action, frozenset({BOARD.id}))
+    service.submit(config, action, allowed)
     return action
 
 
@@ -100,11 +102,15 @@ def test_close_leaves_held_out_and_a_later_void_is_one_versioned_correction(
         win("bob", 7, "m2", 3),
         win("cid", 5, "m3", 4),
         win("hal", 20, "m4", 5),
+        win("zed", 3, "m5", 6),
     ]
     pg_sink.write_batch(pg, [Canonical(0, i, e) for i, e in enumerate(wins)], [BOARD])
     act(config, "exclude", player_id="hal", boards="all")
+    act(
+        config, "exclude", frozenset({BOARD.id, "other"}), player_id="zed", boards=["other"]
+    )  # not this board
     assert close(config, pg, redis_client) == [(BOARD.id, PERIOD)]
-    v1 = [(1, "ann", 10), (2, "bob", 7), (3, "cid", 5)]
+    v1 = [(1, "ann", 10), (2, "bob", 7), (3, "cid", 5), (4, "zed", 3)]
     assert standings(pg) == v1  # hal was held at the close
     # A hold that ends after the close changes nothing: no correction, no event.
     act(config, "reinstate", player_id="hal", boards="all")
@@ -114,7 +120,7 @@ def test_close_leaves_held_out_and_a_later_void_is_one_versioned_correction(
     # A void does: version 2 is served, version 1 kept, one event with the diff.
     act(config, "void", match_ids=["m-bugged"])
     close(config, pg, redis_client)
-    assert standings(pg) == [(1, "bob", 7), (2, "cid", 5), (3, "ann", 4)]
+    assert standings(pg) == [(1, "bob", 7), (2, "cid", 5), (3, "ann", 4), (4, "zed", 3)]
     assert standings(pg, "period_standings_history", 1) == v1
     version, corrected_at = pg.execute("SELECT version, corrected_at FROM closed_periods").fetchone() or (
         0,
@@ -140,7 +146,7 @@ def test_close_leaves_held_out_and_a_later_void_is_one_versioned_correction(
         api.wait_ready()
         status, body = api.get(f"/v1/leaderboards/global/entries?period={PERIOD}")
         assert status == 200, body
-        assert [e["player_id"] for e in orjson.loads(body)["entries"]] == ["bob", "cid", "ann"]
+        assert [e["player_id"] for e in orjson.loads(body)["entries"]] == ["bob", "cid", "ann", "zed"]
         status, body = api.get("/v1/leaderboards/global/periods")
         assert status == 200, body
         [listed] = [p for p in orjson.loads(body)["closed"] if p["period"] == PERIOD]
