@@ -4,7 +4,8 @@ Two kinds of moderation, applied in two places:
 
 - **Facts** (void, erase) say an event never counted: the standings checkpoint, the live apply, a Kafka
   replay and closed-period corrections all leave such events out (:meth:`View.voided`). The checkpoint's
-  SQL fold uses :data:`VOIDED_SQL`, the same rule in SQL (tests/test_moderation_view.py checks they agree).
+  SQL fold uses :data:`VOIDED_SQL`, the same rule in SQL (tests/test_moderation_boards.py checks both
+  against one oracle on the real PostgreSQL).
 - **Holds** (exclude until reinstate) hide a player from boards while held: applied where a board is
   written to Redis (live apply, checkpoint load, tail, recompute) and where closed standings are computed
   (:meth:`View.held`, :data:`HELD_SQL`). The checkpoint keeps held players' standings, so a reinstate
