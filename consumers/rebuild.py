@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers import pg_sink
 from consumers.decoded import decode_messages
-from consumers.generations import Generations, Loaded, rebuild_from_checkpoint
+from consumers.generations import Generations, Loaded, finish_moderation, rebuild_from_checkpoint
 from consumers.lease import Lease, LockLost
 from consumers.plan import Canonical, Fold, fold
 from consumers.redis_sink import RedisSink
@@ -30,6 +30,8 @@ from leaderboard import boards as boards_mod
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
+from leaderboard.moderation import store as moderation
+from leaderboard.moderation.view import View, pseudonymised
 from leaderboard.progress import Progress
 from leaderboard.settings import Settings
 from schemas.model import MatchWon
@@ -52,8 +54,14 @@ def select_boards(config: Settings, board_id: str | None) -> tuple[Board, ...]:
     return chosen
 
 
-def replay_kafka(config: Settings, conn: psycopg.Connection, boards: Sequence[Board]) -> dict[str, Loaded]:
-    """Replay the topic from the beginning up to its current end; fold canonical events per board."""
+def replay_kafka(
+    config: Settings, conn: psycopg.Connection, boards: Sequence[Board], view: View | None = None
+) -> dict[str, Loaded]:
+    """Replay the topic from the beginning up to its current end; fold canonical events per board.
+
+    ``view`` (moderation): records of erased ids are stored under their pseudonym, and only events that
+    count on a board are folded into it (raw records inside the retention never bring a player back)."""
+    view = View() if view is None else view
     consumer = Consumer(
         {
             **config.kafka_common(),
@@ -86,14 +94,15 @@ def replay_kafka(config: Settings, conn: psycopg.Connection, boards: Sequence[Bo
                 if tp.offset >= 0:  # past transaction markers too
                     done[tp.partition] = max(done[tp.partition], min(tp.offset, ends[tp.partition]))
             valid = [
-                Canonical(r.partition, r.offset, r.decoded)
+                Canonical(r.partition, r.offset, pseudonymised(view, r.decoded))
                 for r in records
                 if isinstance(r.decoded, MatchWon)
             ]
             # Records PostgreSQL refuses were dead-lettered (sink_rejected) by the live consumer: skip them.
             outcome, _ = pg_sink.write_isolating(conn, valid, boards)
             for board in boards:
-                fold(board, outcome.canonical, into=folded[board.id], split_partitions=False)
+                counted = [r for r in outcome.canonical if view.counts(r.event, board.id)]
+                fold(board, counted, into=folded[board.id], split_partitions=False)
             events += len(outcome.canonical)
             progress.update(sum(done.values()), f"lag {total - sum(done.values()):,}")
         progress.finish(f"{events:,} canonical events")
@@ -156,15 +165,18 @@ def _from_kafka(  # noqa: PLR0917
     leases: dict[str, Lease],
 ) -> None:
     new = {b.id: gens.new_generation(b.id) for b in boards}
-    loaded = replay_kafka(config, conn, boards)
+    view = moderation.load_view(conn)
+    loaded = replay_kafka(config, conn, boards, view)
     for board in boards:
         started = time.monotonic()
         gen = new[board.id]
         leases[board.id].check()
         gens.write(board, gen, loaded[board.id])
-        old = gens.catch_up_and_flip(board, gen, conn, sink, leases[board.id])
+        gens.write_closed(board, gen, conn)  # closed periods: their stored standings (moderation at close)
+        old = gens.catch_up_and_flip(board, gen, conn, sink, leases[board.id], view=view)
         if old is not None and old != gen:
             gens.drop(board.id, old)
+        finish_moderation(gens, conn, board, gen, view.seq)
         print(
             f"board {board.id}: generation {gen} is live (replaced {old or 'none'}), "
             f"{sum(len(s.players) for s in loaded[board.id].folded.values()):,} entries, "

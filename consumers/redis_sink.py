@@ -13,7 +13,7 @@ between two chunks cannot leave the new generation without the chunks applied be
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -21,7 +21,7 @@ import orjson
 import redis
 from redis.typing import EncodableT, FieldT
 
-from consumers.plan import BUCKET_S, Canonical, fold, payload, positions, targets
+from consumers.plan import BUCKET_S, Canonical, Fold, Slot, fold, payload, positions, targets
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
@@ -58,7 +58,11 @@ class RedisSink:
         self._apply = client.register_script(script("apply"))
 
     def apply(
-        self, records: Sequence[Canonical], gen: int | None = None, pos: dict[int, int] | None = None
+        self,
+        records: Sequence[Canonical],
+        gen: int | None = None,
+        pos: dict[int, int] | None = None,
+        keep: Callable[[Board, Canonical], bool] | None = None,
     ) -> int:
         """Apply canonical records to every board; returns the number of sorted-set updates made.
 
@@ -68,6 +72,7 @@ class RedisSink:
         the calls). A chunk names, per slot, the last offset an earlier chunk of the batch had for it
         (``after``): if that one did not land, the script refuses this one too (a partial), so no watermark
         moves past records still owed. Partials are then resent in order, one call at a time.
+        ``keep`` (moderation): which records count on a board; the others are stored but not applied.
         """
         pos = positions(records) if pos is None else pos
         if not records and not pos:
@@ -82,7 +87,7 @@ class RedisSink:
             skip += 1
         calls: list[Board] = []
         for board in self._boards:
-            for body in self._bodies(board, chunks(board, ordered, self._max), gen, pos):
+            for body in self._bodies(board, chunks(board, ordered, self._max), gen, pos, keep):
                 self._call(board, body, now, pipe)
                 calls.append(board)
         if not calls and not skip:
@@ -98,17 +103,22 @@ class RedisSink:
             partials.setdefault(board.id, []).extend(p.decode() for p in res[2:])
         for board in self._boards:
             if partials.get(board.id):
-                applied += self._resolve_partials(board, ordered, partials[board.id], now)
+                applied += self._resolve_partials(board, ordered, partials[board.id], now, keep)
         return applied
 
     def _bodies(
-        self, board: Board, parts: list[list[Canonical]], gen: int | None, pos: dict[int, int] | None
+        self,
+        board: Board,
+        parts: list[list[Canonical]],
+        gen: int | None,
+        pos: dict[int, int] | None,
+        keep: Callable[[Board, Canonical], bool] | None = None,
     ) -> list[bytes]:
         """Payloads of a board's chunks, with ``after`` guards; the first carries the positions."""
         out: list[bytes] = []
         last: dict[tuple[str, int], int] = {}
         for k, part in enumerate(parts):
-            folded = fold(board, part)
+            folded = fold(board, part) if keep is None else _fold_kept(board, part, keep)
             body = payload(board, folded, gen, pos if k == 0 else None)
             if body is None:
                 continue
@@ -127,7 +137,12 @@ class RedisSink:
         )
 
     def _resolve_partials(
-        self, board: Board, ordered: Sequence[Canonical], partials: list[str], now: str
+        self,
+        board: Board,
+        ordered: Sequence[Canonical],
+        partials: list[str],
+        now: str,
+        keep: Callable[[Board, Canonical], bool] | None = None,
     ) -> int:
         """Resend, chunk by chunk and one call at a time, only the records past each watermark a chunk
         overlapped (zombie or rewind) or that waited behind such a chunk."""
@@ -143,7 +158,7 @@ class RedisSink:
             for target, above in by_gen.items():
                 for slot, mark in sorted(above.items()):
                     past = [r for r in ordered if r.partition == slot[1] and r.offset > mark]
-                    for body in self._bodies(board, chunks(board, past, self._max), target, None):
+                    for body in self._bodies(board, chunks(board, past, self._max), target, None, keep):
                         only = _only(body, slot)
                         if only is None:
                             continue
@@ -153,6 +168,21 @@ class RedisSink:
             if not partials:
                 return applied
         raise PartialLoop(f"board {board.id}: watermarks moved during {_MAX_PARTIAL_ROUNDS} retries")
+
+
+def _fold_kept(board: Board, part: Sequence[Canonical], keep: Callable[[Board, Canonical], bool]) -> Fold:
+    """fold of the records ``keep`` lets count, with every slot's offsets spanning ALL the chunk's records
+    (a slot of only moderated records has no players): the watermarks move past moderated events too, so
+    a moderation recompute knows they were processed (and counts them once they count again)."""
+    folded = fold(board, [r for r in part if keep(board, r)])
+    for rec in part:
+        for key, _, _ in targets(board, rec.event):
+            slot = folded.get((key, rec.partition))
+            if slot is None:
+                folded[(key, rec.partition)] = Slot(rec.offset, rec.offset, {})
+            else:
+                slot.lo, slot.hi = min(slot.lo, rec.offset), max(slot.hi, rec.offset)
+    return folded
 
 
 def _only(body: bytes, slot: tuple[str, int]) -> bytes | None:

@@ -263,4 +263,55 @@ def test_schemathesis_finds_no_server_error_on_the_admin_routes(
         # fmt: on
     finally:
         api.stop()
-    assert "Tested: 2" in out  # both admin operations, not a filtered-out run
+    assert "Tested: 3" in out  # every admin operation, not a filtered-out run
+
+
+def test_investigation_lists_the_events_behind_a_score_counted_or_why_not(
+    config: Settings, db: psycopg.Connection
+) -> None:
+    cfg = replace(config, admin_token=ADMIN)
+    kept, voided, in_window, other = event("ivy", 2), event("ivy", 3), event("ivy", 10), event("ivy", 20)
+    add_events(db, [kept, voided, in_window, other, event("bob", 4)])
+    url = "/v1/admin/players/ivy/events"
+    void_event = {"kind": "void", "actor": "ops", "reason": "x", "event_ids": [voided[0]]}
+    window = {
+        "kind": "void",
+        "actor": "ops",
+        "reason": "x",
+        "player_id": "ivy",
+        "from": "2026-11-09T00:00:00Z",
+        "until": "2026-11-11T00:00:00Z",
+    }
+    hold = {**exclude("ivy"), "boards": ["monthly"]}
+    responses = call(
+        cfg,
+        ("POST", PATH, {"json": void_event, **bearer(ADMIN)}),
+        ("POST", PATH, {"json": window, **bearer(ADMIN)}),
+        ("POST", PATH, {"json": hold, **bearer(ADMIN)}),
+        (
+            "GET",
+            url,
+            {"params": {"board": "global", "period": "monthly:2026-11", "limit": 3}, **bearer(ADMIN)},
+        ),
+        ("GET", url, {"params": {"board": "global", "offset": 3}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "monthly", "period": "daily:2026-11-20"}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "nope"}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "global", "period": "weekly:x"}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "global"}}),
+    )
+    assert [r.status_code for r in responses[:3]] == [201, 201, 201]
+    first, rest, held, unknown, bad_period, anonymous = responses[3:]
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [(e["event_id"], e["counted"], e["why_not"]) for e in page["events"]] == [
+        (kept[0], True, None),
+        (voided[0], False, "voided-event"),
+        (in_window[0], False, "voided-window"),
+    ]
+    assert page["next_offset"] == 3
+    assert [(e["event_id"], e["why_not"]) for e in rest.json()["events"]] == [(other[0], None)]
+    assert rest.json()["next_offset"] is None
+    assert [(e["event_id"], e["why_not"]) for e in held.json()["events"]] == [(other[0], "held")]
+    assert (unknown.status_code, unknown.json()["type"].rsplit("/", 1)[-1]) == (422, "unknown-board")
+    assert bad_period.status_code == 422
+    assert anonymous.status_code == 401
