@@ -23,7 +23,6 @@ import uuid_utils
 from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
-from leaderboard import periods
 from leaderboard.boards import Board
 from leaderboard.moderation import rules, service, store
 from leaderboard.settings import Settings
@@ -196,10 +195,10 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
         "/players/{player_id}/events",
         summary="The events behind a player's score on a board-period, counted or why not",
         description=(
-            "From PostgreSQL, oldest first: event_id, match_id, points, occurred_at, `counted`, and"
+            "From PostgreSQL, oldest first: event_id, match_id, points, score, occurred_at, `counted`, and"
             " `why_not` (erased, voided-event, voided-match, voided-window, held, not-on-board). `period`:"
-            " a period key (default: all the player's events). Page on with `offset` (`next_offset`;"
-            " null at the end)."
+            " a period key of the board, seasons included (default: all the player's events). Page on"
+            " with `offset` (`next_offset`; null at the end)."
         ),
         responses={
             **_AUTH_RESPONSES,
@@ -220,7 +219,7 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
         span = None
         if period is not None:
             try:
-                span = periods.bounds(period, b.timezone)
+                span = b.bounds(period)
             except ValueError as exc:  # periods.PeriodError included
                 raise Problem(422, "invalid-period", f"period {period!r}: {exc}") from None
         try:
