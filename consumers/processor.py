@@ -29,6 +29,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers import dlq, pg_sink
+from consumers import names as display_names
 from consumers.bounded import TransactionalProducer, bounded
 from consumers.catchup import CatchUp
 from consumers.clients import Clients
@@ -291,7 +292,7 @@ class Processor:
                 board = next(b for b in self.boards if b.id == board_id)
                 self.readiness.set("recovery", f"rebuilding board {board_id} from PostgreSQL")
                 if self._rebuild(board, "board missing in Redis; rebuilding from PostgreSQL"):
-                    self._load_names()
+                    self._load_names()  # Redis lost them too
             if self.gens.missing():
                 if self.stopping.is_set():
                     raise RuntimeError("stopping while boards are missing in Redis")
@@ -309,8 +310,9 @@ class Processor:
             if gen is None:
                 continue
             hi = {int(p): int(o) for p, o in self._redis.hgetall(self.keys.position(board.id, gen)).items()}
-            if any(hi.get(p, -1) < o for p, o in self._applied_hi.items()):
-                self._rebuild(board, "Redis lost recent writes; rebuilding from PostgreSQL")
+            lost = any(hi.get(p, -1) < o for p, o in self._applied_hi.items())
+            if lost and self._rebuild(board, "Redis lost recent writes; rebuilding from PostgreSQL"):
+                self._load_names()  # the lost writes may have carried names
 
     def _rebuild(self, board: Board, why: str) -> bool:
         """Rebuild one board from its checkpoint under its Redis lease; False if another process holds it."""
@@ -354,11 +356,7 @@ class Processor:
             raise failed[0]
 
     def _load_names(self) -> None:
-        conn = self._long_conn()
-        with conn.cursor() as cur:
-            cur.execute("SELECT player_id, display_name FROM players WHERE display_name IS NOT NULL")
-            while rows := cur.fetchmany(10_000):
-                self._redis.hset(self.keys.names(), mapping=dict(rows))
+        display_names.load(self._long_conn(), self._redis, self.keys)
 
     # -- the batch ----------------------------------------------------------------------------------------
 
@@ -377,7 +375,7 @@ class Processor:
         m.stage.labels("postgres").observe(t1 - t0)
         pos = positions(records)
         try:
-            self.sink.apply(outcome.canonical, pos=pos)
+            self.sink.apply(outcome.canonical, pos=pos, names=outcome.names)
         except redis.RedisError as exc:
             raise SinkError("redis", exc) from exc
         for p, o in pos.items():

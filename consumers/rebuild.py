@@ -20,6 +20,7 @@ import psycopg
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from consumers import names as display_names
 from consumers import pg_sink
 from consumers.decoded import decode_messages
 from consumers.generations import Generations, Loaded, rebuild_from_checkpoint
@@ -132,6 +133,9 @@ def run(config: Settings, args: argparse.Namespace) -> int:
                         f"{time.monotonic() - started:.1f} s",
                         flush=True,
                     )
+            # The names hash is shared by the boards and decided by PostgreSQL: copy it as it is now (a
+            # replay may have changed names; a Redis that lost writes may lack some).
+            display_names.load(conn, client, keys)
     except LockLost as exc:
         raise UserError(f"stopped: {exc}") from exc
     finally:

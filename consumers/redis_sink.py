@@ -13,14 +13,13 @@ between two chunks cannot leave the new generation without the chunks applied be
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import orjson
 import redis
-from redis.typing import EncodableT, FieldT
 
+from consumers import names as display_names
 from consumers.plan import BUCKET_S, Canonical, fold, payload, positions, targets
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -58,7 +57,11 @@ class RedisSink:
         self._apply = client.register_script(source("apply"))
 
     def apply(
-        self, records: Sequence[Canonical], gen: int | None = None, pos: dict[int, int] | None = None
+        self,
+        records: Sequence[Canonical],
+        gen: int | None = None,
+        pos: dict[int, int] | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> int:
         """Apply canonical records to every board; returns the number of sorted-set updates made.
 
@@ -68,18 +71,16 @@ class RedisSink:
         the calls). A chunk names, per slot, the last offset an earlier chunk of the batch had for it
         (``after``): if that one did not land, the script refuses this one too (a partial), so no watermark
         moves past records still owed. Partials are then resent in order, one call at a time.
+        ``names``: the display names PostgreSQL changed with this batch (``pg_sink.Outcome.names``), written
+        in the same pipeline; the records' own names are not looked at (consumers/names.py).
         """
         pos = positions(records) if pos is None else pos
-        if not records and not pos:
+        if not records and not pos and not names:
             return 0
         now = str(int(time.time() * 1000))
         ordered = sorted(records, key=_position)
         pipe = self._r.pipeline(transaction=False)
-        items = list(_latest_names(records).items())
-        skip = 0
-        for i in range(0, len(items), self._max):
-            pipe.hset(self._keys.names(), mapping=dict(items[i : i + self._max]))
-            skip += 1
+        skip = display_names.queue(pipe, self._keys, names or {})
         calls: list[Board] = []
         for board in self._boards:
             for body in self._bodies(board, chunks(board, ordered, self._max), gen, pos):
@@ -199,17 +200,3 @@ def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list
         weight += cost
     out.append(cur)
     return out
-
-
-def _latest_names(records: Sequence[Canonical]) -> dict[FieldT, EncodableT]:
-    """Display names carried by the batch, the latest per player: by occurred_at, then Kafka position,
-    the order pg_sink's players upsert uses too."""
-    latest: dict[str, tuple[datetime, int, int, str]] = {}
-    for rec in records:
-        name = rec.event.display_name
-        if name is not None:
-            rank = (rec.event.occurred_at, rec.partition, rec.offset, name)
-            cur = latest.get(rec.event.player_id)
-            if cur is None or rank[:3] > cur[:3]:
-                latest[rec.event.player_id] = rank
-    return {p: v[3] for p, v in latest.items()}

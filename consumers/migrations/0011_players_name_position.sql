@@ -1,0 +1,7 @@
+-- The Kafka position of the win a player's display name came from. The name is the one of the latest win by
+-- occurred_at, ties broken by (partition, offset): with the position stored, a replay or a late copy at the
+-- same instant decides exactly as the first pass did (consumers/pg_sink.py, _PLAYERS). Rows written before
+-- this migration rank below any win at their instant.
+ALTER TABLE players
+    ADD COLUMN name_partition integer NOT NULL DEFAULT -1,
+    ADD COLUMN name_offset bigint NOT NULL DEFAULT -1;
