@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Sequence
 
 import psycopg
-import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from consumers import names as display_names
@@ -32,6 +31,7 @@ from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
 from leaderboard.progress import Progress
+from leaderboard.redis_client import FAILURES, sync_client
 from leaderboard.settings import Settings
 from schemas.model import MatchWon
 
@@ -106,7 +106,7 @@ def replay_kafka(config: Settings, conn: psycopg.Connection, boards: Sequence[Bo
 
 def run(config: Settings, args: argparse.Namespace) -> int:
     boards = select_boards(config, args.board)
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=30, socket_connect_timeout=3)
+    client = sync_client(config, socket_timeout=30)
     keys = Keys(config.redis_prefix)
     gens = Generations(client, keys, boards)
     sink = RedisSink(client, keys, boards)
@@ -141,7 +141,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     finally:
         # A failure above (mapped to one line by the CLI) must not be replaced by Redis failing here too.
         for lease in leases.values():
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*FAILURES):
                 lease.release()
         client.close()
     return 0

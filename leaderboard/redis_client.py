@@ -8,6 +8,7 @@ is promoted) is retried a few times and then raised, never waited out indefinite
 
 from __future__ import annotations
 
+import contextlib
 from typing import TypeAlias
 
 import redis
@@ -49,6 +50,25 @@ def sync_client(config: Settings, *, socket_timeout: float = 10, connect_timeout
     return redis.Redis.from_url(
         config.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
     )
+
+
+def recover(client: SyncClient) -> None:
+    """After a failed call: on a cluster, refresh the slot map and make a primary that answers the default
+    node. redis-py's cluster pipeline asks its default node for the keys of an EVAL (COMMAND GETKEYS) and
+    never replaces that node when it died, so without this a pipeline fails for good once the node named by
+    LEADERBOARD_REDIS_URL is gone, though its replica took over. Each step is bounded by the socket timeouts;
+    a no-op on one node."""
+    if not isinstance(client, RedisCluster):
+        return
+    with contextlib.suppress(*FAILURES):
+        client.nodes_manager.initialize()
+    for node in client.get_primaries():  # type: ignore[no-untyped-call]
+        try:
+            client.ping(target_nodes=node)
+        except FAILURES:
+            continue
+        client.replace_default_node(node)
+        return
 
 
 def async_client(

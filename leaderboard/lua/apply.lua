@@ -3,16 +3,18 @@
 -- partition, so the script holds Redis a few ms whatever the batch; each call moves its own watermarks.
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
--- payload: {agg="sum"|"best", gen=<optional target generation>, pos=[[partition, last offset], ...],
+-- payload: {agg="sum"|"best", gen=<optional target generation>, pos=[[partition, last offset, seen], ...],
 --           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
 --                                             after=<optional>, m=[player, ...], v=[points, ...], t=[tb, ...]}]}]}
 -- pos covers the whole batch (also records this board ignores) and feeds the generation's position ("hi"),
--- which a rebuild must reach before it may flip.
+-- which a rebuild must reach before it may flip. ``seen`` (optional): the last offset of the partition the caller
+-- saw this board accept; the ACTIVE generation's position below it means Redis lost acknowledged writes
+-- (a failover to a replica that had not received them, a restart from an old AOF): reported as behind=1.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
 -- A part may carry after=<last offset an earlier chunk of the same batch had for this slot>: while the
 -- watermark is below it, that chunk has not landed, so this one is a partial too (never skip records).
--- Returns {"ok", applied_updates, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
+-- Returns {"ok", applied_updates, behind, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
 -- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
 -- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
 local SPAN = 16777216          -- 2^24, leaderboard.scoring.TIME_SPAN
@@ -31,7 +33,8 @@ else
 end
 local best = payload.agg == 'best'
 local applied = 0
-local out = {'ok', 0}
+local out = {'ok', 0, 0}
+local active = redis.call('HGET', KEYS[1], 'active')
 for _, gen in ipairs(gens) do
   local g = base .. ':g' .. gen
   local floors = {}
@@ -92,6 +95,7 @@ for _, gen in ipairs(gens) do
   for _, pos in ipairs(payload.pos) do
     local pt = tostring(pos[1])
     local hi = tonumber(redis.call('HGET', g .. ':hi', pt) or '-1')
+    if pos[3] and gen == active and hi < pos[3] then out[3] = 1 end
     if pos[2] > hi then redis.call('HSET', g .. ':hi', pt, pos[2]) end
   end
 end
