@@ -70,31 +70,22 @@ _CLOSED = """
 SELECT board, period FROM closed_periods
 WHERE (board, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
-# Display names: the one rule (consumers/names.py) decided here, for Redis too. The players rows the batch may
-# touch are locked first, in player order (no deadlock between batches), so the second statement's snapshot
-# holds their latest committed names: comparing with it tells exactly which names this batch changed, and
-# only those go to Redis. DISTINCT ON because one statement may not update a row twice. One round trip.
+# Display names: the one rule (consumers/names.py), decided here for Redis too. DISTINCT ON because one
+# statement may not update a row twice; the guard compares with the stored row's own version. ON CONFLICT DO
+# UPDATE locks the row and evaluates SET on its latest committed version, so name_changed says exactly whether
+# this batch changed the name, also when batches race on a player; only those names go to Redis.
 _PLAYERS = """
-SELECT 1 FROM players WHERE player_id IN (SELECT player_id FROM events_in WHERE display_name IS NOT NULL)
-ORDER BY player_id FOR UPDATE;
-WITH latest AS (
-    SELECT DISTINCT ON (player_id) player_id, display_name, occurred_at, kafka_partition, kafka_offset
-    FROM events_in WHERE display_name IS NOT NULL
-    ORDER BY player_id, occurred_at DESC, kafka_partition DESC, kafka_offset DESC
-), prior AS (
-    SELECT p.player_id, p.display_name FROM players p JOIN latest USING (player_id)
-), up AS (
-    INSERT INTO players (player_id, display_name, updated_at, name_partition, name_offset)
-    SELECT player_id, display_name, occurred_at, kafka_partition, kafka_offset FROM latest
-    ON CONFLICT (player_id) DO UPDATE SET display_name = EXCLUDED.display_name,
-        updated_at = EXCLUDED.updated_at, name_partition = EXCLUDED.name_partition,
-        name_offset = EXCLUDED.name_offset
-    WHERE (players.updated_at, players.name_partition, players.name_offset)
-        < (EXCLUDED.updated_at, EXCLUDED.name_partition, EXCLUDED.name_offset)
-    RETURNING player_id, display_name
-)
-SELECT up.player_id, up.display_name FROM up LEFT JOIN prior USING (player_id)
-WHERE prior.display_name IS DISTINCT FROM up.display_name
+INSERT INTO players (player_id, display_name, updated_at, name_partition, name_offset, name_changed)
+SELECT DISTINCT ON (player_id) player_id, display_name, occurred_at, kafka_partition, kafka_offset, true
+FROM events_in WHERE display_name IS NOT NULL
+ORDER BY player_id, occurred_at DESC, kafka_partition DESC, kafka_offset DESC
+ON CONFLICT (player_id) DO UPDATE SET
+    name_changed = players.display_name IS DISTINCT FROM EXCLUDED.display_name,
+    display_name = EXCLUDED.display_name, updated_at = EXCLUDED.updated_at,
+    name_partition = EXCLUDED.name_partition, name_offset = EXCLUDED.name_offset
+WHERE (players.updated_at, players.name_partition, players.name_offset)
+    < (EXCLUDED.updated_at, EXCLUDED.name_partition, EXCLUDED.name_offset)
+RETURNING player_id, display_name, name_changed
 """
 
 
@@ -196,9 +187,8 @@ def _write(
             # A batch holds each Kafka position once, so the coordinates name the records inserted.
             inserted = {(part, off) for part, off in conn.execute(_INSERT).fetchall()}
             if any(rec.event.display_name is not None for rec in fresh):
-                cur = conn.execute(_PLAYERS)
-                cur.nextset()  # past the lock's rows
-                names = {str(player): str(name) for player, name in cur.fetchall()}
+                rows = conn.execute(_PLAYERS).fetchall()
+                names = {str(player): str(name) for player, name, changed in rows if changed}
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
         rest = {
             (r.event.event_id, r.event.occurred_at)

@@ -95,6 +95,10 @@ def test_consume_recovery_and_rebuild_on_a_cluster(
             assert board(rc, cfg, "monthly:2026-11") == want
         out = leaderboard_cli(cfg, "verify")
         assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+        # Closing a period stores its standings and mirrors it into the board's closed set on the cluster.
+        out = leaderboard_cli(cfg, "close-period", "--period", "monthly:2026-11")
+        assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+        assert b"monthly:2026-11" in cast("set[bytes]", rc.smembers(Keys(cfg.redis_prefix).closed("global")))
     finally:
         consumer.stop()
         rc.close()
