@@ -7,9 +7,9 @@
 --           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
 --                                             after=<optional>, m=[player, ...], v=[points, ...], t=[tb, ...]}]}]}
 -- pos covers the whole batch (also records this board ignores) and feeds the generation's position ("hi"),
--- which a rebuild must reach before it may flip. ``seen`` (optional): the last offset of the partition the caller
--- saw this board accept; the ACTIVE generation's position below it means Redis lost acknowledged writes
--- (a failover to a replica that had not received them, a restart from an old AOF): reported as behind=1.
+-- which a rebuild must reach before it may flip. ``seen`` (optional): the partition's last offset the caller
+-- saw this board accept; the ACTIVE generation's position below it means Redis lost acknowledged writes (a
+-- failover to a replica that had not received them, a restart from an old AOF): reported as behind = 1.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
 -- A part may carry after=<last offset an earlier chunk of the same batch had for this slot>: while the
