@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import psycopg
-import redis
 from confluent_kafka import Producer
 
 from consumers import checkpoints, due, period_store
@@ -23,6 +22,7 @@ from consumers.announce import announce
 from consumers.mirror import mirror
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient
 from leaderboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def close_one(conn: psycopg.Connection, board: Board, period: str) -> int | None
 
 def close_due(  # noqa: PLR0917 - the scheduler's call signature
     conn: psycopg.Connection,
-    client: redis.Redis,
+    client: SyncClient,
     producer: Producer,
     config: Settings,
     boards: Sequence[Board],
@@ -91,7 +91,7 @@ def close_due(  # noqa: PLR0917 - the scheduler's call signature
 
 def run_closes(
     conn: psycopg.Connection,
-    client: redis.Redis,
+    client: SyncClient,
     producer: Producer,
     config: Settings,
     boards: Sequence[Board],

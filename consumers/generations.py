@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
-import redis
 from redis.typing import EncodableT, FieldT
 
 from consumers import checkpoints, due, period_store
@@ -29,6 +28,7 @@ from leaderboard.aggregate import EVENTS, LAST_US
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
+from leaderboard.redis_client import SyncClient, SyncPipeline
 from schemas.model import MatchWon
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Written:
 class Generations:
     """Rebuild and flip the generations of boards."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, boards: Sequence[Board]) -> None:
+    def __init__(self, client: SyncClient, keys: Keys, boards: Sequence[Board]) -> None:
         self._r = client
         self._keys = keys
         self._boards = {b.id: b for b in boards}
@@ -269,7 +269,7 @@ class Generations:
 
 
 def _put(
-    pipe: redis.client.Pipeline,
+    pipe: SyncPipeline,
     zkey: str,
     mapping: dict[str, float],
     lkey: str,

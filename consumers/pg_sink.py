@@ -71,15 +71,22 @@ _CLOSED = """
 SELECT board, period FROM closed_periods
 WHERE (board, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
-# Latest display name per player, straight from the staging table: no second upload of the batch. DISTINCT ON
-# because one statement may not update a row twice; the later record wins a tie, as the partition order says.
+# Display names: the one rule (consumers/names.py), decided here for Redis too. DISTINCT ON because one
+# statement may not update a row twice; the guard compares with the stored row's own version. ON CONFLICT DO
+# UPDATE locks the row and evaluates SET on its latest committed version, so name_changed says exactly whether
+# this batch changed the name, also when batches race on a player; only those names go to Redis.
 _PLAYERS = """
-INSERT INTO players (player_id, display_name, updated_at)
-SELECT DISTINCT ON (player_id) player_id, display_name, occurred_at
+INSERT INTO players (player_id, display_name, updated_at, name_partition, name_offset, name_changed)
+SELECT DISTINCT ON (player_id) player_id, display_name, occurred_at, kafka_partition, kafka_offset, true
 FROM events_in WHERE display_name IS NOT NULL
 ORDER BY player_id, occurred_at DESC, kafka_partition DESC, kafka_offset DESC
-ON CONFLICT (player_id) DO UPDATE SET display_name = EXCLUDED.display_name, updated_at = EXCLUDED.updated_at
-WHERE players.updated_at <= EXCLUDED.updated_at
+ON CONFLICT (player_id) DO UPDATE SET
+    name_changed = players.display_name IS DISTINCT FROM EXCLUDED.display_name,
+    display_name = EXCLUDED.display_name, updated_at = EXCLUDED.updated_at,
+    name_partition = EXCLUDED.name_partition, name_offset = EXCLUDED.name_offset
+WHERE (players.updated_at, players.name_partition, players.name_offset)
+    < (EXCLUDED.updated_at, EXCLUDED.name_partition, EXCLUDED.name_offset)
+RETURNING player_id, display_name, name_changed
 """
 
 
@@ -92,6 +99,9 @@ class Outcome:
     too_old: list[tuple[int, int, str]] = field(default_factory=list)
     """(partition, offset, detail) of events older than the log's floor: their month is archived, so neither
     the event nor a copy of it can be stored or recognised (dead-letter reason ``too_old``)."""
+    names: dict[str, str] = field(default_factory=dict)
+    """player_id -> display name, for the players whose name in PostgreSQL this write changed: exactly what
+    the Redis names hash must be told (consumers/names.py)."""
 
 
 def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: Sequence[Board]) -> Outcome:
@@ -105,7 +115,7 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
             pairs.update((board.id, key) for key, _, _ in periods_of(board, bucket))
     try:
         _ensure_partitions(conn, records)
-        inserted, looked, hits, floor = _write(conn, records, boards, pairs)
+        inserted, looked, hits, floor, out.names = _write(conn, records, boards, pairs)
     except BaseException:
         _staged.discard(conn)  # a rolled-back transaction also dropped the staging table it created
         raise
@@ -147,9 +157,15 @@ def _write(
     records: Sequence[Canonical],
     boards: Sequence[Board],
     pairs: set[tuple[str, str]],
-) -> tuple[set[tuple[int, int]], dict[tuple[str, datetime], tuple[int, int]], dict[int, str], datetime]:
+) -> tuple[
+    set[tuple[int, int]],
+    dict[tuple[str, datetime], tuple[int, int]],
+    dict[int, str],
+    datetime,
+    dict[str, str],
+]:
     """The one transaction: (coordinates inserted just now, (event_id, occurred_at) -> stored coordinates of
-    the other records, record index -> closed period it feeds, the log's floor)."""
+    the other records, record index -> closed period it feeds, the log's floor, names changed)."""
     with conn.transaction():
         cur = conn.execute(_FLOOR)
         cur.nextset()
@@ -166,12 +182,14 @@ def _write(
                 hits = _closed_hits(records, boards, {(str(b), str(p)) for b, p in rows})
         fresh = [r for i, r in enumerate(records) if i not in hits and r.event.occurred_at >= floor]
         inserted: set[tuple[int, int]] = set()
+        names: dict[str, str] = {}
         if fresh:
             _stage(conn, fresh)
             # A batch holds each Kafka position once, so the coordinates name the records inserted.
             inserted = {(part, off) for part, off in conn.execute(_INSERT).fetchall()}
             if any(rec.event.display_name is not None for rec in fresh):
-                conn.execute(_PLAYERS)
+                rows = conn.execute(_PLAYERS).fetchall()
+                names = {str(player): str(name) for player, name, changed in rows if changed}
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
         rest = {
             (r.event.event_id, r.event.occurred_at)
@@ -183,7 +201,7 @@ def _write(
             ids, ats = [e for e, _ in rest], list({a for _, a in rest})
             rows = conn.execute(_CANONICAL, (ids, ats)).fetchall()
             looked = {(eid, at): (part, off) for eid, at, part, off in rows if (eid, at) in rest}
-    return inserted, looked, hits, floor
+    return inserted, looked, hits, floor, names
 
 
 _months: weakref.WeakKeyDictionary[psycopg.Connection, set[tuple[int, int]]] = weakref.WeakKeyDictionary()
@@ -278,9 +296,11 @@ def write_isolating(
             raise
         failed: BaseException = exc
 
+    changed: dict[str, str] = {}  # names changed by the attempts: the final write finds them done
+
     def attempt(part: Sequence[Canonical]) -> BaseException | None:
         try:
-            write_batch(conn, part, boards)
+            changed.update(write_batch(conn, part, boards).names)
         except (psycopg.Error, UnicodeError) as exc:
             if not rejects_record(exc):
                 raise
@@ -295,4 +315,6 @@ def write_isolating(
     coords = {(rec.partition, rec.offset) for rec, _ in bad}
     rest = [rec for rec in records if (rec.partition, rec.offset) not in coords]
     # The rest was written while bisecting; writing it again is idempotent and classifies every copy.
-    return write_batch(conn, rest, boards), [(rec, f"postgres: {describe(err)}") for rec, err in bad]
+    out = write_batch(conn, rest, boards)
+    out.names = {**changed, **out.names}
+    return out, [(rec, f"postgres: {describe(err)}") for rec, err in bad]

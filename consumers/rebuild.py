@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Sequence
 
 import psycopg
-import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from consumers import names as display_names
 from consumers import pg_sink
 from consumers.decoded import decode_messages
 from consumers.generations import Generations, Loaded, rebuild_from_checkpoint
@@ -31,6 +31,7 @@ from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
 from leaderboard.progress import Progress
+from leaderboard.redis_client import FAILURES, sync_client
 from leaderboard.settings import Settings
 from schemas.model import MatchWon
 
@@ -105,7 +106,7 @@ def replay_kafka(config: Settings, conn: psycopg.Connection, boards: Sequence[Bo
 
 def run(config: Settings, args: argparse.Namespace) -> int:
     boards = select_boards(config, args.board)
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=30, socket_connect_timeout=3)
+    client = sync_client(config, socket_timeout=30)
     keys = Keys(config.redis_prefix)
     gens = Generations(client, keys, boards)
     sink = RedisSink(client, keys, boards)
@@ -132,12 +133,15 @@ def run(config: Settings, args: argparse.Namespace) -> int:
                         f"{time.monotonic() - started:.1f} s",
                         flush=True,
                     )
+            # The names hash is shared by the boards and decided by PostgreSQL: copy it as it is now (a
+            # replay may have changed names; a Redis that lost writes may lack some).
+            display_names.load(conn, client, keys)
     except LockLost as exc:
         raise UserError(f"stopped: {exc}") from exc
     finally:
         # A failure above (mapped to one line by the CLI) must not be replaced by Redis failing here too.
         for lease in leases.values():
-            with contextlib.suppress(redis.RedisError):
+            with contextlib.suppress(*FAILURES):
                 lease.release()
         client.close()
     return 0

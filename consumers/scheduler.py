@@ -16,19 +16,23 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import redis
 from confluent_kafka import KafkaException
 
 from consumers import checkpoints, closing, due, period_store
 from consumers.announce import new_producer
 from consumers.generations import retired_periods
 from leaderboard.boards import Board
+from leaderboard.redis_client import FAILURES, sync_client
 from leaderboard.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _LOCK = 0x1EAD_5C4D  # advisory lock: one scheduler run at a time in the whole group
 _STATEMENT_TIMEOUT_MS = 600_000  # a first fold of a long log may take minutes; nothing waits for it
+
+
+_FAILURES: tuple[type[BaseException], ...] = (psycopg.Error, *FAILURES, KafkaException, RuntimeError)
+"""What a round may fail with: logged, and the next round tries again."""
 
 
 class Scheduler:
@@ -41,7 +45,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="close-scheduler", daemon=True)
         self._pg: psycopg.Connection | None = None
-        self._redis = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=3)
+        self._redis = sync_client(config)
         self._producer = new_producer(config)
         self._warned: set[tuple[str, str]] = set()
         self.runs = 0
@@ -68,7 +72,7 @@ class Scheduler:
         while True:
             try:
                 self.run_once()
-            except (psycopg.Error, redis.RedisError, KafkaException, RuntimeError) as exc:
+            except _FAILURES as exc:
                 log.warning("close scheduler run failed; will retry", extra={"error": str(exc)[:300]})
             if self._stop.wait(self.config.close_interval_s):
                 return
