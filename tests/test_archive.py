@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import redis
 
-from consumers import archive, pg_sink
+from consumers import archive, checkpoints, pg_sink
 from consumers.closing import close_one
 from consumers.compare import differences
 from consumers.generations import canonical_rows
@@ -25,6 +25,7 @@ from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
+from leaderboard.periods import PeriodKind
 from leaderboard.settings import Settings
 from tests.conftest import env_of
 from tests.factories import win
@@ -177,6 +178,54 @@ def test_cli_refuses_the_current_month_and_restoring_out_of_order_in_one_line(
     assert wrong.returncode == 2
     assert wrong.stderr.strip().endswith("restore months newest first")
     assert "\n" not in wrong.stderr.strip()
+
+
+def test_archive_refuses_months_a_checkpoint_does_not_cover_in_one_line(
+    config: Settings, pg: psycopg.Connection, world: tuple[Keys, list[Canonical]], tmp_path: Path
+) -> None:
+    """An all-time board nobody folded yet: dropping April and May would lose its standings for good."""
+    _, records = world
+    close_spring(pg)  # folds the global board's checkpoint past every stored event
+    totals = Board(id="totals", periods=(PeriodKind.ALL_TIME,))
+    boards_file = tmp_path / "boards.toml"
+    boards_file.write_text('[[board]]\nid = "global"\n\n[[board]]\nid = "totals"\nperiods = ["all_time"]\n')
+    before = rows(pg, "SELECT * FROM events ORDER BY event_id")
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leaderboard.cli",
+            "archive",
+            "--before",
+            "2026-06",
+            "--to",
+            str(tmp_path / "a"),
+        ],
+        env={**env_of(config), "LEADERBOARD_BOARDS_FILE": str(boards_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert "board totals: its checkpoint does not cover the events of 2026-04" in res.stderr
+    assert rows(pg, "SELECT * FROM events ORDER BY event_id") == before  # nothing moved
+    assert rows(pg, "SELECT floor FROM event_log_floor") == [(datetime(2020, 1, 1, tzinfo=UTC),)]
+    assert not list((tmp_path / "a").glob("*.csv.gz"))
+
+    checkpoints.advance(pg, totals)
+    done = archive.archive(pg, [BOARD, totals], archive.parse_month("2026-06"), tmp_path / "a")
+    assert [f"{a.month:%Y-%m}" for a in done] == ["2026-04", "2026-05"]
+    # The totals board's all-time standings outlive the months: the checkpoint still holds every event.
+    want = fold(totals, records, split_partitions=False)[("all_time", -1)].players
+    with pg.transaction():
+        have = {
+            r.player_id: (r.points, r.events)
+            for chunk in checkpoints.stream_rows(pg, totals.id, ["all_time"])
+            for r in chunk
+        }
+    assert have == {p: (v[0], v[2]) for p, v in want.items()}
 
 
 def test_an_archive_that_stopped_after_detaching_is_finished_by_the_next_run(
