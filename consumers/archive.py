@@ -4,7 +4,8 @@ Per month below the cut, oldest first: (1) one short transaction moves ``event_l
 and detaches its partition (batches hold ROW SHARE on the floor, so none writes into it afterwards; later
 events for it are dead-lettered ``too_old``); (2) the detached table is copied to
 ``DIR/events_YYYY_MM.csv.gz`` with a ``.json`` manifest (rows, sha256); (3) the file is read back and its
-rows counted against the table; (4) the table is dropped.
+rows counted against the table; (4) the table is dropped, with its rows in ``event_ids`` (the de-duplication
+key keeps the log's retention).
 A run that died between steps finds the detached table and carries on. Closed periods that ended before the
 new floor leave PostgreSQL too: their close records and standings go to ``DIR/periods_before_YYYY_MM.csv.gz``
 (no event for them can be accepted any more: it would be too_old). ``players`` is kept whole: one row per
@@ -251,6 +252,13 @@ def archive_month(
         raise UserError(f"{path}: wrote {rows} rows but the table holds {stored}; {name} kept, detached")
     _manifest(path, "events", month, rows, digest)
     with conn.transaction():
+        # The month's event ids go with it (the log's retention): copies of them are too_old from now on.
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM event_ids d USING {} m WHERE d.event_id = m.event_id"
+                " AND d.kafka_partition = m.kafka_partition AND d.kafka_offset = m.kafka_offset"
+            ).format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
     log.info("event log month archived", extra={"month": f"{month:%Y-%m}", "rows": rows, "file": str(path)})
     return Archived(month, rows, path)
@@ -343,6 +351,12 @@ def restore(conn: psycopg.Connection, path: Path) -> int:
             )
         )
         conn.execute("UPDATE event_log_floor SET floor = %s", (month,))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO event_ids SELECT event_id, kafka_partition, kafka_offset FROM {}"
+                " ORDER BY kafka_partition, kafka_offset ON CONFLICT (event_id) DO NOTHING"
+            ).format(name)
+        )
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()
     return int(row[0]) if row else 0
 

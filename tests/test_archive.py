@@ -92,6 +92,7 @@ def test_archive_drops_months_without_changing_a_board_and_restores_them(
     assert [(f"{a.month:%Y-%m}", a.rows) for a in done] == [("2026-04", 30), ("2026-05", 30)]
     assert rows(pg, "SELECT floor FROM event_log_floor") == [(datetime(2026, 6, 1, tzinfo=UTC),)]
     assert rows(pg, "SELECT count(*) FROM events") == [(30,)]
+    assert rows(pg, "SELECT count(*) FROM event_ids") == [(30,)]  # the dedupe key keeps the log's retention
     assert rows(pg, "SELECT to_regclass('events_2026_04'), to_regclass('events_2026_05')") == [(None, None)]
     assert rows(pg, "SELECT count(*) FROM closed_periods") == [(0,)]  # every closed period ended before June
     assert boards_of(redis_client, keys) == boards  # no board changed, all-time included
@@ -119,6 +120,7 @@ def test_archive_drops_months_without_changing_a_board_and_restores_them(
     assert rows(pg, "SELECT * FROM period_standings ORDER BY board, period, position") == standings
     assert rows(pg, "SELECT * FROM closed_periods ORDER BY board, period") == closed
     assert rows(pg, "SELECT floor FROM event_log_floor") == [(datetime(2026, 4, 1, tzinfo=UTC),)]
+    assert rows(pg, "SELECT count(*) FROM event_ids") == [(90,)]
     assert differences(redis_client, pg, keys, BOARD, None)[0] == []
 
 
