@@ -140,11 +140,7 @@ def fill(url: str, n: int, players: int, days: int, end: datetime | None = None)
             month = (month + timedelta(days=32)).replace(day=1)
         ids = conn.execute("SELECT to_regclass('event_ids') IS NOT NULL").fetchone()
         # The de-duplication key (migration 0014) holds a row per stored event, as the write path leaves it.
-        claim = (
-            " INSERT INTO event_ids SELECT * FROM ins"
-            if ids and ids[0]
-            else " SELECT count(*) FROM ins"
-        )
+        claim = " INSERT INTO event_ids SELECT * FROM ins" if ids and ids[0] else " SELECT count(*) FROM ins"
         step = 1_000_000
         for lo in range(0, n, step):
             hi = min(n, lo + step)

@@ -118,7 +118,7 @@ def test_events_below_the_floor_are_too_old_with_or_without_a_stored_copy(db: ps
 
 
 def test_a_reused_event_id_with_another_occurred_at_counts_once(db: psycopg.Connection) -> None:
-    """G1 by event_id: a copy that rewrote occurred_at (same month or another) is a duplicate, not a 2nd win."""
+    """G1 by event_id: a copy that rewrote occurred_at (this month or another) is a duplicate, not a win."""
     first = win("ann", "2031-05-04T10:00:00Z", 4)
     same_month = win("ann", "2031-05-09T10:00:00Z", 4, event_id=first.event_id)
     other_month = win("ann", "2031-07-04T10:00:00Z", 4, event_id=first.event_id)
