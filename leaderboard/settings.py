@@ -308,9 +308,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 366 * 86_400)
         elif name == "close_lookback_s":
             values[name] = _int(var, text, 0, 10 * 365 * 86400)
-        elif name == "close_interval_s":
-            values[name] = _int(var, text, 1, 86400)
-        elif name == "scheduler_pg_timeout_s":
+        elif name in {"close_interval_s", "scheduler_pg_timeout_s"}:
             values[name] = _int(var, text, 1, 86400)
         elif name == "event_retention_months":
             values[name] = _int(var, text, 1, 360)
