@@ -1,8 +1,8 @@
 """Blue/green generations of a board in Redis: load a new one off to the side, catch it up, flip atomically.
 
 Readers follow ``meta.active``; live consumers write the generations in ``meta.writing``. A rebuild
-(operator's ``rebuild``, or recovery after Redis lost its data) fills generation N+1 from a source
-(a PostgreSQL snapshot or a replay of the topic) up to known per-partition positions, then applies the
+(operator's ``rebuild``, or recovery after Redis lost its data) fills generation N+1 from the standings
+checkpoint up to its per-partition positions, then applies the
 tail from PostgreSQL through the same idempotent apply script until ``flip.lua`` finds it at or past the
 live generation on every partition, and flips in one atomic step. Nothing is ever double-applied: the
 loaded positions become the new generation's watermarks.
@@ -23,9 +23,8 @@ from redis.typing import EncodableT, FieldT
 from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
 from consumers.mirror import mirror
-from consumers.plan import Canonical, Fold
+from consumers.plan import Canonical
 from consumers.redis_sink import RedisSink
-from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import source
@@ -57,15 +56,6 @@ def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
         )
         out.append(Canonical(int(part), int(off), event))  # type: ignore[call-overload]
     return out
-
-
-@dataclass
-class Loaded:
-    """A folded source and the per-partition positions it covers (``rebuild --from kafka``)."""
-
-    folded: Fold
-    positions: dict[int, int]
-    events: int
 
 
 @dataclass
@@ -130,36 +120,6 @@ class Generations:
         if batch:
             n += int(self._r.unlink(*batch))
         return n
-
-    def write(self, board: Board, gen: int, loaded: Loaded) -> None:
-        """Write a folded source into generation ``gen`` with its positions as watermarks."""
-        keys = self._keys
-        now = str(int(time.time() * 1000))
-        pos: dict[FieldT, EncodableT] = {str(p): str(o) for p, o in loaded.positions.items()}
-        pipe = self._r.pipeline(transaction=False)
-        periods = sorted({period for period, _ in loaded.folded})
-        for (period, _), slot in loaded.folded.items():
-            zkey = keys.board(board.id, gen, period)
-            mapping: dict[str, float] = {}
-            events = 0
-            for player, (points, tb, n) in slot.players.items():
-                mapping[player] = scoring.pack(points, tb)
-                events += n
-                if len(mapping) >= 10_000:
-                    pipe.zadd(zkey, mapping)
-                    pipe.execute()
-                    mapping = {}
-            if mapping:
-                pipe.zadd(zkey, mapping)
-            pipe.hset(keys.stats(board.id, gen, period), mapping={"events": str(events), "updated_ms": now})
-            if pos:
-                pipe.hset(keys.watermark(board.id, gen, period), mapping=pos)
-        if periods:
-            pipe.sadd(keys.periods(board.id, gen), *periods)
-        if pos:
-            pipe.hset(keys.position(board.id, gen), mapping=pos)
-            pipe.hset(keys.floor(board.id, gen), mapping=pos)
-        pipe.execute()
 
     def write_checkpoint(
         self, board: Board, gen: int, conn: psycopg.Connection, lease: Lease | None = None

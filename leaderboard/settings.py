@@ -87,6 +87,9 @@ class Settings:
     clock); older periods need an operator's ``close-period --period``. A backdated win cannot close them."""
     close_interval_s: int = 60
     """How often the scheduler folds the checkpoints and closes due periods."""
+    rebuild_deadline_s: int = 3600
+    """``leaderboard rebuild`` stops (exit 2, one line; boards not yet flipped keep their live generation)
+    once it has run this long, whatever it is waiting for: the process enforces it with a timer signal."""
     scheduler_pg_timeout_s: int = 300
     """Bound on each PostgreSQL statement of the scheduler (server-side statement_timeout); a statement or
     transaction on its connection that outlives twice this (a frozen server enforces nothing) is cut off by
@@ -310,6 +313,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 10 * 365 * 86400)
         elif name in {"close_interval_s", "scheduler_pg_timeout_s"}:
             values[name] = _int(var, text, 1, 86400)
+        elif name == "rebuild_deadline_s":
+            values[name] = _int(var, text, 1, 7 * 86400)
         elif name == "event_retention_months":
             values[name] = _int(var, text, 1, 360)
         elif name == "batch_timeout_ms":
