@@ -1,5 +1,6 @@
 """The event log partitioned by month (migration 0005) against the real PostgreSQL: conversion of an existing
-table, partitions made on demand, copies recognised by event_id (migration 0014) whatever their occurred_at, too_old below the floor."""
+table, partitions made on demand, copies recognised by event_id (migration 0014) whatever their occurred_at,
+too_old below the floor."""
 
 from __future__ import annotations
 
