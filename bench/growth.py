@@ -476,6 +476,7 @@ def bench_redis(args: argparse.Namespace) -> str:
                 load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 stamp = str(int(time.time() * 1000))
+                updates = 0
                 if budget is None:
                     time.sleep(args.seconds)
                 for i, calls in enumerate(bodies):
@@ -487,7 +488,7 @@ def bench_redis(args: argparse.Namespace) -> str:
                         script(
                             keys=[keys.meta(BOARD.id)], args=[keys.base(BOARD.id), body, stamp], client=pipe
                         )
-                    pipe.execute()
+                    updates += sum(int(res[1]) for res in pipe.execute())
                 window_s = time.perf_counter() - t0
                 stop.set()
                 lat = queue.get(timeout=60)
@@ -499,7 +500,8 @@ def bench_redis(args: argparse.Namespace) -> str:
                 ]
                 applied = 0 if budget is None else n_batches * BATCH / window_s
                 cells = {
-                    "applied/s": applied,
+                    "applied ev/s": applied,
+                    "updates/s": updates / window_s,
                     "script p99 ms": pct(scripts, 0.99) if scripts else 0.0,
                     "script max ms": max(scripts, default=0.0),
                     "redis ms/1k ev": sum(scripts) / (n_batches * BATCH / 1000) if scripts else 0.0,

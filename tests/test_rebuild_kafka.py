@@ -13,11 +13,11 @@ import psycopg
 import redis
 
 from consumers.migrate import migrate
-from leaderboard import scoring
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from tests.procs import leaderboard_cli
 from tests.test_close_period import event, publish
+from tests.test_consumer import board
 
 
 def test_rebuild_from_kafka_stores_what_postgres_lacked_and_stops_at_its_deadline(
@@ -41,8 +41,7 @@ def test_rebuild_from_kafka_stores_what_postgres_lacked_and_stops_at_its_deadlin
     assert pg.execute("SELECT count(*) FROM events").fetchone() == (300,)
     keys = Keys(config.redis_prefix)
     active = int(redis_client.hget(keys.meta("global"), "active") or 0)
-    board = redis_client.zrange(keys.board("global", active, "all_time"), 0, -1, withscores=True)
-    assert {m.decode(): scoring.unpack(int(s))[0] for m, s in board} == want
+    assert board(redis_client, config, "all_time") == want
 
     # A rebuild blocked in PostgreSQL (an archive's lock on the floor, held here) ends at its deadline.
     blocker = psycopg.connect(config.database_url)
