@@ -357,9 +357,15 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
                 }
             )
             results: dict[str, list[tuple[float, float]]] = {"rebuild": [], "verify": []}
-            for _ in range(args.runs):
-                results["rebuild"].append(child([*cli, "rebuild", "--from", "postgres"], env, args.timeout))
-                results["verify"].append(child([*cli, "verify", "--attempts", "1"], env, args.timeout))
+            for run in range(args.runs):
+                for job, argv in (
+                    ("rebuild", ["rebuild", "--from", "postgres"]),
+                    ("verify", ["verify", "--attempts", "1"]),
+                ):
+                    results[job].append(child([*cli, *argv], env, args.timeout))
+                    wall, rss = results[job][-1]
+                    # As it goes: one measurement at the sizes can take many minutes.
+                    print(f"{job} at {n:,} events, run {run + 1}: {wall:.1f} s, {rss:.2f} GB", flush=True)
         for job, runs in results.items():
             rows.append(
                 [
