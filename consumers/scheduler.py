@@ -35,7 +35,7 @@ from leaderboard.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_LOCK = 0x1EAD_5C4D  # advisory lock: one scheduler run at a time in the whole group
+_LOCK = 0x1EAD_5C4D  # advisory lock: one scheduler run at a time in the whole group (second key: the schema)
 _CONNECT_TIMEOUT_S = 5
 _WATCH_EVERY_S = 0.25
 
@@ -152,13 +152,16 @@ class Scheduler:
     def run_once(self) -> list[tuple[str, str]]:
         """One run if no other member is running one; the (board, period) closed."""
         conn = self._conn()
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK,)).fetchone()
+        # Per schema (advisory locks are per database): a group in another schema never makes this one skip.
+        got = conn.execute(
+            "SELECT pg_try_advisory_lock(%s::integer, hashtext(current_schema()))", (_LOCK,)
+        ).fetchone()
         if not got or not got[0]:
             return []
         try:
             return self._run(conn)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK,))
+            conn.execute("SELECT pg_advisory_unlock(%s::integer, hashtext(current_schema()))", (_LOCK,))
 
     def _run(self, conn: psycopg.Connection) -> list[tuple[str, str]]:
         for board in self.boards:
