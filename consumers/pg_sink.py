@@ -51,12 +51,14 @@ _STAGING_TYPES = [
     "int8",
 ]
 _COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-# The event_id claims first (in Kafka order, so of two copies in one batch the earlier wins), then the
-# events of the claims made just now. ON CONFLICT on events only guards rows written around event_ids.
+# The event_id claims first, then the events of the claims made just now. In id order, so two batches
+# claiming the same ids lock them in the same order (no deadlock), then Kafka order, so of two copies in one
+# batch the earlier wins. ON CONFLICT on events only guards rows written around event_ids.
 _INSERT = f"""
 WITH claimed AS (
     INSERT INTO event_ids (event_id, kafka_partition, kafka_offset)
-    SELECT event_id::uuid, kafka_partition, kafka_offset FROM events_in ORDER BY kafka_partition, kafka_offset
+    SELECT event_id::uuid, kafka_partition, kafka_offset FROM events_in
+    ORDER BY event_id::uuid, kafka_partition, kafka_offset
     ON CONFLICT (event_id) DO NOTHING
     RETURNING kafka_partition, kafka_offset
 )
