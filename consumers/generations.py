@@ -1,8 +1,8 @@
 """Blue/green generations of a board in Redis: load a new one off to the side, catch it up, flip atomically.
 
 Readers follow ``meta.active``; live consumers write the generations in ``meta.writing``. A rebuild
-(operator's ``rebuild``, or recovery after Redis lost its data) fills generation N+1 from a source
-(a PostgreSQL snapshot or a replay of the topic) up to known per-partition positions, then applies the
+(operator's ``rebuild``, or recovery after Redis lost its data) fills generation N+1 from the standings
+checkpoint up to its per-partition positions, then applies the
 tail from PostgreSQL through the same idempotent apply script until ``flip.lua`` finds it at or past the
 live generation on every partition, and flips in one atomic step. Nothing is ever double-applied: the
 loaded positions become the new generation's watermarks.
@@ -22,9 +22,8 @@ from redis.typing import EncodableT, FieldT
 from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
 from consumers.mirror import mirror
-from consumers.plan import Canonical, Fold, entries, latest_mark
+from consumers.plan import Canonical, latest_mark
 from consumers.redis_sink import RedisSink
-from leaderboard.aggregate import EVENTS, LAST_US
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
@@ -59,15 +58,6 @@ def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
         )
         out.append(Canonical(int(part), int(off), event))  # type: ignore[call-overload]
     return out
-
-
-@dataclass
-class Loaded:
-    """A folded source and the per-partition positions it covers (``rebuild --from kafka``)."""
-
-    folded: Fold
-    positions: dict[int, int]
-    events: int
 
 
 @dataclass
@@ -132,30 +122,6 @@ class Generations:
         if batch:
             n += int(self._r.unlink(*batch))
         return n
-
-    def write(self, board: Board, gen: int, loaded: Loaded) -> None:
-        """Write a folded source into generation ``gen`` with its positions as watermarks."""
-        keys = self._keys
-        pipe = self._r.pipeline(transaction=False)
-        last = board.aggregation == "last"
-        events: dict[str, int] = {}
-        for (period, _), slot in loaded.folded.items():
-            zkey = keys.board(board.id, gen, period)
-            lkey = keys.latest(board.id, gen, period)
-            mapping: dict[str, float] = {}
-            marks: dict[FieldT, EncodableT] = {}
-            for player, packed, standing in entries(board, period, slot.players):
-                mapping[player] = packed
-                if last:
-                    marks[player] = latest_mark(standing[LAST_US:])
-                events[period] = events.get(period, 0) + standing[EVENTS]
-                if len(mapping) >= 10_000:
-                    _put(pipe, zkey, mapping, lkey, marks)
-                    pipe.execute()
-                    mapping, marks = {}, {}
-            _put(pipe, zkey, mapping, lkey, marks)
-        pipe.execute()
-        self._finish(board, gen, events, loaded.positions)
 
     def _finish(self, board: Board, gen: int, events: dict[str, int], positions: dict[int, int]) -> None:
         """A loaded generation's stats, period set, watermarks, position and floor (the load's positions)."""

@@ -1,9 +1,12 @@
 """PostgreSQL side of a batch: append valid events once, decide which copy is canonical, in ONE transaction.
 
-A record is canonical iff the stored row carries its own (partition, offset): the first copy of an event
-(event_id, occurred_at) to commit wins, and every replay asks the same question and gets the same answer.
-The log is partitioned by month of occurred_at (migration 0005): months below ``event_log_floor`` have been
-archived, so a record for them can be neither stored nor checked against its copies: ``too_old``.
+A record is canonical iff ``event_ids`` names its own (partition, offset) for its event_id: the first copy of
+an event to commit wins, whatever its occurred_at, and every replay asks the same question and gets the same
+answer. ``event_ids`` is the de-duplication key (G1): the log is partitioned by month of occurred_at
+(migration 0005), so its own primary key can only be (event_id, occurred_at); ``event_ids`` holds one row per
+stored event and loses a month's rows when the month is archived (migration 0014). Months below
+``event_log_floor`` have been archived, so a record for them can be neither stored nor checked against its
+copies: ``too_old``.
 """
 
 from __future__ import annotations
@@ -49,20 +52,27 @@ _STAGING_TYPES = [
     "int8",
 ]
 _COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# The event_id claims first, then the events of the claims made just now. In id order, so two batches
+# claiming the same ids lock them in the same order (no deadlock), then Kafka order, so of two copies in one
+# batch the earlier wins. ON CONFLICT on events only guards rows written around event_ids.
 _INSERT = f"""
+WITH claimed AS (
+    INSERT INTO event_ids (event_id, kafka_partition, kafka_offset)
+    SELECT event_id::uuid, kafka_partition, kafka_offset FROM events_in
+    ORDER BY event_id::uuid, kafka_partition, kafka_offset
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING kafka_partition, kafka_offset
+)
 INSERT INTO events ({_COLUMNS})
 SELECT event_id::uuid, match_id, player_id, game, mode, region, points, score, occurred_at, display_name,
        kafka_partition, kafka_offset
-FROM events_in
+FROM events_in JOIN claimed USING (kafka_partition, kafka_offset)
 ON CONFLICT (event_id, occurred_at) DO NOTHING
 RETURNING kafka_partition, kafka_offset
 """
-# occurred_at = ANY prunes to the months asked for, and each month answers from its primary key, like the
-# unpartitioned lookup did (a join with unnest() lets the planner pick a hash join over every partition).
-# It may also return rows pairing one copy's id with another's instant: the caller keeps the pairs it asked.
+# Who claimed each event_id: one primary-key probe per id, whatever the partitions.
 _CANONICAL = """
-SELECT event_id::text, occurred_at, kafka_partition, kafka_offset FROM events
-WHERE event_id = ANY(%s::uuid[]) AND occurred_at = ANY(%s::timestamptz[])
+SELECT event_id::text, kafka_partition, kafka_offset FROM event_ids WHERE event_id = ANY(%s::uuid[])
 """
 # ROW SHARE waits for an archive moving the floor (EXCLUSIVE), so the floor read holds for the whole batch.
 # One round trip: the lock's (empty) result, then the floor's.
@@ -128,7 +138,7 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
         if (rec.partition, rec.offset) in inserted:
             out.canonical.append(rec)
             continue
-        coords = looked.get((event.event_id, event.occurred_at))
+        coords = looked.get(event.event_id)
         if coords is None:
             out.period_closed.append((rec.partition, rec.offset, hits.get(i, "?")))
         elif coords == (rec.partition, rec.offset):
@@ -157,15 +167,9 @@ def _write(
     records: Sequence[Canonical],
     boards: Sequence[Board],
     pairs: set[tuple[str, str]],
-) -> tuple[
-    set[tuple[int, int]],
-    dict[tuple[str, datetime], tuple[int, int]],
-    dict[int, str],
-    datetime,
-    dict[str, str],
-]:
-    """The one transaction: (coordinates inserted just now, (event_id, occurred_at) -> stored coordinates of
-    the other records, record index -> closed period it feeds, the log's floor, names changed)."""
+) -> tuple[set[tuple[int, int]], dict[str, tuple[int, int]], dict[int, str], datetime, dict[str, str]]:
+    """The one transaction: (coordinates inserted just now, event_id -> coordinates of the copy that claimed
+    it, for the other records; record index -> closed period it feeds; the log's floor; names changed)."""
     with conn.transaction():
         cur = conn.execute(_FLOOR)
         cur.nextset()
@@ -192,15 +196,14 @@ def _write(
                 names = {str(player): str(name) for player, name, changed in rows if changed}
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
         rest = {
-            (r.event.event_id, r.event.occurred_at)
+            r.event.event_id
             for r in records
             if (r.partition, r.offset) not in inserted and r.event.occurred_at >= floor
         }
-        looked: dict[tuple[str, datetime], tuple[int, int]] = {}
+        looked: dict[str, tuple[int, int]] = {}
         if rest:
-            ids, ats = [e for e, _ in rest], list({a for _, a in rest})
-            rows = conn.execute(_CANONICAL, (ids, ats)).fetchall()
-            looked = {(eid, at): (part, off) for eid, at, part, off in rows if (eid, at) in rest}
+            rows = conn.execute(_CANONICAL, (list(rest),)).fetchall()
+            looked = {str(eid): (int(part), int(off)) for eid, part, off in rows}
     return inserted, looked, hits, floor, names
 
 

@@ -53,9 +53,11 @@ class PartialLoop(RuntimeError):
 
 
 _MAX_PARTIAL_ROUNDS = 8
-MAX_UPDATES = 500
-"""Sorted-set updates per script call: ~1.5 ms of Redis time at ~3 µs an update (x2 while a rebuild's
-generation is written too); docs/benchmarks.md."""
+MAX_UPDATES = 250
+"""Sorted-set updates per script call. Measured on a 1M-player board at ~25k updates/s (docs/benchmarks.md,
+bench-growth redis): 250 halves the longest call against 500 and lowers read p99, for ~15% more Redis CPU
+per event (each call's fixed work); Redis still has headroom at that rate. x2 while a rebuild's generation
+is written too."""
 
 
 class RedisSink:
