@@ -10,10 +10,10 @@ Scenarios (``--only`` picks some; each prints one markdown table, medians of ``-
   rebuild   ``leaderboard rebuild --from postgres`` and ``leaderboard verify`` as child processes: wall time
             and peak RSS at ``--events``/10 and at ``--events`` stored events over ``--players`` players.
             Redis-loss recovery runs the same rebuild_from_checkpoint (consumers/generations.py).
-  redis     A ``--board-players`` board on a private redis-server; writers apply batches of 5,000 events at
-            ``--updates``/s through RedisSink with one script call per batch (before) and with
-            redis_sink.MAX_UPDATES per call (after); a reader process times top-10, rank and around reads.
-            Script time per call comes from SLOWLOG (Redis' own clock).
+  redis     A ``--board-players`` board on a private redis-server; batches of 5,000 events are applied at
+            ``--updates``/s through apply.lua with each call budget of ``--budgets`` (planned by RedisSink
+            before the window, CPU timed apart), and with nothing (idle); a reader process times top-10 and
+            around-me reads. Script time per call comes from SLOWLOG (Redis' own clock).
   convert   migration 0005 on an unpartitioned log of ``--events`` rows: time and rows/s.
   close     closing.close_one of a day of ``--close-events`` events while a writer process commits 5,000
             events/s: the close's time and the longest gap between two of the writer's commits.
@@ -50,11 +50,12 @@ sys.path.insert(0, str(ROOT))
 from consumers import closing, pg_sink  # noqa: E402
 from consumers.migrate import migrate  # noqa: E402
 from consumers.plan import Canonical  # noqa: E402
-from consumers.redis_sink import MAX_UPDATES, RedisSink  # noqa: E402
+from consumers.redis_sink import RedisSink, chunks  # noqa: E402
 from leaderboard import scoring  # noqa: E402
 from leaderboard import settings as settings_mod  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
+from leaderboard.lua_scripts import source  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
 from tests.services import RedisServer  # noqa: E402
 
@@ -138,19 +139,25 @@ def fill(url: str, n: int, players: int, days: int, end: datetime | None = None)
         while partitioned and partitioned[0] and month <= end:
             conn.execute("SELECT ensure_event_partition(%s)", (month,))
             month = (month + timedelta(days=32)).replace(day=1)
+        ids = conn.execute("SELECT to_regclass('event_ids') IS NOT NULL").fetchone()
+        # The de-duplication key (migration 0014) holds a row per stored event, as the write path leaves it.
+        claim = " INSERT INTO event_ids SELECT * FROM ins" if ids and ids[0] else " SELECT count(*) FROM ins"
         step = 1_000_000
         for lo in range(0, n, step):
             hi = min(n, lo + step)
             conn.execute(
-                "INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at,"
+                "WITH ins AS (INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at,"
                 " kafka_partition, kafka_offset)"
                 " SELECT gen_random_uuid(), 'm' || g, 'p' || ((g * 7919) %% %(players)s), 'chess',"
                 " 1 + g %% 7,"
                 " %(start)s + (g::float8 / %(n)s) * %(span)s * interval '1 second', g %% 12, g / 12"
-                " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) g",
+                " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) g"
+                " RETURNING event_id, kafka_partition, kafka_offset)" + claim,
                 {"players": players, "start": start, "n": n, "span": days * 86400, "lo": lo, "hi": hi},
             )
         conn.execute("ANALYZE events")
+        if ids and ids[0]:
+            conn.execute("ANALYZE event_ids")
     return time.perf_counter() - t0
 
 
@@ -217,10 +224,12 @@ def write_rate(
 
 
 def disk_per_event(url: str) -> tuple[int, float]:
-    """(rows, bytes per row) of the event log: heap, TOAST and indexes of every partition."""
+    """(rows, bytes per row) of the event log: heap, TOAST and indexes of every partition, and of the
+    de-duplication key ``event_ids`` (migration 0014) where it exists."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM events), coalesce(sum(pg_total_relation_size(inhrelid)), 0)"
+            " + coalesce(pg_total_relation_size(to_regclass('event_ids')), 0)"
             " FROM pg_inherits WHERE inhparent = 'events'::regclass"
         ).fetchone()
     assert row is not None
@@ -348,9 +357,15 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
                 }
             )
             results: dict[str, list[tuple[float, float]]] = {"rebuild": [], "verify": []}
-            for _ in range(args.runs):
-                results["rebuild"].append(child([*cli, "rebuild", "--from", "postgres"], env, args.timeout))
-                results["verify"].append(child([*cli, "verify", "--attempts", "1"], env, args.timeout))
+            for run in range(args.runs):
+                for job, argv in (
+                    ("rebuild", ["rebuild", "--from", "postgres"]),
+                    ("verify", ["verify", "--attempts", "1"]),
+                ):
+                    results[job].append(child([*cli, *argv], env, args.timeout))
+                    wall, rss = results[job][-1]
+                    # As it goes: one measurement at the issue's sizes can take many minutes.
+                    print(f"{job} at {n:,} events, run {run + 1}: {wall:.1f} s, {rss:.2f} GB", flush=True)
         for job, runs in results.items():
             rows.append(
                 [
@@ -371,34 +386,71 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
 # -- redis -----------------------------------------------------------------------------------------------
 
 
+READS = ("top10", "around")
+
+
 def reader(url: str, zkey: str, players: int, ready: Any, stop: Any, queue: Any) -> None:  # noqa: PLR0917
-    """Times top-10, rank and around (+-5) reads in a loop until ``stop``; sends the latencies (s)."""
+    """Times top-10 reads and around-me reads (rank, then +-5 around it) in turn until ``stop``; sends
+    {kind: latencies in s}."""
     r = redis.Redis.from_url(url)
     rng = random.Random(3)
-    out: list[float] = []
+    out: dict[str, list[float]] = {k: [] for k in READS}
     r.ping()
     ready.set()
+    i = 0
     while not stop.is_set():
-        kind = len(out) % 3
+        kind = READS[i % 2]
+        i += 1
         t0 = time.perf_counter()
-        if kind == 0:
+        if kind == "top10":
             r.zrevrange(zkey, 0, 9, withscores=True)
         else:
             rank = cast("int | None", r.zrevrank(zkey, f"p{rng.randrange(players)}"))
-            if kind == 2 and rank is not None:
+            if rank is not None:
                 r.zrevrange(zkey, max(0, rank - 5), rank + 5, withscores=True)
-        out.append(time.perf_counter() - t0)
+        out[kind].append(time.perf_counter() - t0)
         time.sleep(0.002)
     queue.put(out)
 
 
+def redis_cpu(r: redis.Redis) -> float:
+    """CPU seconds Redis' main thread has used (user + system): what the scripts cost, preemption aside
+    (SLOWLOG's wall time also counts the time the thread waited for a core)."""
+    info = cast("dict[str, float]", r.info("cpu"))
+    return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
+
+
+def plan_batches(sink: RedisSink, batches: Sequence[list[Canonical]]) -> tuple[list[list[bytes]], float]:
+    """The apply.lua payloads RedisSink.apply would send for each batch, and the CPU seconds planning took
+    (fold, chunking, JSON): the consumer's share of the cost of a call budget."""
+    t0 = time.process_time()
+    out = []
+    for batch in batches:
+        ordered = sorted(batch, key=lambda r: (r.partition, r.offset))
+        pos: dict[int, int] = {}
+        for rec in ordered:
+            pos[rec.partition] = rec.offset
+        parts = chunks(BOARD, ordered, sink._max)
+        out.append(sink._bodies(BOARD, parts, None, pos))
+    return out, time.process_time() - t0
+
+
 def bench_redis(args: argparse.Namespace) -> str:
+    """Read latency on a large board while batches are applied at ``--updates`` events/s, per call budget.
+
+    The payloads are planned before each window (their CPU cost is measured on its own), so the window only
+    sends script calls, paced: the read latencies then show what the scripts do to Redis, not whether the
+    planning process kept up on a shared machine. ``idle`` is the same reader with nothing applied.
+    """
+    budgets = [int(b) for b in args.budgets.split(",")]
+    variants: list[int | None] = [None, *budgets]
     rows = []
+    per: dict[str, dict[str, list[float]]] = {}
     now = datetime.now(UTC)
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url)
         r.config_set("slowlog-log-slower-than", 0)
-        r.config_set("slowlog-max-len", 100_000)
+        r.config_set("slowlog-max-len", 1_000_000)
         keys = Keys(f"g{RUN}")
         r.hset(keys.meta(BOARD.id), mapping={"active": 1, "writing": 1})
         big = [keys.board(BOARD.id, 1, k) for k in BOARD.period_keys(now)]
@@ -410,22 +462,25 @@ def bench_redis(args: argparse.Namespace) -> str:
                     zkey,
                     {f"p{i}": scoring.pack(rng.randint(1, 5000), rng.randrange(1 << 20)) for i in members},
                 )
+        script = r.register_script(source("apply"))
         rate = args.updates
         offset = 0
         for run in range(args.runs):
-            for label, budget in (
-                ("before: one call per batch", 10**9),
-                (f"after: <= {MAX_UPDATES} updates per call", MAX_UPDATES),
-            ):
-                sink = RedisSink(r, keys, [BOARD], max_updates=budget)
+            for budget in variants:
+                label = (
+                    "idle" if budget is None else "one call per batch" if budget >= 10**6 else f"<= {budget}"
+                )
+                n_batches = max(1, int(args.seconds * rate / BATCH))
                 batches = []
-                for _ in range(max(1, int(args.seconds * rate / BATCH))):
+                for _ in range(n_batches):
                     batches.append(
                         events(BATCH, args.board_players, now - timedelta(minutes=5), 300, 0, offset, rng)
                     )
                     offset += BATCH
+                sink = RedisSink(r, keys, [BOARD], max_updates=budget or 1)
+                bodies, plan_cpu = plan_batches(sink, batches) if budget is not None else ([], 0.0)
                 ready, stop = mp.Event(), mp.Event()
-                queue: mp.Queue[list[float]] = mp.Queue()
+                queue: mp.Queue[dict[str, list[float]]] = mp.Queue()
                 proc = mp.Process(
                     target=reader, args=(server.url, big[0], args.board_players, ready, stop, queue)
                 )
@@ -433,50 +488,63 @@ def bench_redis(args: argparse.Namespace) -> str:
                 if not ready.wait(60):
                     raise RuntimeError("reader process did not start within 60 s")
                 r.slowlog_reset()
+                cpu0 = redis_cpu(r)
+                load0 = os.getloadavg()[0]
                 t0 = time.perf_counter()
-                for i, batch in enumerate(batches):
+                stamp = str(int(time.time() * 1000))
+                updates = 0
+                if budget is None:
+                    time.sleep(args.seconds)
+                for i, calls in enumerate(bodies):
                     wait = t0 + i * BATCH / rate - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
-                    sink.apply(batch)
-                applied_s = time.perf_counter() - t0
+                    pipe = r.pipeline(transaction=False)
+                    for body in calls:
+                        script(
+                            keys=[keys.meta(BOARD.id)], args=[keys.base(BOARD.id), body, stamp], client=pipe
+                        )
+                    updates += sum(int(res[1]) for res in pipe.execute())
+                window_s = time.perf_counter() - t0
+                cpu_s = redis_cpu(r) - cpu0
                 stop.set()
                 lat = queue.get(timeout=60)
                 proc.join(30)
                 scripts = [
                     e["duration"] / 1000
-                    for e in r.slowlog_get(100_000)
+                    for e in r.slowlog_get(1_000_000)
                     if e["command"].lower().startswith(b"evalsha")
                 ]
+                applied = 0 if budget is None else n_batches * BATCH / window_s
+                cells = {
+                    "applied ev/s": applied,
+                    "updates/s": updates / window_s,
+                    "script p99 ms": pct(scripts, 0.99) if scripts else 0.0,
+                    "script max ms": max(scripts, default=0.0),
+                    "script ms/1k ev": sum(scripts) / (n_batches * BATCH / 1000) if scripts else 0.0,
+                    "redis CPU ms/1k ev": cpu_s * 1000 / (n_batches * BATCH / 1000) if budget else 0.0,
+                    "plan ms/1k ev": plan_cpu * 1000 / (n_batches * BATCH / 1000) if budget else 0.0,
+                    "top10 p50 ms": pct(lat["top10"], 0.5) * 1000,
+                    "top10 p99 ms": pct(lat["top10"], 0.99) * 1000,
+                    "around p50 ms": pct(lat["around"], 0.5) * 1000,
+                    "around p99 ms": pct(lat["around"], 0.99) * 1000,
+                }
+                for k, v in cells.items():
+                    per.setdefault(label, {}).setdefault(k, []).append(v)
                 rows.append(
-                    [
-                        label,
-                        run + 1,
-                        f"{len(batches) * BATCH / applied_s:,.0f}",
-                        len(scripts),
-                        f"{median(scripts):.2f}",
-                        f"{pct(scripts, 0.99):.2f}",
-                        f"{max(scripts):.2f}",
-                        f"{pct(lat, 0.5) * 1000:.2f}",
-                        f"{pct(lat, 0.99) * 1000:.2f}",
-                    ]
+                    [label, run + 1, len(scripts), f"{load0:.1f}"] + [f"{v:,.2f}" for v in cells.values()]
                 )
         r.close()
-    return table(
-        f"Redis: {args.board_players:,}-player board, {args.updates:,} updates/s offered (batches of 5,000)",
-        [
-            "apply",
-            "run",
-            "applied/s",
-            "script calls",
-            "script p50 ms",
-            "p99 ms",
-            "max ms",
-            "read p50 ms",
-            "read p99 ms",
-        ],
-        rows,
+    head = ["calls", "run", "script calls", "load avg", *list(next(iter(per.values())))]
+    title = (
+        f"Redis: {args.board_players:,}-player board, {rate:,} events/s offered in batches of {BATCH:,}"
+        f" ({args.seconds:g} s windows), per call budget (sorted-set updates per apply.lua call)"
     )
+    medians = [
+        [label, "median", "", ""] + [f"{median(v):,.2f}" for v in cells_.values()]
+        for label, cells_ in per.items()
+    ]
+    return table(title, head, rows) + "\n" + table(f"{title}: medians of {args.runs} runs", head, medians)
 
 
 # -- close -----------------------------------------------------------------------------------------------
@@ -541,6 +609,11 @@ def main() -> int:
     p.add_argument("--players", type=int, default=1_000_000)
     p.add_argument("--board-players", type=int, default=5_000_000)
     p.add_argument("--updates", type=int, default=25_000, help="events/s offered to Redis")
+    p.add_argument(
+        "--budgets",
+        default="1000000000,2000,1000,500,250",
+        help="sorted-set updates per apply.lua call to compare (redis scenario)",
+    )
     p.add_argument("--write-rows", type=int, default=200_000, help="rows per write-rate run")
     p.add_argument("--close-events", type=int, default=5_000_000)
     p.add_argument("--seconds", type=float, default=10.0, help="length of a timed load window")

@@ -4,13 +4,16 @@ Per month below the cut, oldest first: (1) one short transaction moves ``event_l
 and detaches its partition (batches hold ROW SHARE on the floor, so none writes into it afterwards; later
 events for it are dead-lettered ``too_old``); (2) the detached table is copied to
 ``DIR/events_YYYY_MM.csv.gz`` with a ``.json`` manifest (rows, sha256); (3) the file is read back and its
-rows counted against the table; (4) the table is dropped.
+rows counted against the table; (4) the table is dropped, with its rows in ``event_ids`` (the de-duplication
+key keeps the log's retention).
 A run that died between steps finds the detached table and carries on. Closed periods that ended before the
 new floor leave PostgreSQL too: their close records and standings go to ``DIR/periods_before_YYYY_MM.csv.gz``
 (no event for them can be accepted any more: it would be too_old). ``players`` is kept whole: one row per
 player, bounded by players, and all-time boards still show those names.
 
-Boards are not touched: Redis holds every board, and all-time survives the drop (docs/adr/0008-...).
+Boards are not touched: Redis holds every board, and all-time survives the drop in Redis and in the standings
+checkpoints, so a month is archived only once every board's checkpoint covers all of its events
+(:func:`uncovered`, checked before anything moves and again under the floor lock).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from consumers import checkpoints
 from consumers.rebuild import select_boards
 from leaderboard import periods
 from leaderboard.boards import Board
@@ -149,6 +153,49 @@ def _check_closed(conn: psycopg.Connection, boards: Sequence[Board], lo: datetim
                 )
 
 
+_STORED = """
+WITH RECURSIVE parts AS (
+    SELECT min(kafka_partition) AS p FROM {t}
+    UNION ALL
+    SELECT (SELECT min(kafka_partition) FROM {t} WHERE kafka_partition > parts.p) FROM parts
+    WHERE parts.p IS NOT NULL
+)
+SELECT p, (SELECT max(kafka_offset) FROM {t} WHERE kafka_partition = parts.p) FROM parts WHERE p IS NOT NULL
+"""
+
+
+def uncovered(conn: psycopg.Connection, boards: Sequence[Board], month: datetime) -> str | None:
+    """Why dropping ``month`` would lose standings, or None: every board's checkpoint must hold each of its
+    events (all-time outlives the month only there), folded under the board's current definition (a
+    redefined board is refolded from the events PostgreSQL still holds). Cost in Kafka partitions."""
+    stored = conn.execute(sql.SQL(_STORED).format(t=sql.Identifier(table_name(month)))).fetchall()
+    for board in boards:
+        row = conn.execute(
+            "SELECT fingerprint FROM checkpoint_boards WHERE board = %s", (board.id,)
+        ).fetchone()
+        if row is not None and row[0] != checkpoints.fingerprint(board):
+            return (
+                f"board {board.id}: its checkpoint was folded under another definition of the board and will"
+                f" be refolded from the events PostgreSQL holds: let it refold before archiving {month:%Y-%m}"
+            )
+        have = checkpoints.positions(conn, board.id)
+        for part, top in stored:
+            if have.get(int(part), -1) < int(top):
+                return (
+                    f"board {board.id}: its checkpoint does not cover the events of {month:%Y-%m} (partition"
+                    f" {part} up to offset {top}, folded up to {have.get(int(part), 'none')}); dropping them"
+                    " would lose them from the all-time standings: let the consumers' scheduler fold them"
+                    " (or run `leaderboard verify`) and archive again"
+                )
+    return None
+
+
+def _check_covered(conn: psycopg.Connection, boards: Sequence[Board], month: datetime) -> None:
+    reason = uncovered(conn, boards, month)
+    if reason is not None:
+        raise UserError(reason)
+
+
 def _write_csv(conn: psycopg.Connection, query: sql.Composable, path: Path) -> tuple[int, str]:
     """COPY a query to a gzip CSV file (written aside, fsynced, renamed), then read back: (rows, sha256)."""
     tmp = path.with_name(path.name + ".part")
@@ -184,12 +231,16 @@ def _manifest(path: Path, kind: str, month: datetime, rows: int, digest: str) ->
     path.with_suffix("").with_suffix(".json").write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
 
 
-def archive_month(conn: psycopg.Connection, month: datetime, out_dir: Path) -> Archived:
-    """Steps (1)-(4) of the module docstring for one month."""
+def archive_month(
+    conn: psycopg.Connection, boards: Sequence[Board], month: datetime, out_dir: Path
+) -> Archived:
+    """Steps (1)-(4) of the module docstring for one month; refuses a month a checkpoint does not cover."""
     name = table_name(month)
     with conn.transaction():
         conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'")
         conn.execute("LOCK TABLE event_log_floor IN EXCLUSIVE MODE")
+        # No batch is in flight now (each holds ROW SHARE) and none can write into the month afterwards.
+        _check_covered(conn, boards, month)
         conn.execute("UPDATE event_log_floor SET floor = greatest(floor, %s)", (next_month(month),))
         if month in _attached(conn):
             conn.execute(sql.SQL("ALTER TABLE events DETACH PARTITION {}").format(sql.Identifier(name)))
@@ -201,6 +252,13 @@ def archive_month(conn: psycopg.Connection, month: datetime, out_dir: Path) -> A
         raise UserError(f"{path}: wrote {rows} rows but the table holds {stored}; {name} kept, detached")
     _manifest(path, "events", month, rows, digest)
     with conn.transaction():
+        # The month's event ids go with it (the log's retention): copies of them are too_old from now on.
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM event_ids d USING {} m WHERE d.event_id = m.event_id"
+                " AND d.kafka_partition = m.kafka_partition AND d.kafka_offset = m.kafka_offset"
+            ).format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
     log.info("event log month archived", extra={"month": f"{month:%Y-%m}", "rows": rows, "file": str(path)})
     return Archived(month, rows, path)
@@ -246,14 +304,17 @@ def archive_periods(conn: psycopg.Connection, boards: Sequence[Board], floor: da
 def archive(
     conn: psycopg.Connection, boards: Sequence[Board], cut: datetime, out_dir: Path
 ) -> list[Archived]:
-    """Archive and drop every month before ``cut``; refuses while a period with events there is open."""
+    """Archive and drop every month before ``cut``; refuses while a period with events there is open or
+    while a board's checkpoint does not cover every event of the months (checked again under the lock)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     months = sorted(set(_detached(conn)) | {m for m in _attached(conn) if m < cut})
     done: list[Archived] = []
     if months:
         _check_closed(conn, boards, months[0], cut)
+        for month in months:  # refuse before anything moves, not half-way through
+            _check_covered(conn, boards, month)
     for month in months:
-        done.append(archive_month(conn, month, out_dir))
+        done.append(archive_month(conn, boards, month, out_dir))
     archive_periods(conn, boards, _floor(conn), out_dir)
     return done
 
@@ -293,6 +354,12 @@ def restore(conn: psycopg.Connection, path: Path) -> int:
             )
         )
         conn.execute("UPDATE event_log_floor SET floor = %s", (month,))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO event_ids SELECT event_id, kafka_partition, kafka_offset FROM {}"
+                " ORDER BY kafka_partition, kafka_offset ON CONFLICT (event_id) DO NOTHING"
+            ).format(name)
+        )
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(name)).fetchone()
     return int(row[0]) if row else 0
 

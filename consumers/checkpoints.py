@@ -336,7 +336,12 @@ def _fold_tail(
     refolded = False
     while True:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))", (_LOCK, board.id))
+            # Advisory locks are per database: the schema in the key keeps deployments (and tests) that
+            # share one apart, so a long fold in one never holds up another's.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(%s::integer, hashtext(current_schema() || '/' || %s))",
+                (_LOCK, board.id),
+            )
             refolded |= _reset_if_redefined(conn, board)
             have = positions(conn, board.id)
             step = max(1, STEP // max(1, len(target)))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import redis
 from confluent_kafka import Consumer
 from psycopg.conninfo import make_conninfo
 
 from consumers.bounded import TransactionalProducer
+from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
 
 # PostgreSQL: a server that answers nothing (frozen, partitioned) is cut off by TCP keepalives and
@@ -40,7 +40,8 @@ class Clients:
     """What the batch loop talks to. Factories where the processor replaces a broken client."""
 
     consumer: Consumer
-    redis: redis.Redis
+    redis: SyncClient
+    """One node, or redis-py's cluster client when LEADERBOARD_REDIS_CLUSTER=true."""
     new_producer: Callable[[], TransactionalProducer]
     """A fresh transactional producer (called again after a stuck or fenced one)."""
     connect_pg: Callable[[], psycopg.Connection]
@@ -50,9 +51,7 @@ class Clients:
     def for_settings(cls, config: Settings) -> Clients:
         return cls(
             consumer=new_consumer(config),
-            redis=redis.Redis.from_url(
-                config.redis_url, socket_timeout=_REDIS_TIMEOUT_S, socket_connect_timeout=_REDIS_CONNECT_S
-            ),
+            redis=sync_client(config, socket_timeout=_REDIS_TIMEOUT_S, connect_timeout=_REDIS_CONNECT_S),
             new_producer=lambda: new_producer(config),
             connect_pg=lambda: connect_pg(config.database_url),
         )

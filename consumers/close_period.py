@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import redis
+from redis.exceptions import RedisClusterException
 
 from consumers import checkpoints, due, period_store
 from consumers.announce import FLUSH_S, iso, new_producer
@@ -22,6 +23,7 @@ from leaderboard import periods
 from leaderboard.boards import SEASON_PREFIX, Board
 from leaderboard.errors import UserError
 from leaderboard.periods import PeriodError, PeriodKind
+from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
 
 HELP = "close due periods: snapshot final standings into PostgreSQL and publish period-closed events"
@@ -97,7 +99,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
     only_period: str | None = args.period
     if only_period is not None:
         boards, only_period = _selected(boards, only_period, now)
-    client = redis.Redis.from_url(config.redis_url, socket_timeout=10, socket_connect_timeout=3)
+    client = sync_client(config)
     try:
         with psycopg.connect(config.database_url, autocommit=True, connect_timeout=5) as conn:
             if args.list:
@@ -111,7 +113,7 @@ def run(config: Settings, args: argparse.Namespace) -> int:
             if args.dry_run:
                 return _dryrun_closes(conn, boards, now, only_period=only_period)
             return _close(conn, client, config, boards, now, only_period=only_period)
-    except (psycopg.OperationalError, redis.ConnectionError) as exc:
+    except (psycopg.OperationalError, redis.ConnectionError, RedisClusterException) as exc:
         raise UserError(f"PostgreSQL or Redis failed: {exc}") from exc
     finally:
         client.close()
@@ -135,7 +137,7 @@ def _dryrun_closes(
 
 def _close(
     conn: psycopg.Connection,
-    client: redis.Redis,
+    client: SyncClient,
     config: Settings,
     boards: Sequence[Board],
     now: datetime,

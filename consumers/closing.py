@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import psycopg
-import redis
 from confluent_kafka import Producer
 
 from consumers import checkpoints, corrections, due, period_store
@@ -25,6 +24,7 @@ from consumers.mirror import mirror
 from consumers.moderation_apply import replace_closed
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient
 from leaderboard.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def close_one(conn: psycopg.Connection, board: Board, period: str) -> int | None
 
 def close_due(  # noqa: PLR0917 - the scheduler's call signature
     conn: psycopg.Connection,
-    client: redis.Redis,
+    client: SyncClient,
     producer: Producer,
     config: Settings,
     boards: Sequence[Board],
@@ -93,7 +93,7 @@ def close_due(  # noqa: PLR0917 - the scheduler's call signature
 
 def run_closes(
     conn: psycopg.Connection,
-    client: redis.Redis,
+    client: SyncClient,
     producer: Producer,
     config: Settings,
     boards: Sequence[Board],

@@ -1,8 +1,8 @@
 """Blue/green generations of a board in Redis: load a new one off to the side, catch it up, flip atomically.
 
 Readers follow ``meta.active``; live consumers write the generations in ``meta.writing``. A rebuild
-(operator's ``rebuild``, or recovery after Redis lost its data) fills generation N+1 from a source
-(a PostgreSQL snapshot or a replay of the topic) up to known per-partition positions, then applies the
+(operator's ``rebuild``, or recovery after Redis lost its data) fills generation N+1 from the standings
+checkpoint up to its per-partition positions, then applies the
 tail from PostgreSQL through the same idempotent apply script until ``flip.lua`` finds it at or past the
 live generation on every partition, and flips in one atomic step. Nothing is ever double-applied: the
 loaded positions become the new generation's watermarks.
@@ -17,36 +17,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
-import redis
 from redis.typing import EncodableT, FieldT
 
 from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
 from consumers.mirror import mirror
 from consumers.moderation_apply import Recomputer, catch_up
-from consumers.plan import EVENT_COLUMNS, Fold, canonical_rows, entries, latest_mark
+from consumers.plan import EVENT_COLUMNS, canonical_rows, latest_mark
 from consumers.redis_sink import RedisSink
-from leaderboard.aggregate import EVENTS, LAST_US
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
 from leaderboard.moderation import store as moderation
 from leaderboard.moderation.view import View
+from leaderboard.redis_client import SyncClient, SyncPipeline
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 20_000
 STALL_S = 120.0
 """A catch-up that applies nothing and moves no position this long is stuck (not merely slow)."""
-
-
-@dataclass
-class Loaded:
-    """A folded source and the per-partition positions it covers (``rebuild --from kafka``)."""
-
-    folded: Fold
-    positions: dict[int, int]
-    events: int
 
 
 @dataclass
@@ -63,7 +53,7 @@ class Written:
 class Generations:
     """Rebuild and flip the generations of boards."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, boards: Sequence[Board]) -> None:
+    def __init__(self, client: SyncClient, keys: Keys, boards: Sequence[Board]) -> None:
         self._r = client
         self._keys = keys
         self._boards = {b.id: b for b in boards}
@@ -117,30 +107,6 @@ class Generations:
         if batch:
             n += int(self._r.unlink(*batch))
         return n
-
-    def write(self, board: Board, gen: int, loaded: Loaded) -> None:
-        """Write a folded source into generation ``gen`` with its positions as watermarks."""
-        keys = self._keys
-        pipe = self._r.pipeline(transaction=False)
-        last = board.aggregation == "last"
-        events: dict[str, int] = {}
-        for (period, _), slot in loaded.folded.items():
-            zkey = keys.board(board.id, gen, period)
-            lkey = keys.latest(board.id, gen, period)
-            mapping: dict[str, float] = {}
-            marks: dict[FieldT, EncodableT] = {}
-            for player, packed, standing in entries(board, period, slot.players):
-                mapping[player] = packed
-                if last:
-                    marks[player] = latest_mark(standing[LAST_US:])
-                events[period] = events.get(period, 0) + standing[EVENTS]
-                if len(mapping) >= 10_000:
-                    _put(pipe, zkey, mapping, lkey, marks)
-                    pipe.execute()
-                    mapping, marks = {}, {}
-            _put(pipe, zkey, mapping, lkey, marks)
-        pipe.execute()
-        self._finish(board, gen, events, loaded.positions)
 
     def _finish(self, board: Board, gen: int, events: dict[str, int], positions: dict[int, int]) -> None:
         """A loaded generation's stats, period set, watermarks, position and floor (the load's positions)."""
@@ -289,7 +255,7 @@ class Generations:
 
 
 def _put(
-    pipe: redis.client.Pipeline,
+    pipe: SyncPipeline,
     zkey: str,
     mapping: dict[str, float],
     lkey: str,

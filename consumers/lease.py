@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 
-import redis
+from leaderboard.redis_client import FAILURES, SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class LockLost(RuntimeError):
 class Lease:
     """Hold ``key`` while the job runs: ``with Lease.take(...) as lease: ...; lease.check()``."""
 
-    def __init__(self, client: redis.Redis, key: str, token: str, lease_ms: int = LEASE_MS) -> None:
+    def __init__(self, client: SyncClient, key: str, token: str, lease_ms: int = LEASE_MS) -> None:
         self._r = client
         self.key = key
         self.token = token
@@ -49,7 +49,7 @@ class Lease:
         self._thread = threading.Thread(target=self._run, name=f"lease {key}", daemon=True)
 
     @classmethod
-    def take(cls, client: redis.Redis, key: str, lease_ms: int = LEASE_MS) -> Lease | None:
+    def take(cls, client: SyncClient, key: str, lease_ms: int = LEASE_MS) -> Lease | None:
         """The lease, renewing itself from now on; None if someone else holds the lock."""
         token = uuid.uuid4().hex
         if not client.set(key, token, nx=True, px=lease_ms):
@@ -63,7 +63,7 @@ class Lease:
         while not self._stop.wait(every):
             try:
                 kept = self._renew(keys=[self.key], args=[self.token, self._lease_ms])
-            except redis.RedisError as exc:
+            except FAILURES as exc:
                 if time.monotonic() - self._renewed > self._lease_ms / 1000:
                     self._lost = f"could not renew {self.key} for longer than the lease: {exc}"
                     return
@@ -84,7 +84,7 @@ class Lease:
         self._thread.join(timeout=5)
         try:
             self._release(keys=[self.key], args=[self.token])
-        except redis.RedisError:
+        except FAILURES:
             log.warning("lock release failed; it expires by itself", extra={"key": self.key})
 
     def __enter__(self) -> Lease:
@@ -94,6 +94,6 @@ class Lease:
         self.release()
 
 
-def held(client: redis.Redis, key: str) -> bool:
+def held(client: SyncClient, key: str) -> bool:
     """Whether anyone holds the lock now."""
     return bool(client.exists(key))

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import redis
-
 from consumers.due import expire_at
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def generations(client: redis.Redis, keys: Keys, board: str) -> list[int]:
+def generations(client: SyncClient, keys: Keys, board: str) -> list[int]:
     """The active generation first, then any other generation live consumers write (a rebuild's)."""
     active, writing = client.hmget(keys.meta(board), ["active", "writing"])
     gens: list[int] = [] if active is None else [int(active)]
@@ -25,7 +24,7 @@ def generations(client: redis.Redis, keys: Keys, board: str) -> list[int]:
     return gens
 
 
-def mirror(client: redis.Redis, keys: Keys, board: Board, closed: Iterable[str]) -> int:
+def mirror(client: SyncClient, keys: Keys, board: Board, closed: Iterable[str]) -> int:
     """Mirror closed periods (standings stored) into Redis: the ``closed`` set and key expiries. Idempotent.
 
     Also repairs what a rebuild (or Redis recovery) recreated without an expiry; an expiry in the past

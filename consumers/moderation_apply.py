@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import orjson
 import psycopg
-import redis
 
 from consumers.plan import EVENT_COLUMNS, Canonical, canonical_rows, entries, fold, latest_mark, targets
 from leaderboard.aggregate import LAST_US
@@ -27,6 +26,7 @@ from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
 from leaderboard.moderation import store
 from leaderboard.moderation.view import View
+from leaderboard.redis_client import SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def writing(client: redis.Redis, keys: Keys, board: str) -> list[int]:
+def writing(client: SyncClient, keys: Keys, board: str) -> list[int]:
     raw = client.hget(keys.meta(board), "writing")
     return [] if raw is None else [int(g) for g in _text(raw).split(",") if g]
 
@@ -92,7 +92,7 @@ def standings(
 class Recomputer:
     """Recomputes players on every generation the live consumers write (and on a given one)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, boards: Sequence[Board]) -> None:
+    def __init__(self, client: SyncClient, keys: Keys, boards: Sequence[Board]) -> None:
         self._r = client
         self._keys = keys
         self._boards = tuple(boards)
@@ -185,9 +185,7 @@ class Recomputer:
         pipe.execute()
 
 
-def replace_closed(
-    client: redis.Redis, keys: Keys, board: Board, period: str, scores: dict[str, int]
-) -> None:
+def replace_closed(client: SyncClient, keys: Keys, board: Board, period: str, scores: dict[str, int]) -> None:
     """A corrected closed period's Redis copy (if still there) becomes its stored standings."""
     for gen in writing(client, keys, board.id):
         zkey = keys.board(board.id, gen, period)

@@ -1,9 +1,12 @@
 """PostgreSQL side of a batch: append valid events once, decide which copy is canonical, in ONE transaction.
 
-A record is canonical iff the stored row carries its own (partition, offset): the first copy of an event
-(event_id, occurred_at) to commit wins, and every replay asks the same question and gets the same answer.
-The log is partitioned by month of occurred_at (migration 0005): months below ``event_log_floor`` have been
-archived, so a record for them can be neither stored nor checked against its copies: ``too_old``.
+A record is canonical iff ``event_ids`` names its own (partition, offset) for its event_id: the first copy of
+an event to commit wins, whatever its occurred_at, and every replay asks the same question and gets the same
+answer. ``event_ids`` is the de-duplication key (G1): the log is partitioned by month of occurred_at
+(migration 0005), so its own primary key can only be (event_id, occurred_at); ``event_ids`` holds one row per
+stored event and loses a month's rows when the month is archived (migration 0014). Months below
+``event_log_floor`` have been archived, so a record for them can be neither stored nor checked against its
+copies: ``too_old``.
 """
 
 from __future__ import annotations
@@ -49,20 +52,27 @@ _STAGING_TYPES = [
     "int8",
 ]
 _COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# The event_id claims first, then the events of the claims made just now. In id order, so two batches
+# claiming the same ids lock them in the same order (no deadlock), then Kafka order, so of two copies in one
+# batch the earlier wins. ON CONFLICT on events only guards rows written around event_ids.
 _INSERT = f"""
+WITH claimed AS (
+    INSERT INTO event_ids (event_id, kafka_partition, kafka_offset)
+    SELECT event_id::uuid, kafka_partition, kafka_offset FROM events_in
+    ORDER BY event_id::uuid, kafka_partition, kafka_offset
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING kafka_partition, kafka_offset
+)
 INSERT INTO events ({_COLUMNS})
 SELECT event_id::uuid, match_id, player_id, game, mode, region, points, score, occurred_at, display_name,
        kafka_partition, kafka_offset
-FROM events_in
+FROM events_in JOIN claimed USING (kafka_partition, kafka_offset)
 ON CONFLICT (event_id, occurred_at) DO NOTHING
 RETURNING kafka_partition, kafka_offset
 """
-# occurred_at = ANY prunes to the months asked for, and each month answers from its primary key, like the
-# unpartitioned lookup did (a join with unnest() lets the planner pick a hash join over every partition).
-# It may also return rows pairing one copy's id with another's instant: the caller keeps the pairs it asked.
+# Who claimed each event_id: one primary-key probe per id, whatever the partitions.
 _CANONICAL = """
-SELECT event_id::text, occurred_at, kafka_partition, kafka_offset FROM events
-WHERE event_id = ANY(%s::uuid[]) AND occurred_at = ANY(%s::timestamptz[])
+SELECT event_id::text, kafka_partition, kafka_offset FROM event_ids WHERE event_id = ANY(%s::uuid[])
 """
 # ROW SHARE waits for an archive moving the floor (EXCLUSIVE), so the floor read holds for the whole batch.
 # One round trip: the lock's (empty) result, then the floor's.
@@ -71,15 +81,22 @@ _CLOSED = """
 SELECT board, period FROM closed_periods
 WHERE (board, period) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
-# Latest display name per player, straight from the staging table: no second upload of the batch. DISTINCT ON
-# because one statement may not update a row twice; the later record wins a tie, as the partition order says.
+# Display names: the one rule (consumers/names.py), decided here for Redis too. DISTINCT ON because one
+# statement may not update a row twice; the guard compares with the stored row's own version. ON CONFLICT DO
+# UPDATE locks the row and evaluates SET on its latest committed version, so name_changed says exactly whether
+# this batch changed the name, also when batches race on a player; only those names go to Redis.
 _PLAYERS = """
-INSERT INTO players (player_id, display_name, updated_at)
-SELECT DISTINCT ON (player_id) player_id, display_name, occurred_at
+INSERT INTO players (player_id, display_name, updated_at, name_partition, name_offset, name_changed)
+SELECT DISTINCT ON (player_id) player_id, display_name, occurred_at, kafka_partition, kafka_offset, true
 FROM events_in WHERE display_name IS NOT NULL
 ORDER BY player_id, occurred_at DESC, kafka_partition DESC, kafka_offset DESC
-ON CONFLICT (player_id) DO UPDATE SET display_name = EXCLUDED.display_name, updated_at = EXCLUDED.updated_at
-WHERE players.updated_at <= EXCLUDED.updated_at
+ON CONFLICT (player_id) DO UPDATE SET
+    name_changed = players.display_name IS DISTINCT FROM EXCLUDED.display_name,
+    display_name = EXCLUDED.display_name, updated_at = EXCLUDED.updated_at,
+    name_partition = EXCLUDED.name_partition, name_offset = EXCLUDED.name_offset
+WHERE (players.updated_at, players.name_partition, players.name_offset)
+    < (EXCLUDED.updated_at, EXCLUDED.name_partition, EXCLUDED.name_offset)
+RETURNING player_id, display_name, name_changed
 """
 
 
@@ -92,6 +109,9 @@ class Outcome:
     too_old: list[tuple[int, int, str]] = field(default_factory=list)
     """(partition, offset, detail) of events older than the log's floor: their month is archived, so neither
     the event nor a copy of it can be stored or recognised (dead-letter reason ``too_old``)."""
+    names: dict[str, str] = field(default_factory=dict)
+    """player_id -> display name, for the players whose name in PostgreSQL this write changed: exactly what
+    the Redis names hash must be told (consumers/names.py)."""
 
 
 def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: Sequence[Board]) -> Outcome:
@@ -105,7 +125,7 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
             pairs.update((board.id, key) for key, _, _ in periods_of(board, bucket))
     try:
         _ensure_partitions(conn, records)
-        inserted, looked, hits, floor = _write(conn, records, boards, pairs)
+        inserted, looked, hits, floor, out.names = _write(conn, records, boards, pairs)
     except BaseException:
         _staged.discard(conn)  # a rolled-back transaction also dropped the staging table it created
         raise
@@ -118,7 +138,7 @@ def write_batch(conn: psycopg.Connection, records: Sequence[Canonical], boards: 
         if (rec.partition, rec.offset) in inserted:
             out.canonical.append(rec)
             continue
-        coords = looked.get((event.event_id, event.occurred_at))
+        coords = looked.get(event.event_id)
         if coords is None:
             out.period_closed.append((rec.partition, rec.offset, hits.get(i, "?")))
         elif coords == (rec.partition, rec.offset):
@@ -147,9 +167,9 @@ def _write(
     records: Sequence[Canonical],
     boards: Sequence[Board],
     pairs: set[tuple[str, str]],
-) -> tuple[set[tuple[int, int]], dict[tuple[str, datetime], tuple[int, int]], dict[int, str], datetime]:
-    """The one transaction: (coordinates inserted just now, (event_id, occurred_at) -> stored coordinates of
-    the other records, record index -> closed period it feeds, the log's floor)."""
+) -> tuple[set[tuple[int, int]], dict[str, tuple[int, int]], dict[int, str], datetime, dict[str, str]]:
+    """The one transaction: (coordinates inserted just now, event_id -> coordinates of the copy that claimed
+    it, for the other records; record index -> closed period it feeds; the log's floor; names changed)."""
     with conn.transaction():
         cur = conn.execute(_FLOOR)
         cur.nextset()
@@ -166,24 +186,25 @@ def _write(
                 hits = _closed_hits(records, boards, {(str(b), str(p)) for b, p in rows})
         fresh = [r for i, r in enumerate(records) if i not in hits and r.event.occurred_at >= floor]
         inserted: set[tuple[int, int]] = set()
+        names: dict[str, str] = {}
         if fresh:
             _stage(conn, fresh)
             # A batch holds each Kafka position once, so the coordinates name the records inserted.
             inserted = {(part, off) for part, off in conn.execute(_INSERT).fetchall()}
             if any(rec.event.display_name is not None for rec in fresh):
-                conn.execute(_PLAYERS)
+                rows = conn.execute(_PLAYERS).fetchall()
+                names = {str(player): str(name) for player, name, changed in rows if changed}
         # Copies not inserted just now: duplicates of stored events, or events for closed periods.
         rest = {
-            (r.event.event_id, r.event.occurred_at)
+            r.event.event_id
             for r in records
             if (r.partition, r.offset) not in inserted and r.event.occurred_at >= floor
         }
-        looked: dict[tuple[str, datetime], tuple[int, int]] = {}
+        looked: dict[str, tuple[int, int]] = {}
         if rest:
-            ids, ats = [e for e, _ in rest], list({a for _, a in rest})
-            rows = conn.execute(_CANONICAL, (ids, ats)).fetchall()
-            looked = {(eid, at): (part, off) for eid, at, part, off in rows if (eid, at) in rest}
-    return inserted, looked, hits, floor
+            rows = conn.execute(_CANONICAL, (list(rest),)).fetchall()
+            looked = {str(eid): (int(part), int(off)) for eid, part, off in rows}
+    return inserted, looked, hits, floor, names
 
 
 _months: weakref.WeakKeyDictionary[psycopg.Connection, set[tuple[int, int]]] = weakref.WeakKeyDictionary()
@@ -278,9 +299,11 @@ def write_isolating(
             raise
         failed: BaseException = exc
 
+    changed: dict[str, str] = {}  # names changed by the attempts: the final write finds them done
+
     def attempt(part: Sequence[Canonical]) -> BaseException | None:
         try:
-            write_batch(conn, part, boards)
+            changed.update(write_batch(conn, part, boards).names)
         except (psycopg.Error, UnicodeError) as exc:
             if not rejects_record(exc):
                 raise
@@ -295,4 +318,6 @@ def write_isolating(
     coords = {(rec.partition, rec.offset) for rec, _ in bad}
     rest = [rec for rec in records if (rec.partition, rec.offset) not in coords]
     # The rest was written while bisecting; writing it again is idempotent and classifies every copy.
-    return write_batch(conn, rest, boards), [(rec, f"postgres: {describe(err)}") for rec, err in bad]
+    out = write_batch(conn, rest, boards)
+    out.names = {**changed, **out.names}
+    return out, [(rec, f"postgres: {describe(err)}") for rec, err in bad]

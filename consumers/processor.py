@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 
 import psycopg
-import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers import dlq, pg_sink
+from consumers import names as display_names
 from consumers.bounded import TransactionalProducer, bounded
 from consumers.catchup import CatchUp
 from consumers.clients import Clients
@@ -40,17 +40,19 @@ from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
 from consumers.moderation_apply import Moved, Recomputer, sync
 from consumers.plan import Canonical, positions
-from consumers.redis_sink import RedisLost, RedisSink
+from consumers.redis_sink import RedisBehind, RedisLost, RedisSink
 from consumers.scheduler import Scheduler
 from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.errors import EXIT_FAILED, UserError
 from leaderboard.keys import Keys
 from leaderboard.moderation.view import View, pseudonymised
+from leaderboard.redis_client import FAILURES
 from leaderboard.settings import Settings
 from schemas.model import Invalid, MatchWon, Reason
 
 log = logging.getLogger(__name__)
+_REDIS_OR_MOVED: tuple[type[BaseException], ...] = (*FAILURES, Moved)
 
 _BACKOFF_MIN_S = 0.2
 _BACKOFF_MAX_S = 5.0
@@ -163,9 +165,6 @@ class Processor:
         self._next_sample = 0.0
         self._next_catch_up_check = 0.0
         self._catch_up_seen: tuple[frozenset[int], dict[int, int]] = (frozenset(), {})
-        self._redis_suspect = False
-        self._applied_hi: dict[int, int] = {}
-        """Last offset per partition this process saw Redis accept: Redis going below it lost writes."""
         self._lag_lock = threading.Lock()
         self._owned: set[int] = set()
         """Partitions assigned to this member, kept by the rebalance callbacks: they must not ask the
@@ -299,26 +298,24 @@ class Processor:
                 board = next(b for b in self.boards if b.id == board_id)
                 self.readiness.set("recovery", f"rebuilding board {board_id} from PostgreSQL")
                 if self._rebuild(board, "board missing in Redis; rebuilding from PostgreSQL"):
-                    self._load_names()
+                    self._load_names()  # Redis lost them too
             if self.gens.missing():
                 if self.stopping.is_set():
                     raise RuntimeError("stopping while boards are missing in Redis")
                 self.readiness.set("recovery", "waiting for another member to rebuild the boards")
                 self._serve(0.5)  # another process is rebuilding
+        self.sink.forget()  # rebuilt generations start at PostgreSQL's positions
         self.readiness.set("recovery", None)
 
-    def check_regression(self) -> None:
-        """Rebuild boards whose Redis position fell below what this process saw applied.
-
-        That happens when Redis crashed and restarted from an AOF that lacked its last writes.
-        """
+    def repair(self, behind: RedisBehind) -> None:
+        """Redis lost writes it had acknowledged (the sink noticed, see RedisBehind): rebuild those boards
+        from PostgreSQL and copy the names back. Happens when Redis restarted from an AOF that lacked its
+        last writes, or a cluster master died before its replica, promoted since, had received them."""
         for board in self.boards:
-            gen = self.gens.active(board.id)
-            if gen is None:
-                continue
-            hi = {int(p): int(o) for p, o in self._redis.hgetall(self.keys.position(board.id, gen)).items()}
-            if any(hi.get(p, -1) < o for p, o in self._applied_hi.items()):
-                self._rebuild(board, "Redis lost recent writes; rebuilding from PostgreSQL")
+            if board.id in behind.boards:
+                self._rebuild(board, "Redis lost acknowledged writes; rebuilding from PostgreSQL")
+        self._load_names()  # the lost writes may have carried names
+        self.sink.forget()
 
     def _rebuild(self, board: Board, why: str) -> bool:
         """Rebuild one board from its checkpoint under its Redis lease; False if another process holds it."""
@@ -362,11 +359,7 @@ class Processor:
             raise failed[0]
 
     def _load_names(self) -> None:
-        conn = self._long_conn()
-        with conn.cursor() as cur:
-            cur.execute("SELECT player_id, display_name FROM players WHERE display_name IS NOT NULL")
-            while rows := cur.fetchmany(10_000):
-                self._redis.hset(self.keys.names(), mapping=dict(rows))
+        display_names.load(self._long_conn(), self._redis, self.keys)
 
     # -- the batch ----------------------------------------------------------------------------------------
 
@@ -382,7 +375,7 @@ class Processor:
             fresh = sync(self._conn(), self.recomputer, self.view)
         except psycopg.Error as exc:
             raise SinkError("postgres", exc) from exc
-        except (redis.RedisError, Moved) as exc:
+        except _REDIS_OR_MOVED as exc:
             raise SinkError("redis", exc) from exc
         self.view = fresh
         return fresh
@@ -409,11 +402,9 @@ class Processor:
         m.stage.labels("postgres").observe(t1 - t0)
         pos = positions(records)
         try:
-            self.sink.apply(outcome.canonical, pos=pos, keep=self._keep)
-        except redis.RedisError as exc:
+            self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=self._keep)
+        except FAILURES as exc:  # on a cluster also RedisClusterException (no node for a slot)
             raise SinkError("redis", exc) from exc
-        for p, o in pos.items():
-            self._applied_hi[p] = max(self._applied_hi.get(p, -1), o)
         t2 = time.perf_counter()
         m.stage.labels("redis").observe(t2 - t1)
         now = time.time()
@@ -504,6 +495,16 @@ class Processor:
                 self._pause()
                 self.recover_missing()
                 continue
+            except RedisBehind as behind:
+                self.readiness.set("batch", "Redis lost acknowledged writes; repairing from PostgreSQL")
+                self._pause()
+                try:
+                    self.repair(behind)
+                except FAILURES as exc:  # Redis failed again: the retried batch notices the loss again
+                    self._failed(SinkError("redis", exc))
+                    wait, backoff = backoff, min(backoff * 2, _BACKOFF_MAX_S)
+                else:
+                    continue  # the batch again: PostgreSQL and the rebuilt boards have it, Kafka not yet
             except (SinkError, KafkaException) as exc:
                 recheck = self._failed(exc)
                 wait, backoff = backoff, min(backoff * 2, _BACKOFF_MAX_S)
@@ -543,16 +544,11 @@ class Processor:
         self._kafka_failures = 0
         if self._paused:
             self._resume()
-        if self._redis_suspect:
-            self._redis_suspect = False
-            self.check_regression()
         self.readiness.set("batch", None)
 
     def _failed(self, exc: SinkError | KafkaException) -> bool:
         """Count and report a failed attempt; True when its commit may have landed (recheck first)."""
         sink = exc.sink if isinstance(exc, SinkError) else "kafka"
-        if sink == "redis":
-            self._redis_suspect = True
         if sink == "kafka":
             self._kafka_failures += 1
             if self._kafka_failures >= _KAFKA_FAILURES_BEFORE_NEW_PRODUCER:
@@ -661,9 +657,15 @@ class Processor:
         self._next_idle_check = now + _IDLE_CHECK_S
         try:
             if self.gens.missing():
-                self.recover_missing()
+                # Paused while the rebuild runs: _serve() keeps the membership alive by polling, and a record
+                # it fetched would pause its partition for good (nothing resumes it outside a batch).
+                self._pause()
+                try:
+                    self.recover_missing()
+                finally:
+                    self._resume()
             self.readiness.set("idle", None)
-        except redis.RedisError as exc:
+        except FAILURES as exc:
             self.readiness.set("idle", f"redis unavailable: {exc}")
         self._sample_offsets()
 

@@ -13,18 +13,18 @@ between two chunks cannot leave the new generation without the chunks applied be
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import orjson
-import redis
-from redis.typing import EncodableT, FieldT
+from redis.cluster import RedisCluster
 
+from consumers import names as display_names
 from consumers.plan import BUCKET_S, Canonical, Fold, Slot, fold, payload, positions, targets
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
+from leaderboard.redis_client import FAILURES, SyncClient, recover
 
 
 class RedisLost(RuntimeError):
@@ -35,19 +35,34 @@ class RedisLost(RuntimeError):
         self.boards = boards
 
 
+class RedisBehind(RuntimeError):
+    """Redis lost writes it had acknowledged (a failover to a replica that had not received them, a restart
+    from an old AOF): the live generation of ``boards`` is below positions this sink saw it accept, or the
+    names hash below the positions of names it wrote (``names``). Raised after the batch was applied: the
+    caller repairs from PostgreSQL (rebuild the boards, copy the names), ``forget()``s, and retries."""
+
+    def __init__(self, boards: list[str], names: bool) -> None:
+        what = [f"boards {boards}"] if boards else []
+        super().__init__(f"Redis lost acknowledged writes ({', '.join([*what, 'names'] if names else what)})")
+        self.boards = boards
+        self.names = names
+
+
 class PartialLoop(RuntimeError):
     """Watermarks kept moving under us: another consumer is racing on the same partitions."""
 
 
 _MAX_PARTIAL_ROUNDS = 8
-MAX_UPDATES = 500
-"""Sorted-set updates per script call: ~1.5 ms of Redis time at ~3 µs an update (x2 while a rebuild's
-generation is written too); docs/benchmarks.md."""
+MAX_UPDATES = 250
+"""Sorted-set updates per script call. Measured on a 1M-player board at ~25k updates/s (docs/benchmarks.md,
+bench-growth redis): 250 halves the longest call against 500 and lowers read p99, for ~15% more Redis CPU
+per event (each call's fixed work); Redis still has headroom at that rate. x2 while a rebuild's generation
+is written too."""
 
 
 class RedisSink:
     def __init__(
-        self, client: redis.Redis, keys: Keys, boards: Sequence[Board], max_updates: int = MAX_UPDATES
+        self, client: SyncClient, keys: Keys, boards: Sequence[Board], max_updates: int = MAX_UPDATES
     ) -> None:
         if max_updates < 1:
             raise ValueError("max_updates must be >= 1")
@@ -55,7 +70,19 @@ class RedisSink:
         self._keys = keys
         self._boards = tuple(boards)
         self._max = max_updates
-        self._apply = client.register_script(script("apply"))
+        self._source = script("apply")
+        self._apply = client.register_script(self._source)
+        self._cluster = isinstance(client, RedisCluster)
+        self.seen: dict[int, int] = {}
+        """Last offset per partition of the live batches Redis accepted from this sink (every board)."""
+        self._names_seen: dict[int, int] = {}
+        """The same for the batches that wrote names: the names hash has its own slot, so its own check."""
+
+    def forget(self) -> None:
+        """Stop expecting what Redis was seen to accept: after a repair from PostgreSQL (whose positions may
+        stop short of a batch's trailing invalid records) or when Redis was rebuilt."""
+        self.seen.clear()
+        self._names_seen.clear()
 
     def apply(
         self,
@@ -63,6 +90,7 @@ class RedisSink:
         gen: int | None = None,
         pos: dict[int, int] | None = None,
         keep: Callable[[Board, Canonical], bool] | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> int:
         """Apply canonical records to every board; returns the number of sorted-set updates made.
 
@@ -73,37 +101,58 @@ class RedisSink:
         (``after``): if that one did not land, the script refuses this one too (a partial), so no watermark
         moves past records still owed. Partials are then resent in order, one call at a time.
         ``keep`` (moderation): which records count on a board; the others are stored but not applied.
+        ``names``: the display names PostgreSQL changed with this batch (``pg_sink.Outcome.names``), written
+        in the same pipeline; the records' own names are not looked at (consumers/names.py).
+        A live batch (``gen`` None) also checks, in the same round trip, that Redis still holds what it
+        accepted from earlier live batches (``seen``); if not, RedisBehind once this batch is applied.
         """
         pos = positions(records) if pos is None else pos
-        if not records and not pos:
+        if not records and not pos and not names:
             return 0
+        live = gen is None
         now = str(int(time.time() * 1000))
         ordered = sorted(records, key=_position)
         pipe = self._r.pipeline(transaction=False)
-        items = list(_latest_names(records).items())
-        skip = 0
-        for i in range(0, len(items), self._max):
-            pipe.hset(self._keys.names(), mapping=dict(items[i : i + self._max]))
-            skip += 1
+        check_names = live and bool(self._names_seen)
+        # The names position only rises (a rewind replays lower offsets): what this sink wrote bounds it.
+        rising = {p: o for p, o in pos.items() if o > self._names_seen.get(p, -1)}
+        skip = display_names.queue(pipe, self._keys, names or {}, rising, check=check_names)
         calls: list[Board] = []
         for board in self._boards:
-            for body in self._bodies(board, chunks(board, ordered, self._max), gen, pos, keep):
+            for body in self._bodies(
+                board, chunks(board, ordered, self._max), gen, pos, check=live, keep=keep
+            ):
                 self._call(board, body, now, pipe)
                 calls.append(board)
         if not calls and not skip:
             return 0
-        results = pipe.execute()[skip:]
+        try:
+            out = pipe.execute()
+        except FAILURES:
+            recover(self._r)
+            raise
+        results = out[skip:]
         lost = sorted({board.id for board, res in zip(calls, results, strict=True) if res[0] == b"nometa"})
         if lost:
             raise RedisLost(lost)
         applied = 0
+        behind: set[str] = set()
         partials: dict[str, list[str]] = {}
         for board, res in zip(calls, results, strict=True):
             applied += int(res[1])
-            partials.setdefault(board.id, []).extend(p.decode() for p in res[2:])
+            if int(res[2]):
+                behind.add(board.id)
+            partials.setdefault(board.id, []).extend(p.decode() for p in res[3:])
         for board in self._boards:
             if partials.get(board.id):
                 applied += self._resolve_partials(board, ordered, partials[board.id], now, keep)
+        names_behind = check_names and display_names.behind(out[0], self._names_seen)
+        if live:
+            _raise(self.seen, pos)
+            if names:
+                _raise(self._names_seen, pos)
+        if behind or names_behind:
+            raise RedisBehind(sorted(behind), names_behind)
         return applied
 
     def _bodies(
@@ -112,9 +161,12 @@ class RedisSink:
         parts: list[list[Canonical]],
         gen: int | None,
         pos: dict[int, int] | None,
+        *,
+        check: bool = False,
         keep: Callable[[Board, Canonical], bool] | None = None,
     ) -> list[bytes]:
-        """Payloads of a board's chunks, with ``after`` guards; the first carries the positions."""
+        """Payloads of a board's chunks, with ``after`` guards; the first carries the positions (with what
+        this sink saw accepted, when ``check``)."""
         out: list[bytes] = []
         last: dict[tuple[str, int], int] = {}
         for k, part in enumerate(parts):
@@ -122,6 +174,12 @@ class RedisSink:
             body = payload(board, folded, gen, pos if k == 0 else None)
             if body is None:
                 continue
+            if k == 0 and check and self.seen:
+                # [partition, new position, seen]; -1 for a partition not in this batch: nothing to raise.
+                mine = {int(p): int(o) for p, o in cast("list[list[int]]", body["pos"])}
+                body["pos"] = [[p, mine.get(p, -1), o] for p, o in self.seen.items()] + [
+                    [p, o] for p, o in mine.items() if p not in self.seen
+                ]
             for period in cast("list[dict[str, Any]]", body["periods"]):
                 for slot in period["parts"]:
                     key = (str(period["p"]), int(slot["pt"]))
@@ -131,10 +189,14 @@ class RedisSink:
             out.append(orjson.dumps(body))
         return out
 
-    def _call(self, board: Board, body: bytes, now: str, client: redis.client.Pipeline | None = None) -> Any:
-        return self._apply(
-            keys=[self._keys.meta(board.id)], args=[self._keys.base(board.id), body, now], client=client
-        )
+    def _call(self, board: Board, body: bytes, now: str, pipe: Any = None) -> Any:
+        keys = [self._keys.meta(board.id)]
+        args: list[str | bytes] = [self._keys.base(board.id), body, now]
+        if pipe is not None and self._cluster:
+            # redis-py refuses EVALSHA in a cluster pipeline (it cannot load the script on the nodes there);
+            # EVAL carries the source, which also spares a replica promoted since, that never loaded it.
+            return pipe.execute_command("EVAL", self._source, len(keys), *keys, *args)
+        return self._apply(keys=keys, args=args, client=pipe)
 
     def _resolve_partials(
         self,
@@ -158,13 +220,13 @@ class RedisSink:
             for target, above in by_gen.items():
                 for slot, mark in sorted(above.items()):
                     past = [r for r in ordered if r.partition == slot[1] and r.offset > mark]
-                    for body in self._bodies(board, chunks(board, past, self._max), target, None, keep):
+                    for body in self._bodies(board, chunks(board, past, self._max), target, None, keep=keep):
                         only = _only(body, slot)
                         if only is None:
                             continue
                         res = self._call(board, only, now)
                         applied += int(res[1])
-                        partials.extend(p.decode() for p in res[2:])
+                        partials.extend(p.decode() for p in res[3:])
             if not partials:
                 return applied
         raise PartialLoop(f"board {board.id}: watermarks moved during {_MAX_PARTIAL_ROUNDS} retries")
@@ -195,6 +257,12 @@ def _only(body: bytes, slot: tuple[str, int]) -> bytes | None:
                 doc["periods"] = [period]
                 return orjson.dumps(doc)
     return None
+
+
+def _raise(marks: dict[int, int], pos: Mapping[int, int]) -> None:
+    for p, o in pos.items():
+        if o > marks.get(p, -1):
+            marks[p] = o
 
 
 def _position(rec: Canonical) -> tuple[int, int]:
@@ -229,17 +297,3 @@ def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list
         weight += cost
     out.append(cur)
     return out
-
-
-def _latest_names(records: Sequence[Canonical]) -> dict[FieldT, EncodableT]:
-    """Display names carried by the batch, the latest per player: by occurred_at, then Kafka position,
-    the order pg_sink's players upsert uses too."""
-    latest: dict[str, tuple[datetime, int, int, str]] = {}
-    for rec in records:
-        name = rec.event.display_name
-        if name is not None:
-            rank = (rec.event.occurred_at, rec.partition, rec.offset, name)
-            cur = latest.get(rec.event.player_id)
-            if cur is None or rank[:3] > cur[:3]:
-                latest[rec.event.player_id] = rank
-    return {p: v[3] for p, v in latest.items()}

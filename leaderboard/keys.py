@@ -75,6 +75,11 @@ class Keys:
         """Hash player_id -> latest display_name (shared by all boards)."""
         return f"{self.prefix}:names"
 
+    def names_position(self) -> str:
+        """Hash partition -> last offset of a batch whose names reached the names hash. Hash-tagged with the
+        names hash's own name, so both share a slot (a names write lost by a failover is noticed)."""
+        return f"{{{self.names()}}}:hi"
+
     def closed(self, board: str) -> str:
         """Set of period keys closed for good (mirror of PostgreSQL closed_periods)."""
         return self.base(board) + BASE_KEYS["closed"]

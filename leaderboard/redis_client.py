@@ -8,6 +8,7 @@ is promoted) is retried a few times and then raised, never waited out indefinite
 
 from __future__ import annotations
 
+import contextlib
 from typing import TypeAlias
 
 import redis
@@ -15,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
@@ -23,6 +24,7 @@ from leaderboard.settings import Settings
 
 SyncClient: TypeAlias = redis.Redis | RedisCluster
 AsyncClient: TypeAlias = aioredis.Redis | AsyncRedisCluster
+SyncPipeline: TypeAlias = redis.client.Pipeline | ClusterPipeline
 
 FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, TimeoutError)
 """What a Redis call may raise when the server or cluster cannot answer: connection and timeout errors,
@@ -49,6 +51,25 @@ def sync_client(config: Settings, *, socket_timeout: float = 10, connect_timeout
     return redis.Redis.from_url(
         config.redis_url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout
     )
+
+
+def recover(client: SyncClient) -> None:
+    """After a failed call: on a cluster, refresh the slot map and make a primary that answers the default
+    node. redis-py's cluster pipeline asks its default node for the keys of an EVAL (COMMAND GETKEYS) and
+    never replaces that node when it died, so without this a pipeline fails for good once the node named by
+    LEADERBOARD_REDIS_URL is gone, though its replica took over. Each step is bounded by the socket timeouts;
+    a no-op on one node."""
+    if not isinstance(client, RedisCluster):
+        return
+    with contextlib.suppress(*FAILURES):
+        client.nodes_manager.initialize()
+    for node in client.get_primaries():  # type: ignore[no-untyped-call]
+        try:
+            client.ping(target_nodes=node)
+        except FAILURES:
+            continue
+        client.replace_default_node(node)
+        return
 
 
 def async_client(

@@ -89,6 +89,13 @@ class Settings:
     clock); older periods need an operator's ``close-period --period``. A backdated win cannot close them."""
     close_interval_s: int = 60
     """How often the scheduler folds the checkpoints and closes due periods."""
+    rebuild_deadline_s: int = 3600
+    """``leaderboard rebuild`` stops (exit 2, one line; boards not yet flipped keep their live generation)
+    once it has run this long, whatever it is waiting for: the process enforces it with a timer signal."""
+    scheduler_pg_timeout_s: int = 300
+    """Bound on each PostgreSQL statement of the scheduler (server-side statement_timeout); a statement or
+    transaction on its connection that outlives twice this (a frozen server enforces nothing) is cut off by
+    the scheduler's own watcher and the run retried on a new connection."""
     event_retention_months: int = 13
     """`leaderboard archive` moves months of the event log older than this many whole months to files."""
     stack_dir: Path = Path(".stack")
@@ -306,8 +313,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             values[name] = _int(var, text, 0, 366 * 86_400)
         elif name == "close_lookback_s":
             values[name] = _int(var, text, 0, 10 * 365 * 86400)
-        elif name == "close_interval_s":
+        elif name in {"close_interval_s", "scheduler_pg_timeout_s"}:
             values[name] = _int(var, text, 1, 86400)
+        elif name == "rebuild_deadline_s":
+            values[name] = _int(var, text, 1, 7 * 86400)
         elif name == "event_retention_months":
             values[name] = _int(var, text, 1, 360)
         elif name == "batch_timeout_ms":

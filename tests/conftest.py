@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from hypothesis import settings as hypothesis_settings
 
 from leaderboard import settings as settings_mod
 from leaderboard.probe import unreachable_services
@@ -27,6 +28,12 @@ if TYPE_CHECKING:  # the read-API world is imported by the tests that use it, no
     from fastapi.testclient import TestClient
 
     from tests.api_world import World
+
+# No per-example deadline: the suite runs on two workers over two cores beside real servers, so a first
+# example that loads a time zone or warms a connection can take 100x its usual time.
+# Speed is the benchmarks' job.
+hypothesis_settings.register_profile("suite", deadline=None)
+hypothesis_settings.load_profile("suite")
 
 
 def _docker_answers() -> bool:

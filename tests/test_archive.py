@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import psycopg
 import pytest
 import redis
 
-from consumers import archive, pg_sink
+from consumers import archive, checkpoints, pg_sink
 from consumers.closing import close_one
 from consumers.compare import differences
 from consumers.migrate import migrate
@@ -21,6 +22,7 @@ from consumers.redis_sink import RedisSink
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
+from leaderboard.periods import PeriodKind
 from leaderboard.settings import Settings
 from tests.factories import win
 from tests.procs import leaderboard_cli, zscores
@@ -87,6 +89,7 @@ def test_archive_drops_months_without_changing_a_board_and_restores_them(
     assert [(f"{a.month:%Y-%m}", a.rows) for a in done] == [("2026-04", 30), ("2026-05", 30)]
     assert rows(pg, "SELECT floor FROM event_log_floor") == [(datetime(2026, 6, 1, tzinfo=UTC),)]
     assert rows(pg, "SELECT count(*) FROM events") == [(30,)]
+    assert rows(pg, "SELECT count(*) FROM event_ids") == [(30,)]  # the dedupe key keeps the log's retention
     assert rows(pg, "SELECT to_regclass('events_2026_04'), to_regclass('events_2026_05')") == [(None, None)]
     assert rows(pg, "SELECT count(*) FROM closed_periods") == [(0,)]  # every closed period ended before June
     assert boards_of(redis_client, keys) == boards  # no board changed, all-time included
@@ -113,6 +116,7 @@ def test_archive_drops_months_without_changing_a_board_and_restores_them(
     assert rows(pg, "SELECT * FROM period_standings ORDER BY board, period, position") == standings
     assert rows(pg, "SELECT * FROM closed_periods ORDER BY board, period") == closed
     assert rows(pg, "SELECT floor FROM event_log_floor") == [(datetime(2026, 4, 1, tzinfo=UTC),)]
+    assert rows(pg, "SELECT count(*) FROM event_ids") == [(90,)]
     assert differences(redis_client, pg, keys, BOARD, None)[0] == []
 
 
@@ -154,6 +158,46 @@ def test_cli_refuses_the_current_month_and_restoring_out_of_order_in_one_line(
     assert wrong.returncode == 2
     assert wrong.stderr.strip().endswith("restore months newest first")
     assert "\n" not in wrong.stderr.strip()
+
+
+def test_archive_refuses_months_a_checkpoint_does_not_cover_in_one_line(
+    config: Settings, pg: psycopg.Connection, world: tuple[Keys, list[Canonical]], tmp_path: Path
+) -> None:
+    """An all-time board nobody folded yet: dropping April and May would lose its standings for good."""
+    _, records = world
+    close_spring(pg)  # folds the global board's checkpoint past every stored event
+    totals = Board(id="totals", periods=(PeriodKind.ALL_TIME,))
+    boards_file = tmp_path / "boards.toml"
+    boards_file.write_text('[[board]]\nid = "global"\n\n[[board]]\nid = "totals"\nperiods = ["all_time"]\n')
+    before = rows(pg, "SELECT * FROM events ORDER BY event_id")
+    res = leaderboard_cli(
+        replace(config, boards_file=boards_file),
+        "archive",
+        "--before",
+        "2026-06",
+        "--to",
+        str(tmp_path / "a"),
+        timeout=60,
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1, res.stderr
+    assert "board totals: its checkpoint does not cover the events of 2026-04" in res.stderr
+    assert rows(pg, "SELECT * FROM events ORDER BY event_id") == before  # nothing moved
+    assert rows(pg, "SELECT floor FROM event_log_floor") == [(datetime(2020, 1, 1, tzinfo=UTC),)]
+    assert not list((tmp_path / "a").glob("*.csv.gz"))
+
+    checkpoints.advance(pg, totals)
+    done = archive.archive(pg, [BOARD, totals], archive.parse_month("2026-06"), tmp_path / "a")
+    assert [f"{a.month:%Y-%m}" for a in done] == ["2026-04", "2026-05"]
+    # The totals board's all-time standings outlive the months: the checkpoint still holds every event.
+    want = fold(totals, records, split_partitions=False)[("all_time", -1)].players
+    with pg.transaction():
+        have = {
+            r.player_id: (r.points, r.events)
+            for chunk in checkpoints.stream_rows(pg, totals.id, ["all_time"])
+            for r in chunk
+        }
+    assert have == {p: (v[0], v[2]) for p, v in want.items()}
 
 
 def test_an_archive_that_stopped_after_detaching_is_finished_by_the_next_run(

@@ -1,5 +1,6 @@
 """The event log partitioned by month (migration 0005) against the real PostgreSQL: conversion of an existing
-table, partitions made on demand, copies recognised per (event_id, occurred_at), too_old below the floor."""
+table, partitions made on demand, copies recognised by event_id (migration 0014) whatever their occurred_at,
+too_old below the floor."""
 
 from __future__ import annotations
 
@@ -117,3 +118,31 @@ def test_events_below_the_floor_are_too_old_with_or_without_a_stored_copy(db: ps
     assert out.period_closed == []
     assert out.duplicates == 0
     assert db.execute("SELECT count(*) FROM events WHERE player_id = 'cy'").fetchone() == (0,)
+
+
+def test_a_reused_event_id_with_another_occurred_at_counts_once(db: psycopg.Connection) -> None:
+    """G1 by event_id: a copy that rewrote occurred_at (this month or another) is a duplicate, not a win."""
+    first = win("ann", "2031-05-04T10:00:00Z", 4)
+    same_month = win("ann", "2031-05-09T10:00:00Z", 4, event_id=first.event_id)
+    other_month = win("ann", "2031-07-04T10:00:00Z", 4, event_id=first.event_id)
+    out = pg_sink.write_batch(db, [Canonical(0, 0, first), Canonical(1, 0, same_month)], BOARDS)
+    assert [(c.partition, c.offset) for c in out.canonical] == [(0, 0)]
+    assert out.duplicates == 1
+    later = pg_sink.write_batch(db, [Canonical(2, 5, other_month), Canonical(0, 0, first)], BOARDS)
+    assert [(c.partition, c.offset) for c in later.canonical] == [(0, 0)]  # the replay stays canonical
+    assert later.duplicates == 1
+    assert db.execute("SELECT count(*), sum(points) FROM events").fetchone() == (1, 4)
+    # Replaying every copy, in any order, asks the same question and gets the same answer.
+    again = pg_sink.write_batch(
+        db, [Canonical(2, 5, other_month), Canonical(1, 0, same_month), Canonical(0, 0, first)], BOARDS
+    )
+    assert ([(c.partition, c.offset) for c in again.canonical], again.duplicates) == ([(0, 0)], 2)
+
+
+def test_of_two_copies_in_one_batch_the_earlier_position_claims_the_id(db: psycopg.Connection) -> None:
+    first = win("bob", "2031-05-04T10:00:00Z", 2)
+    moved = win("bob", "2031-06-04T10:00:00Z", 2, event_id=first.event_id)
+    out = pg_sink.write_batch(db, [Canonical(0, 9, moved), Canonical(0, 3, first)], BOARDS)
+    assert [(c.partition, c.offset) for c in out.canonical] == [(0, 3)]
+    assert out.duplicates == 1
+    assert db.execute("SELECT occurred_at FROM events").fetchall() == [(first.occurred_at,)]

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,13 @@ def _free(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with started(tmp_path_factory) as c:
+        yield c
+
+
+@contextmanager
+def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A private cluster on free ports (also for tests/test_redis_cluster_writes.py), stopped afterwards."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.fail("redis-server/redis-cli not installed (apt-get install redis-server redis-tools)")
     stack_dir = tmp_path_factory.mktemp("rc-stack")

@@ -3,7 +3,8 @@
 -- partition, so the script holds Redis a few ms whatever the batch; each call moves its own watermarks.
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
--- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>, pos=[[partition, last offset], ...],
+-- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>,
+--           pos=[[partition, last offset, seen], ...],
 --           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
 --                                             after=<optional>, m=[player, ...], v=[value, ...], t=[tb, ...],
 --                                             u=[us, ...], q=[partition, ...], o=[offset, ...]}]}]}
@@ -14,12 +15,14 @@
 -- instant's tie-break; best keeps the higher key, of equal keys the earlier (larger) tie-break; last keeps
 -- the event latest by (us, partition, offset), remembered in the period's "lt" hash.
 -- pos covers the whole batch (also records this board ignores) and feeds the generation's position ("hi"),
--- which a rebuild must reach before it may flip.
+-- which a rebuild must reach before it may flip. ``seen`` (optional): the partition's last offset the caller
+-- saw this board accept; the ACTIVE generation's position below it means Redis lost acknowledged writes (a
+-- failover to a replica that had not received them, a restart from an old AOF): reported as behind = 1.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
 -- A part may carry after=<last offset an earlier chunk of the same batch had for this slot>: while the
 -- watermark is below it, that chunk has not landed, so this one is a partial too (never skip records).
--- Returns {"ok", applied_updates, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
+-- Returns {"ok", applied_updates, behind, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
 -- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
 -- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
 -- SPAN, MAXP and the key_*/gkey_* functions come from the generated prelude (leaderboard.lua_scripts).
@@ -49,7 +52,8 @@ local function later(u1, q1, o1, u2, q2, o2)
 end
 local function num(x) return string.format('%.0f', x) end
 local applied = 0
-local out = {'ok', 0}
+local out = {'ok', 0, 0}
+local active = redis.call('HGET', KEYS[1], 'active')
 for _, gen in ipairs(gens) do
   local g = key_gen(base, gen)
   local floors = {}
@@ -133,6 +137,7 @@ for _, gen in ipairs(gens) do
   for _, pos in ipairs(payload.pos) do
     local pt = tostring(pos[1])
     local hi = tonumber(redis.call('HGET', gkey_position(g), pt) or '-1')
+    if pos[3] and gen == active and hi < pos[3] then out[3] = 1 end
     if pos[2] > hi then redis.call('HSET', gkey_position(g), pt, pos[2]) end
   end
 end
