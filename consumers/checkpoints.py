@@ -31,6 +31,8 @@ import psycopg
 from consumers.plan import origin_of, tiebreak_of
 from leaderboard.aggregate import MAX_VALUE
 from leaderboard.boards import Board
+from leaderboard.moderation import store as moderation
+from leaderboard.moderation.view import VOIDED_SQL
 from leaderboard.periods import PeriodKind
 
 log = logging.getLogger(__name__)
@@ -146,13 +148,19 @@ JOIN {_RANGES} ON e.kafka_partition = r.p AND e.kafka_offset > r.lo AND e.kafka_
 _BULK_OFFSETS = 1_000_000
 _BULK_WORK_MEM = "128MB"
 """Steps covering more offsets than this (all partitions together) read the table in one pass."""
+# A few players' events up to the positions (moderation refold): events_player, cost in their events.
+_PLAYERS = f"""
+FROM (SELECT * FROM events WHERE player_id = ANY(%(players)s) OFFSET 0) e
+JOIN {_RANGES} ON e.kafka_partition = r.p AND e.kafka_offset > r.lo AND e.kafka_offset <= r.hi
+"""
+# Voided events and erased players' events count nowhere (leaderboard.moderation.view: the same rule).
 _FILTER = """
 CROSS JOIN LATERAL (VALUES {keys}) AS k(period)
 WHERE (%(games)s::text[] IS NULL OR e.game = ANY(%(games)s::text[]))
   AND (%(modes)s::text[] IS NULL OR e.mode = ANY(%(modes)s::text[]))
   AND (%(regions)s::text[] IS NULL OR e.region = ANY(%(regions)s::text[]))
   AND k.period IS NOT NULL AND {value} IS NOT NULL AND {value} BETWEEN 0 AND {max_value}
-"""
+  AND NOT """ + VOIDED_SQL.replace("{", "{{").replace("}", "}}")
 _SEASON_SQL = (
     "(CASE WHEN e.occurred_at >= %(s{i}_start)s AND e.occurred_at < %(s{i}_end)s THEN %(s{i}_key)s END)"
 )
@@ -218,11 +226,12 @@ _NEWER = (
 )
 
 
-def _fold_sql(board: Board, bulk: bool = False) -> str:
+def _fold_sql(board: Board, bulk: bool = False, players: bool = False) -> str:
     keys = [f"({_KEY_SQL[kind]})" for kind in board.periods]
     keys += [_SEASON_SQL.format(i=i) for i in range(len(board.seasons))]
     value = f"e.{board.value}"
-    tail = (_BULK if bulk else _TAIL) + _FILTER.format(keys=", ".join(keys), value=value, max_value=MAX_VALUE)
+    source = _PLAYERS if players else _BULK if bulk else _TAIL
+    tail = source + _FILTER.format(keys=", ".join(keys), value=value, max_value=MAX_VALUE)
     if board.aggregation == "best":
         asc = board.order == "asc"
         key = f"({MAX_VALUE} - {value})" if asc else value
@@ -269,7 +278,60 @@ def advance(
     or below a stored row's offset on its partition is already committed when that offset is read (a
     partition's batches commit in offset order), so the range never misses one.
     """
-    target = stored_positions(conn) if upto is None else upto
+    done = _fold_tail(conn, board, stored_positions(conn) if upto is None else upto, progress)
+    refold_moderated(conn, board)
+    return done
+
+
+def moderation_seq(conn: psycopg.Connection, board: str) -> int:
+    """The last moderation action the board's checkpoint reflects (0: none)."""
+    row = conn.execute("SELECT moderation_seq FROM checkpoint_boards WHERE board = %s", (board,)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def refold_moderated(conn: psycopg.Connection, board: Board) -> int:
+    """Refold, from their own events up to the checkpoint's positions, the players of the void, unvoid
+    and erase actions the checkpoint does not reflect yet; returns how many players. Cost: their events
+    (``events_player``), never the log. Holds do not change the checkpoint (it keeps held players)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))", (_LOCK, board.id))
+        after = moderation_seq(conn, board.id)
+        upto = moderation.last_seq(conn)
+        if upto <= after:
+            return 0
+        affected = moderation.affected_players(conn, after, upto)
+        players = sorted(affected.players) if affected.facts else []
+        have = positions(conn, board.id)
+        if players and have:
+            parts = sorted(have)
+            conn.execute(
+                "DELETE FROM standings_checkpoint WHERE board = %s AND player_id = ANY(%s)",
+                (board.id, players),
+            )
+            conn.execute(
+                _fold_sql(board, players=True),
+                {
+                    "board": board.id,
+                    "tz": board.timezone.key,
+                    "parts": parts,
+                    "lo": [-1] * len(parts),
+                    "hi": [have[p] for p in parts],
+                    "players": players,
+                    "games": _names(board.games),
+                    "modes": _names(board.modes),
+                    "regions": _names(board.regions),
+                    **_season_params(board),
+                },
+            )
+        conn.execute("UPDATE checkpoint_boards SET moderation_seq = %s WHERE board = %s", (upto, board.id))
+    if players:
+        log.info("checkpoint refolded for moderation", extra={"board": board.id, "players": len(players)})
+    return len(players)
+
+
+def _fold_tail(
+    conn: psycopg.Connection, board: Board, target: dict[int, int], progress: Callable[[int], None] | None
+) -> Advanced:
     steps = 0
     refolded = False
     while True:

@@ -4,7 +4,8 @@ The work is split by job: :mod:`consumers.due` decides which periods are due (pu
 :mod:`consumers.period_store` freezes a period, then stores its standings from the checkpoint (two steps,
 neither holding a lock batches wait on for more than ``FREEZE_LOCK_TIMEOUT``); :mod:`consumers.announce`
 publishes the ``period-closed`` event; :mod:`consumers.mirror` gives the period's Redis keys their
-retention. :func:`close_due` runs them in order. Callers: the consumers' scheduler thread
+retention; :mod:`consumers.corrections` corrects closed periods that later moderation facts change.
+:func:`close_due` runs them in order. Callers: the consumers' scheduler thread
 (:mod:`consumers.scheduler`, with the group's recorded clock and a lookback) and ``leaderboard close-period``.
 """
 
@@ -17,9 +18,10 @@ from datetime import datetime, timedelta
 import psycopg
 from confluent_kafka import Producer
 
-from consumers import checkpoints, due, period_store
+from consumers import checkpoints, corrections, due, period_store
 from consumers.announce import announce
 from consumers.mirror import mirror
+from consumers.moderation_apply import replace_closed
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.redis_client import SyncClient
@@ -109,6 +111,17 @@ def run_closes(
         if only is None or only[0] == board.id:
             done += _close_board(conn, board, now, None if only is None else only[1], lookback, report)
     failed = _announce_pending(conn, producer, config, boards, only, report, warn)
+    by_id = {b.id: b for b in boards}
+    for board_id, period, _ in corrections.correct_all(
+        conn, [b for b in boards if only is None or only[0] == b.id], report
+    ):
+        board = by_id[board_id]
+        replace_closed(client, keys, board, period, period_store.redis_scores(conn, board, period))
+    try:
+        corrections.publish(conn, producer, config, boards)
+    except RuntimeError as exc:
+        failed += 1
+        warn(f"{exc}; the correction is stored and will be published on the next run")
     for board in boards:
         if only is None or only[0] == board.id:
             mirror(client, keys, board, period_store.complete(conn, board.id))

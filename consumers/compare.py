@@ -7,18 +7,23 @@ chunk, whatever the board's size.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import cast
 
 import psycopg
 
-from consumers import checkpoints
+from consumers import checkpoints, period_store
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
+from leaderboard.moderation import store as moderation
+from leaderboard.moderation.view import View
 from leaderboard.redis_client import SyncClient
 
 MAX_LINES = 1000
 """Difference lines kept per board; the count says how many there were in all."""
+MODERATION_WAIT_S = 10.0
+"""How long verify waits for the consumers to apply the newest moderation action before saying so."""
 
 
 def _text(value: bytes | str) -> str:
@@ -28,8 +33,16 @@ def _text(value: bytes | str) -> str:
 def differences(
     client: SyncClient, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
 ) -> tuple[list[str], int]:
-    """Readable difference lines (at most MAX_LINES, then a count) and the number of periods compared."""
+    """Readable difference lines (at most MAX_LINES, then a count) and the number of periods compared.
+
+    The ground truth honours moderation: the checkpoint leaves voided and erased events out; players held
+    off the board are expected absent. When the Redis boards do not reflect the newest action yet
+    (``moderation_applied``), that is reported as moderation lag, never as a mismatch."""
     checkpoints.advance(conn, board)
+    view = moderation.load_view(conn)
+    behind = _moderation_lag(conn, view.seq)
+    if behind is not None:
+        return [f"{board.id}: moderation lag: Redis reflects action {behind}, the newest is {view.seq}"], 0
     gen = client.hget(keys.meta(board.id), "active")
     if gen is None:
         return [f"{board.id}: no live generation in Redis (being rebuilt?)"], 0
@@ -40,12 +53,18 @@ def differences(
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         stored = set(checkpoints.periods_of(conn, board.id))
+        stored_closed = period_store.complete(conn, board.id)
         wanted = (stored | live_periods) if period is None else {period}
         for key in sorted(wanted):
             zkey = keys.board(board.id, int(gen), key)
             if key in closed and not client.exists(zkey):
                 continue  # closed and expired from Redis: served from PostgreSQL standings
-            for line in _period(client, conn, board, key, zkey):
+            lines_of = (
+                _closed_period(client, conn, board, key, zkey)
+                if key in stored_closed
+                else _period(client, conn, board, key, zkey, view)
+            )
+            for line in lines_of:
                 total += 1
                 if len(lines) < MAX_LINES:
                     lines.append(line)
@@ -54,11 +73,41 @@ def differences(
     return lines, len(wanted)
 
 
-def _period(client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str) -> Iterator[str]:
+def _closed_period(
+    client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str
+) -> Iterator[str]:
+    """A closed period's Redis copy against its stored standings (held-at-close out, corrections in)."""
+    want = period_store.redis_scores(conn, board, key)
+    have = {
+        _text(m): int(s)
+        for m, s in cast("list[tuple[bytes, float]]", client.zrange(zkey, 0, -1, withscores=True))
+    }
+    for player in sorted(set(want) | set(have)):
+        if want.get(player) != have.get(player):
+            yield (
+                f"{board.id} {key} {player}: Redis {have.get(player)} != stored standings {want.get(player)}"
+                " (closed period)"
+            )
+
+
+def _moderation_lag(conn: psycopg.Connection, newest: int, wait_s: float = MODERATION_WAIT_S) -> int | None:
+    """None once Redis reflects action ``newest`` (waits up to ``wait_s``), else the seq it reflects."""
+    deadline = time.monotonic() + wait_s
+    while (applied := moderation.applied_seq(conn)) < newest:
+        if time.monotonic() >= deadline:
+            return applied
+        time.sleep(0.2)
+    return None
+
+
+def _period(  # noqa: PLR0917 - one period of differences()
+    client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str, view: View
+) -> Iterator[str]:
     matched = 0
     rule = board.rule
-    for chunk in checkpoints.stream_rows(conn, board.id, [key]):
-        have = client.zmscore(zkey, [r.player_id for r in chunk])
+    for rows in checkpoints.stream_rows(conn, board.id, [key]):
+        chunk = [r for r in rows if not view.held(r.player_id, board.id)]
+        have = client.zmscore(zkey, [r.player_id for r in chunk]) if chunk else []
         for row, h in zip(chunk, have, strict=True):
             want = checkpoints.packed(board, row)
             if h is None:
@@ -82,7 +131,9 @@ def _period(client: SyncClient, conn: psycopg.Connection, board: Board, key: str
             ).fetchall()
         }
         for player, score in members.items():
-            if player not in known:
+            if view.held(player, board.id):
+                yield f"{board.id} {key} {player}: in Redis ({rule.unpack(score)[0]}), held by moderation"
+            elif player not in known:
                 yield f"{board.id} {key} {player}: in Redis ({rule.unpack(score)[0]}), not in PostgreSQL"
 
 

@@ -22,42 +22,21 @@ from redis.typing import EncodableT, FieldT
 from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
 from consumers.mirror import mirror
-from consumers.plan import Canonical, latest_mark
+from consumers.moderation_apply import Recomputer, catch_up
+from consumers.plan import EVENT_COLUMNS, canonical_rows, latest_mark
 from consumers.redis_sink import RedisSink
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
+from leaderboard.moderation import store as moderation
+from leaderboard.moderation.view import View
 from leaderboard.redis_client import SyncClient, SyncPipeline
-from schemas.model import MatchWon
 
 log = logging.getLogger(__name__)
 
-_EVENT_COLUMNS = (
-    "event_id, match_id, player_id, game, mode, region, points, score, occurred_at, kafka_partition,"
-    " kafka_offset"
-)
 _CHUNK = 20_000
 STALL_S = 120.0
 """A catch-up that applies nothing and moves no position this long is stuck (not merely slow)."""
-
-
-def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
-    """Rows of ``_EVENT_COLUMNS`` as canonical records (every stored row is the canonical copy)."""
-    out = []
-    for eid, match_id, player_id, game, mode, region, points, score, occurred_at, part, off in rows:
-        event = MatchWon(
-            event_id=str(eid),
-            match_id=str(match_id),
-            player_id=str(player_id),
-            game=str(game),
-            mode=None if mode is None else str(mode),
-            region=None if region is None else str(region),
-            points=int(points),  # type: ignore[call-overload]
-            score=None if score is None else int(score),  # type: ignore[call-overload]
-            occurred_at=occurred_at,  # type: ignore[arg-type]
-        )
-        out.append(Canonical(int(part), int(off), event))  # type: ignore[call-overload]
-    return out
 
 
 @dataclass
@@ -67,6 +46,8 @@ class Written:
     positions: dict[int, int]
     entries: int
     periods: int
+    moderation_seq: int = 0
+    """The last moderation action the checkpoint's rows reflect (later ones are applied after the flip)."""
 
 
 class Generations:
@@ -77,6 +58,10 @@ class Generations:
         self._keys = keys
         self._boards = {b.id: b for b in boards}
         self._flip = client.register_script(script("flip"))
+
+    def recomputer(self, board: Board) -> Recomputer:
+        """Moderation recomputes on this board's generations (consumers/moderation_apply.py)."""
+        return Recomputer(self._r, self._keys, [board])
 
     def active(self, board: str) -> int | None:
         raw = self._r.hget(self._keys.meta(board), "active")
@@ -141,9 +126,16 @@ class Generations:
         pipe.execute()
 
     def write_checkpoint(
-        self, board: Board, gen: int, conn: psycopg.Connection, lease: Lease | None = None
+        self,
+        board: Board,
+        gen: int,
+        conn: psycopg.Connection,
+        lease: Lease | None = None,
+        view: View | None = None,
     ) -> Written:
         """Stream the board's checkpoint into generation ``gen``, its positions as watermarks.
+
+        ``view`` (moderation): players it holds off the board are left out (the checkpoint keeps them).
 
         One REPEATABLE READ snapshot, so rows and positions agree; rows arrive in chunks
         (``checkpoints.CHUNK``), so memory is bounded whatever the board's size. Closed periods whose
@@ -155,13 +147,20 @@ class Generations:
         with conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             pos = checkpoints.positions(conn, board.id)
+            mod_seq = checkpoints.moderation_seq(conn, board.id)
             gone = set(retired_periods(conn, board, datetime.now(UTC)))
-            wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone]
+            # A closed period's standings are stored: Redis gets those (moderation at and after the close).
+            stored = period_store.complete(conn, board.id) - gone
+            wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone and p not in stored]
+            written += self._write_closed(board, gen, conn, stored)
+            events.update(dict.fromkeys(stored, 0))
             for chunk in checkpoints.stream_rows(conn, board.id, wanted):
                 pipe = self._r.pipeline(transaction=False)
                 by_period: dict[str, dict[str, float]] = {}
                 marks: dict[str, dict[FieldT, EncodableT]] = {}
                 for row in chunk:
+                    if view is not None and view.held(row.player_id, board.id):
+                        continue
                     by_period.setdefault(row.period, {})[row.player_id] = checkpoints.packed(board, row)
                     if row.last is not None:
                         marks.setdefault(row.period, {})[row.player_id] = latest_mark(row.last)
@@ -174,7 +173,25 @@ class Generations:
                 if lease is not None:
                     lease.check()
         self._finish(board, gen, events, pos)
-        return Written(pos, written, len(events))
+        return Written(pos, written, len(events), mod_seq)
+
+    def write_closed(self, board: Board, gen: int, conn: psycopg.Connection) -> int:
+        """Replace, in ``gen``, the closed periods (standings stored, Redis retention not over) by their
+        stored standings (``rebuild --from kafka`` folded them from the raw records)."""
+        periods = period_store.complete(conn, board.id) - set(retired_periods(conn, board, datetime.now(UTC)))
+        for period in periods:
+            self._r.delete(self._keys.board(board.id, gen, period))
+        return self._write_closed(board, gen, conn, periods)
+
+    def _write_closed(self, board: Board, gen: int, conn: psycopg.Connection, periods: set[str]) -> int:
+        """Closed periods' stored standings into ``gen``; the entries written."""
+        written = 0
+        for period in sorted(periods):
+            scores = list(period_store.redis_scores(conn, board, period).items())
+            for part in _chunks(scores, checkpoints.CHUNK):
+                self._r.zadd(self._keys.board(board.id, gen, period), dict(part))
+            written += len(scores)
+        return written
 
     def catch_up_and_flip(  # noqa: PLR0917 - kept positional for both rebuild paths
         self,
@@ -184,13 +201,16 @@ class Generations:
         sink: RedisSink,
         lease: Lease | None = None,
         stall_s: float = STALL_S,
+        view: View | None = None,
     ) -> int | None:
         """Apply the PostgreSQL tail to ``gen`` until it is at or past the live generation, then flip.
 
         No deadline on the whole: the live stream may keep it busy for a while. It gives up only when a
         round makes no progress (no tail row applied, no position moved) for ``stall_s``, or the lock is
-        lost. Returns the generation it replaced (None if there was none).
+        lost. Returns the generation it replaced (None if there was none). ``view``: what counts
+        (moderation); the actions after it are applied by :func:`finish_moderation` after the flip.
         """
+        keep = None if view is None else (lambda b, r: view.counts(r.event, b.id))
         keys = self._keys
         last_progress = time.monotonic()
         while True:
@@ -213,12 +233,12 @@ class Generations:
                 if live_hi <= mine.get(part, -1):
                     continue
                 rows = conn.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE kafka_partition = %s AND kafka_offset > %s "
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE kafka_partition = %s AND kafka_offset > %s "
                     "ORDER BY kafka_offset LIMIT %s",
                     (part, mine.get(part, -1), _CHUNK),
                 ).fetchall()
                 if rows:
-                    sink.apply(canonical_rows(rows), gen=gen)
+                    sink.apply(canonical_rows(rows), gen=gen, keep=keep)
                     moved = True
                 if len(rows) < _CHUNK:  # every canonical event up to live_hi is stored, so gen has them all
                     self._r.hset(keys.position(board.id, gen), str(part), str(live_hi))
@@ -248,12 +268,25 @@ def _put(
         pipe.hset(lkey, mapping=marks)
 
 
+def _chunks(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, int]]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def retired_periods(conn: psycopg.Connection, board: Board, now: datetime) -> list[str]:
     """Closed periods of the board whose Redis retention is over (served from PostgreSQL standings)."""
     rows = conn.execute(
         "SELECT period FROM closed_periods WHERE board = %s AND standings_at IS NOT NULL", (board.id,)
     ).fetchall()
     return [str(r[0]) for r in rows if due.expire_at(board, str(r[0])) <= now]
+
+
+def finish_moderation(
+    gens: Generations, conn: psycopg.Connection, board: Board, gen: int, after: int
+) -> None:
+    """After a flip: apply to the new generation the moderation actions its source did not reflect
+    (seq > ``after``): a recompute of their players only. The live consumers wrote them to the old
+    generation; from the flip on they write this one too."""
+    catch_up(conn, gens.recomputer(board), after, moderation.load_view(conn), {board.id: [gen]})
 
 
 def rebuild_from_checkpoint(  # noqa: PLR0917 - the two callers pass the same six things
@@ -275,15 +308,17 @@ def rebuild_from_checkpoint(  # noqa: PLR0917 - the two callers pass the same si
     done = checkpoints.advance(conn, board, progress=lambda steps: lease.check())
     say(f"board {board.id}: checkpoint folded ({done.steps} step(s)) in {time.monotonic() - started:.1f} s")
     lease.check()
+    view = moderation.load_view(conn)
     gen = gens.new_generation(board.id)
-    written = gens.write_checkpoint(board, gen, conn, lease)
+    written = gens.write_checkpoint(board, gen, conn, lease, view)
     say(
         f"board {board.id}: generation {gen} loaded,"
         f" {written.entries:,} entries in {written.periods} period(s)"
     )
-    old = gens.catch_up_and_flip(board, gen, conn, sink, lease)
+    old = gens.catch_up_and_flip(board, gen, conn, sink, lease, view=view)
     if old is not None and old != gen:
         gens.drop(board.id, old)
+    finish_moderation(gens, conn, board, gen, min(written.moderation_seq, view.seq))
     gens.mirror_closed(board, period_store.complete(conn, board.id))  # expiries of closed periods, again
     log.info(
         "board rebuilt from the checkpoint",

@@ -27,6 +27,13 @@ _LOCK_CLASS = (
 FREEZE_LOCK_TIMEOUT = "1s"
 """The freeze waits this long at most for in-flight batches; batches queue behind it at most this long."""
 
+# Players held off the board by moderation at the close are left out (period_held; ADR 0013 addendum).
+_HELD = """
+INSERT INTO period_held (board, period, player_id)
+SELECT DISTINCT %(board)s, %(period)s, player_id FROM moderation_exclusions
+WHERE board = %(board)s OR board = '*'
+ON CONFLICT DO NOTHING
+"""
 # Redis order: packed desc = rank key desc (value desc on desc boards, asc on asc ones), then tie-break desc
 # (earlier first), then member desc bytewise. Values saturate as leaderboard.aggregate.Rule.key does.
 _STANDINGS = f"""
@@ -38,9 +45,31 @@ SELECT %(board)s, %(period)s,
 FROM (
     SELECT player_id, least(points, {aggregate.MAX_VALUE}) AS score,
            greatest(0, least({scoring.TIME_SPAN - 1}, (at_s - %(origin)s) / %(unit)s)) AS units
-    FROM standings_checkpoint WHERE board = %(board)s AND period = %(period)s
+    FROM standings_checkpoint c WHERE board = %(board)s AND period = %(period)s
+      AND NOT EXISTS (SELECT 1 FROM period_held h
+                      WHERE h.board = c.board AND h.period = c.period AND h.player_id = c.player_id)
 ) s
 """
+
+
+def redis_scores(conn: psycopg.Connection, board: Board, period: str) -> dict[str, int]:
+    """A closed period's stored standings as Redis scores (the tie-break recovered from ``reached_at``):
+    what Redis holds for a closed period still in its retention, so it serves what PostgreSQL does
+    (players held at the close stay out, corrections show)."""
+    origin, unit = board.origin(period)
+    pack = board.rule.pack
+    rows = conn.execute(
+        "SELECT player_id, score, reached_at FROM period_standings WHERE board = %s AND period = %s",
+        (board.id, period),
+    ).fetchall()
+    return {str(p): pack(int(s), scoring.tiebreak(scoring.time_units(at, origin, unit))) for p, s, at in rows}
+
+
+def standings_sql(board: Board) -> str:
+    """The statement that ranks a period's standings from the checkpoint into ``period_standings``
+    (params board, period, origin, unit), in the board's order: the close and its corrections compute
+    them the same way."""
+    return _STANDINGS.format(direction="ASC" if board.order == "asc" else "DESC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +149,18 @@ def store_standings(conn: psycopg.Connection, board: Board, period: str) -> int 
         players = 0 if have is None else int(have[0])
         if players == 0:
             params = {"board": board.id, "period": period, "origin": int(origin.timestamp()), "unit": unit}
-            direction = "ASC" if board.order == "asc" else "DESC"
-            players = conn.execute(_STANDINGS.format(direction=direction), params).rowcount
+            conn.execute(_HELD, params)
+            players = conn.execute(standings_sql(board), params).rowcount
+        mod = conn.execute(
+            "SELECT moderation_seq FROM checkpoint_boards WHERE board = %s", (board.id,)
+        ).fetchone()
     # A separate, short transaction: this UPDATE's table lock is the only one batches would wait for.
     with conn.transaction():
         conn.execute(f"SET LOCAL lock_timeout = '{FREEZE_LOCK_TIMEOUT}'")
         conn.execute(
-            "UPDATE closed_periods SET players = %s, standings_at = now()"
+            "UPDATE closed_periods SET players = %s, standings_at = now(), moderation_seq = %s"
             " WHERE board = %s AND period = %s AND standings_at IS NULL",
-            (players, board.id, period),
+            (players, 0 if mod is None else int(mod[0]), board.id, period),
         )
     return players
 

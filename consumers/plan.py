@@ -32,6 +32,32 @@ class Canonical(msgspec.Struct, frozen=True, gc=False):
     event: MatchWon
 
 
+EVENT_COLUMNS = (
+    "event_id, match_id, player_id, game, mode, region, points, score, occurred_at, kafka_partition,"
+    " kafka_offset"
+)
+"""The ``events`` columns :func:`canonical_rows` reads (every path that reads stored events selects these)."""
+
+
+def canonical_rows(rows: Sequence[tuple[object, ...]]) -> list[Canonical]:
+    """Rows of ``EVENT_COLUMNS`` as canonical records (every stored row is the canonical copy)."""
+    out = []
+    for eid, match_id, player_id, game, mode, region, points, score, occurred_at, part, off in rows:
+        event = MatchWon(
+            event_id=str(eid),
+            match_id=str(match_id),
+            player_id=str(player_id),
+            game=str(game),
+            mode=None if mode is None else str(mode),
+            region=None if region is None else str(region),
+            points=int(points),  # type: ignore[call-overload]
+            score=None if score is None else int(score),  # type: ignore[call-overload]
+            occurred_at=occurred_at,  # type: ignore[arg-type]
+        )
+        out.append(Canonical(int(part), int(off), event))  # type: ignore[call-overload]
+    return out
+
+
 @lru_cache(maxsize=65536)
 def periods_of(board: Board, bucket: int) -> tuple[tuple[str, int, int], ...]:
     instant = datetime.fromtimestamp(bucket * BUCKET_S, tz=UTC)

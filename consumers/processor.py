@@ -38,6 +38,7 @@ from consumers.health import Readiness
 from consumers.lease import LockLost
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
+from consumers.moderation_apply import Moved, Recomputer, sync
 from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisBehind, RedisLost, RedisSink
 from consumers.scheduler import Scheduler
@@ -45,11 +46,13 @@ from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.errors import EXIT_FAILED, UserError
 from leaderboard.keys import Keys
+from leaderboard.moderation.view import View, pseudonymised
 from leaderboard.redis_client import FAILURES
 from leaderboard.settings import Settings
 from schemas.model import Invalid, MatchWon, Reason
 
 log = logging.getLogger(__name__)
+_REDIS_OR_MOVED: tuple[type[BaseException], ...] = (*FAILURES, Moved)
 
 _BACKOFF_MIN_S = 0.2
 _BACKOFF_MAX_S = 5.0
@@ -68,6 +71,8 @@ _PG_BREAK_S = 10.0
 _LATENCY_SAMPLES = 64
 _CATCH_UP_CHECK_S = 0.5
 _END_OFFSETS_TIMEOUT_S = 10.0
+_MODERATION_CHECK_S = 0.5
+"""How often an idle member looks for new moderation actions (a busy one looks before every batch)."""
 
 
 class SinkError(Exception):
@@ -147,6 +152,10 @@ class Processor:
         self._redis = self._clients.redis
         self.sink = RedisSink(self._redis, self.keys, self.boards)
         self.gens = Generations(self._redis, self.keys, self.boards)
+        self.recomputer = Recomputer(self._redis, self.keys, self.boards)
+        self.view: View | None = None
+        """The moderation state this member's Redis writes honour (None: not loaded yet)."""
+        self._next_moderation_check = 0.0
         self.consumer: Consumer = self._clients.consumer
         self.producer = self._new_producer()
         self._kafka_failures = 0
@@ -354,10 +363,34 @@ class Processor:
 
     # -- the batch ----------------------------------------------------------------------------------------
 
+    def moderate(self) -> View:
+        """Bring this member's moderation view, and Redis with it, up to the newest action.
+
+        One indexed ``max(seq)`` per call; only when it moved: load the (small) state, recompute the
+        players of the new actions on every live generation, drop erased ids, record the seq Redis
+        reflects. Every member does it (the recompute is absolute and watermark-guarded, so running it
+        twice or beside another member's applies is harmless); a batch then applies with the new view.
+        """
+        try:
+            fresh = sync(self._conn(), self.recomputer, self.view)
+        except psycopg.Error as exc:
+            raise SinkError("postgres", exc) from exc
+        except _REDIS_OR_MOVED as exc:
+            raise SinkError("redis", exc) from exc
+        self.view = fresh
+        return fresh
+
+    def _keep(self, board: Board, rec: Canonical) -> bool:
+        view = self.view
+        return view is None or view.counts(rec.event, board.id)
+
     def _attempt(self, records: list[Record]) -> None:
         m = self.metrics
+        view = self.moderate()
         valid = [
-            Canonical(r.partition, r.offset, r.decoded) for r in records if isinstance(r.decoded, MatchWon)
+            Canonical(r.partition, r.offset, pseudonymised(view, r.decoded))
+            for r in records
+            if isinstance(r.decoded, MatchWon)
         ]
         t0 = time.perf_counter()
         try:
@@ -369,7 +402,7 @@ class Processor:
         m.stage.labels("postgres").observe(t1 - t0)
         pos = positions(records)
         try:
-            self.sink.apply(outcome.canonical, pos=pos, names=outcome.names)
+            self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=self._keep)
         except FAILURES as exc:  # on a cluster also RedisClusterException (no node for a slot)
             raise SinkError("redis", exc) from exc
         t2 = time.perf_counter()
@@ -612,6 +645,13 @@ class Processor:
 
     def _idle_checks(self) -> None:
         now = time.monotonic()
+        if now >= self._next_moderation_check:
+            self._next_moderation_check = now + _MODERATION_CHECK_S
+            try:
+                self.moderate()
+                self.readiness.set("moderation", None)
+            except SinkError as exc:
+                self.readiness.set("moderation", f"moderation not applied: {exc}")
         if now < self._next_idle_check:
             return
         self._next_idle_check = now + _IDLE_CHECK_S

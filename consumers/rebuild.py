@@ -35,6 +35,8 @@ from leaderboard import boards as boards_mod
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
+from leaderboard.moderation import store as moderation
+from leaderboard.moderation.view import pseudonymised
 from leaderboard.progress import Progress
 from leaderboard.redis_client import FAILURES, SyncClient, sync_client
 from leaderboard.settings import Settings
@@ -80,8 +82,11 @@ def replay_kafka(
 
     Every batch goes through ``pg_sink`` (so copies are recognised, closed periods and too-old months
     refused, exactly as the live consumer decides) and is then forgotten: memory is one batch, whatever the
-    topic holds. ``check`` runs between batches (the rebuild's leases).
+    topic holds. ``check`` runs between batches (the rebuild's leases). Records of erased ids are stored
+    under their pseudonym (moderation), so raw records inside the topic's retention never bring them back;
+    what else moderation hides is decided by the checkpoint path the rebuild then takes.
     """
+    view = moderation.load_view(conn)
     consumer = Consumer(
         {
             **config.kafka_common(),
@@ -114,7 +119,7 @@ def replay_kafka(
                 if tp.offset >= 0:  # past transaction markers too
                     done[tp.partition] = max(done[tp.partition], min(tp.offset, ends[tp.partition]))
             valid = [
-                Canonical(r.partition, r.offset, r.decoded)
+                Canonical(r.partition, r.offset, pseudonymised(view, r.decoded))
                 for r in records
                 if isinstance(r.decoded, MatchWon)
             ]

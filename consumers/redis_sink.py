@@ -13,14 +13,14 @@ between two chunks cannot leave the new generation without the chunks applied be
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import orjson
 from redis.cluster import RedisCluster
 
 from consumers import names as display_names
-from consumers.plan import BUCKET_S, Canonical, fold, payload, positions, targets
+from consumers.plan import BUCKET_S, Canonical, Fold, Slot, fold, payload, positions, targets
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
@@ -89,6 +89,7 @@ class RedisSink:
         records: Sequence[Canonical],
         gen: int | None = None,
         pos: dict[int, int] | None = None,
+        keep: Callable[[Board, Canonical], bool] | None = None,
         names: Mapping[str, str] | None = None,
     ) -> int:
         """Apply canonical records to every board; returns the number of sorted-set updates made.
@@ -99,6 +100,7 @@ class RedisSink:
         the calls). A chunk names, per slot, the last offset an earlier chunk of the batch had for it
         (``after``): if that one did not land, the script refuses this one too (a partial), so no watermark
         moves past records still owed. Partials are then resent in order, one call at a time.
+        ``keep`` (moderation): which records count on a board; the others are stored but not applied.
         ``names``: the display names PostgreSQL changed with this batch (``pg_sink.Outcome.names``), written
         in the same pipeline; the records' own names are not looked at (consumers/names.py).
         A live batch (``gen`` None) also checks, in the same round trip, that Redis still holds what it
@@ -117,7 +119,9 @@ class RedisSink:
         skip = display_names.queue(pipe, self._keys, names or {}, rising, check=check_names)
         calls: list[Board] = []
         for board in self._boards:
-            for body in self._bodies(board, chunks(board, ordered, self._max), gen, pos, live):
+            for body in self._bodies(
+                board, chunks(board, ordered, self._max), gen, pos, check=live, keep=keep
+            ):
                 self._call(board, body, now, pipe)
                 calls.append(board)
         if not calls and not skip:
@@ -141,7 +145,7 @@ class RedisSink:
             partials.setdefault(board.id, []).extend(p.decode() for p in res[3:])
         for board in self._boards:
             if partials.get(board.id):
-                applied += self._resolve_partials(board, ordered, partials[board.id], now)
+                applied += self._resolve_partials(board, ordered, partials[board.id], now, keep)
         names_behind = check_names and display_names.behind(out[0], self._names_seen)
         if live:
             _raise(self.seen, pos)
@@ -157,14 +161,16 @@ class RedisSink:
         parts: list[list[Canonical]],
         gen: int | None,
         pos: dict[int, int] | None,
+        *,
         check: bool = False,
+        keep: Callable[[Board, Canonical], bool] | None = None,
     ) -> list[bytes]:
         """Payloads of a board's chunks, with ``after`` guards; the first carries the positions (with what
         this sink saw accepted, when ``check``)."""
         out: list[bytes] = []
         last: dict[tuple[str, int], int] = {}
         for k, part in enumerate(parts):
-            folded = fold(board, part)
+            folded = fold(board, part) if keep is None else _fold_kept(board, part, keep)
             body = payload(board, folded, gen, pos if k == 0 else None)
             if body is None:
                 continue
@@ -193,7 +199,12 @@ class RedisSink:
         return self._apply(keys=keys, args=args, client=pipe)
 
     def _resolve_partials(
-        self, board: Board, ordered: Sequence[Canonical], partials: list[str], now: str
+        self,
+        board: Board,
+        ordered: Sequence[Canonical],
+        partials: list[str],
+        now: str,
+        keep: Callable[[Board, Canonical], bool] | None = None,
     ) -> int:
         """Resend, chunk by chunk and one call at a time, only the records past each watermark a chunk
         overlapped (zombie or rewind) or that waited behind such a chunk."""
@@ -209,7 +220,7 @@ class RedisSink:
             for target, above in by_gen.items():
                 for slot, mark in sorted(above.items()):
                     past = [r for r in ordered if r.partition == slot[1] and r.offset > mark]
-                    for body in self._bodies(board, chunks(board, past, self._max), target, None):
+                    for body in self._bodies(board, chunks(board, past, self._max), target, None, keep=keep):
                         only = _only(body, slot)
                         if only is None:
                             continue
@@ -219,6 +230,21 @@ class RedisSink:
             if not partials:
                 return applied
         raise PartialLoop(f"board {board.id}: watermarks moved during {_MAX_PARTIAL_ROUNDS} retries")
+
+
+def _fold_kept(board: Board, part: Sequence[Canonical], keep: Callable[[Board, Canonical], bool]) -> Fold:
+    """fold of the records ``keep`` lets count, with every slot's offsets spanning ALL the chunk's records
+    (a slot of only moderated records has no players): the watermarks move past moderated events too, so
+    a moderation recompute knows they were processed (and counts them once they count again)."""
+    folded = fold(board, [r for r in part if keep(board, r)])
+    for rec in part:
+        for key, _, _ in targets(board, rec.event):
+            slot = folded.get((key, rec.partition))
+            if slot is None:
+                folded[(key, rec.partition)] = Slot(rec.offset, rec.offset, {})
+            else:
+                slot.lo, slot.hi = min(slot.lo, rec.offset), max(slot.hi, rec.offset)
+    return folded
 
 
 def _only(body: bytes, slot: tuple[str, int]) -> bytes | None:

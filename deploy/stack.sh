@@ -35,7 +35,8 @@ KAFKA_JVM_OPTS=(-Xmx512m -Xms512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:Initi
 TOPICS=("${LEADERBOARD_TOPIC:-match-won.v1}:12"
   "${LEADERBOARD_DLQ_TOPIC:-match-won.v1.dlq}:3"
   "${LEADERBOARD_PERIOD_CLOSED_TOPIC:-period-closed.v1}:3"
-  "${LEADERBOARD_MODERATION_TOPIC:-moderation.v1}:3")
+  "${LEADERBOARD_MODERATION_TOPIC:-moderation.v1}:3"
+  "${LEADERBOARD_PERIOD_CORRECTED_TOPIC:-period-corrected.v1}:3")
 # Topics keep raw records (player ids, display names) this long: the erasure horizon (docs/operations.md).
 RETENTION_MS=$((${LEADERBOARD_ERASURE_HORIZON_S:-604800} * 1000))
 declare -A READY_TIMEOUT=([kafka]=90 [redis]=30 [postgres]=60)

@@ -40,6 +40,8 @@ class Settings:
     dlq_topic: str = "match-won.v1.dlq"
     period_closed_topic: str = "period-closed.v1"
     moderation_topic: str = "moderation.v1"
+    period_corrected_topic: str = "period-corrected.v1"
+    """Corrections of closed periods' standings (moderation after the close): who moved, old and new."""
     """Moderation actions (schemas/moderation.v1.json), published after PostgreSQL holds them."""
     consumer_group: str = "leaderboard"
     api_host: str = "127.0.0.1"
@@ -340,6 +342,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
             "dlq_topic",
             "period_closed_topic",
             "moderation_topic",
+            "period_corrected_topic",
             "consumer_group",
             "redis_prefix",
         ):

@@ -12,15 +12,18 @@ import asyncio
 import copy
 import hmac
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
 
 import msgspec
+import psycopg
 import uuid_utils
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.responses import Response
 
+from leaderboard.boards import Board
 from leaderboard.moderation import rules, service, store
 from leaderboard.settings import Settings
 from query_api import http
@@ -80,8 +83,12 @@ def _entry(e: store.Entry) -> dict[str, Any]:
     }
 
 
-def make_router(config: Settings, boards: frozenset[str]) -> APIRouter:  # noqa: C901 - one closure per route
-    """The admin routes; mount with ``app.include_router``. ``boards``: the ids the app serves."""
+def make_router(  # noqa: C901, PLR0915 - one closure per route
+    config: Settings, boards: frozenset[str], definitions: Sequence[Board] = ()
+) -> APIRouter:
+    """The admin routes; mount with ``app.include_router``. ``boards``: the ids the app serves;
+    ``definitions``: those boards (for the investigation route's filters and periods)."""
+    by_id = {b.id: b for b in definitions}
     token = config.admin_token.encode()
 
     async def authorize(request: Request) -> None:
@@ -183,5 +190,55 @@ def make_router(config: Settings, boards: frozenset[str]) -> APIRouter:  # noqa:
             raise Problem(503, "postgres-unavailable", str(exc), headers={"Retry-After": "5"}) from None
         next_after = rows[-1].seq if len(rows) == limit else None
         return http.plain_json({"actions": [_entry(e) for e in rows], "next_after": next_after})
+
+    @router.get(
+        "/players/{player_id}/events",
+        summary="The events behind a player's score on a board-period, counted or why not",
+        description=(
+            "From PostgreSQL, oldest first: event_id, match_id, points, score, occurred_at, `counted`, and"
+            " `why_not` (erased, voided-event, voided-match, voided-window, held, not-on-board). `period`:"
+            " a period key of the board, seasons included (default: all the player's events). Page on"
+            " with `offset` (`next_offset`; null at the end)."
+        ),
+        responses={
+            **_AUTH_RESPONSES,
+            400: {"description": "Invalid parameter (player id, offset, limit)"},
+            422: {"description": "Unknown board or invalid period"},
+        },
+    )
+    async def player_events(
+        player_id: Annotated[str, Path(min_length=1, max_length=64, pattern=_PLAYER)],
+        board: Annotated[str, Query(min_length=1, max_length=64)],
+        period: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=store.MAX_LIST)] = 100,
+    ) -> Response:
+        b = by_id.get(board)
+        if b is None:
+            raise Problem(422, "unknown-board", f"no such board: {board}")
+        span = None
+        if period is not None:
+            try:
+                span = b.bounds(period)
+            except ValueError as exc:  # periods.PeriodError included
+                raise Problem(422, "invalid-period", f"period {period!r}: {exc}") from None
+        try:
+            rows = await asyncio.to_thread(
+                service.investigate, config, player_id, b, span, offset=offset, limit=limit
+            )
+        except service.Unavailable as exc:
+            raise Problem(503, "postgres-unavailable", str(exc), headers={"Retry-After": "5"}) from None
+        except psycopg.Error as exc:
+            raise Problem(503, "postgres-unavailable", str(exc).splitlines()[0]) from None
+        next_offset = offset + len(rows) if len(rows) == limit else None
+        return http.plain_json(
+            {
+                "player_id": player_id,
+                "board": board,
+                "period": period,
+                "events": rows,
+                "next_offset": next_offset,
+            }
+        )
 
     return router

@@ -147,7 +147,9 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(stream.router)
     app.include_router(health.router)
-    app.include_router(admin.make_router(config, frozenset(b.id for b in board_list)))  # moderation
+    app.include_router(
+        admin.make_router(config, frozenset(b.id for b in board_list), board_list)
+    )  # moderation
     for router in routers:
         app.include_router(router)
 

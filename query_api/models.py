@@ -145,6 +145,10 @@ class Stats(Span):
 class ClosedPeriod(PeriodInfo):
     closed_at: Instant
     players: int
+    version: int = Field(1, description="1 as closed; +1 per correction by later moderation.")
+    corrected_at: Instant | None = Field(
+        None, description="When moderation last corrected the standings (null: never); see period-corrected."
+    )
 
 
 class Periods(BaseModel):

@@ -197,6 +197,8 @@ async def list_periods(request: Request, board: BoardId) -> Response:
                 **period_doc(b, x.period),
                 "closed_at": timefmt.utc(x.closed_at),
                 "players": x.players,
+                "version": x.version,
+                "corrected_at": None if x.corrected_at is None else timefmt.utc(x.corrected_at),
             }
             for x in closed
             if _known(b, x.period)

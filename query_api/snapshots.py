@@ -44,6 +44,8 @@ class Closed:
     period: str
     closed_at: datetime
     players: int
+    version: int = 1
+    corrected_at: datetime | None = None
 
 
 def _unavailable(why: str) -> Problem:
@@ -163,11 +165,11 @@ class Snapshots:
 
     async def all_closed(self, board: str) -> list[Closed]:
         rows = await self._fetch(
-            "SELECT period, closed_at, players FROM closed_periods WHERE board = %s"
+            "SELECT period, closed_at, players, version, corrected_at FROM closed_periods WHERE board = %s"
             " ORDER BY closed_at DESC, period",
             (board,),
         )
-        return [Closed(board, r[0], r[1], r[2]) for r in rows]
+        return [Closed(board, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     _ROW = (
         "SELECT s.rank, s.player_id, s.score, s.reached_at, p.display_name FROM period_standings s"

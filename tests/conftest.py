@@ -137,15 +137,22 @@ def isolated(
         dlq_topic=f"match-won-{tag}.dlq",
         period_closed_topic=f"period-closed-{tag}",
         moderation_topic=f"moderation-{tag}",
+        period_corrected_topic=f"period-corrected-{tag}",
         consumer_group=f"lb-{tag}",
         redis_prefix=f"t{tag}",
         database_url=db_url,
         consumer_metrics_port=0,
         auto_close_periods=False,  # tests replay historic timestamps; test_close_period turns it on
     )
-    topics = [cfg.topic, cfg.dlq_topic, cfg.period_closed_topic, cfg.moderation_topic]
+    topics = [
+        cfg.topic,
+        cfg.dlq_topic,
+        cfg.period_closed_topic,
+        cfg.moderation_topic,
+        cfg.period_corrected_topic,
+    ]
     try:
-        create_topics(admin, dict(zip(topics, (*partitions, partitions[-1]), strict=True)))
+        create_topics(admin, dict(zip(topics, (*partitions, partitions[-1], partitions[-1]), strict=True)))
         yield cfg
     finally:
         delete_topics(admin, topics)

@@ -16,9 +16,8 @@ import redis
 from consumers import archive, checkpoints, pg_sink
 from consumers.closing import close_one
 from consumers.compare import differences
-from consumers.generations import canonical_rows
 from consumers.migrate import migrate
-from consumers.plan import Canonical, fold, scores
+from consumers.plan import Canonical, canonical_rows, fold, scores
 from consumers.redis_sink import RedisSink
 from leaderboard.boards import Board
 from leaderboard.errors import UserError

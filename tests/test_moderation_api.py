@@ -13,12 +13,12 @@ import psycopg
 import pytest
 
 from consumers.migrate import migrate
-from leaderboard.boards import Board
+from leaderboard.boards import Board, Season
 from leaderboard.settings import Settings
 from query_api.app import create_app
 from schemas import moderation as m
 from tests.procs import ApiProcess, read_topic, schemathesis, wait_until
-from tests.test_moderation import add_events, event
+from tests.test_moderation import T0, add_events, event
 
 ADMIN = "admin-s3cret"
 INGEST = "ingest-s3cret"
@@ -32,11 +32,13 @@ def db(pg: psycopg.Connection) -> psycopg.Connection:
     return pg
 
 
-def call(config: Settings, *requests: tuple[str, str, dict[str, Any]]) -> list[httpx.Response]:
+def call(
+    config: Settings, *requests: tuple[str, str, dict[str, Any]], boards: list[Board] = BOARDS
+) -> list[httpx.Response]:
     """The app in process (no lifespan: the admin routes need none), real stores behind it."""
 
     async def main() -> list[httpx.Response]:
-        app = create_app(config, BOARDS, fast_path=False)
+        app = create_app(config, boards, fast_path=False)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
             return [await client.request(method, url, **kw) for method, url, kw in requests]
@@ -263,4 +265,82 @@ def test_schemathesis_finds_no_server_error_on_the_admin_routes(
         # fmt: on
     finally:
         api.stop()
-    assert "Tested: 2" in out  # both admin operations, not a filtered-out run
+    assert "Tested: 3" in out  # every admin operation, not a filtered-out run
+
+
+def test_investigation_lists_the_events_behind_a_score_counted_or_why_not(
+    config: Settings, db: psycopg.Connection
+) -> None:
+    cfg = replace(config, admin_token=ADMIN)
+    kept, voided, in_window, other = event("ivy", 2), event("ivy", 3), event("ivy", 10), event("ivy", 20)
+    add_events(db, [kept, voided, in_window, other, event("bob", 4)])
+    url = "/v1/admin/players/ivy/events"
+    void_event = {"kind": "void", "actor": "ops", "reason": "x", "event_ids": [voided[0]]}
+    window = {
+        "kind": "void",
+        "actor": "ops",
+        "reason": "x",
+        "player_id": "ivy",
+        "from": "2026-11-09T00:00:00Z",
+        "until": "2026-11-11T00:00:00Z",
+    }
+    hold = {**exclude("ivy"), "boards": ["monthly"]}
+    responses = call(
+        cfg,
+        ("POST", PATH, {"json": void_event, **bearer(ADMIN)}),
+        ("POST", PATH, {"json": window, **bearer(ADMIN)}),
+        ("POST", PATH, {"json": hold, **bearer(ADMIN)}),
+        (
+            "GET",
+            url,
+            {"params": {"board": "global", "period": "monthly:2026-11", "limit": 3}, **bearer(ADMIN)},
+        ),
+        ("GET", url, {"params": {"board": "global", "offset": 3}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "monthly", "period": "daily:2026-11-20"}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "nope"}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "global", "period": "weekly:x"}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "global"}}),
+    )
+    assert [r.status_code for r in responses[:3]] == [201, 201, 201]
+    first, rest, held, unknown, bad_period, anonymous = responses[3:]
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert [(e["event_id"], e["counted"], e["why_not"]) for e in page["events"]] == [
+        (kept[0], True, None),
+        (voided[0], False, "voided-event"),
+        (in_window[0], False, "voided-window"),
+    ]
+    assert page["next_offset"] == 3
+    assert [(e["event_id"], e["why_not"]) for e in rest.json()["events"]] == [(other[0], None)]
+    assert rest.json()["next_offset"] is None
+    assert [(e["event_id"], e["why_not"]) for e in held.json()["events"]] == [(other[0], "held")]
+    assert (unknown.status_code, unknown.json()["type"].rsplit("/", 1)[-1]) == (422, "unknown-board")
+    assert bad_period.status_code == 422
+    assert anonymous.status_code == 401
+
+
+def test_investigation_on_a_score_board_names_events_without_a_score_and_reads_seasons(
+    config: Settings, db: psycopg.Connection
+) -> None:
+    cfg = replace(config, admin_token=ADMIN)
+    season = Season("s1", T0, T0.replace(day=10))
+    laps = Board(id="laps", order="asc", value="score", seasons=(season,))
+    timed, untimed, later = event("ivy", 2), event("ivy", 3), event("ivy", 12)
+    add_events(db, [timed, untimed, later])
+    db.execute("UPDATE events SET score = 40 WHERE event_id = %s", (timed[0],))
+    url = "/v1/admin/players/ivy/events"
+    ok, unknown_season = call(
+        cfg,
+        ("GET", url, {"params": {"board": "laps", "period": "season:s1"}, **bearer(ADMIN)}),
+        ("GET", url, {"params": {"board": "laps", "period": "season:s2"}, **bearer(ADMIN)}),
+        boards=[*BOARDS, laps],
+    )
+    assert ok.status_code == 200, ok.text
+    assert [(e["event_id"], e["score"], e["counted"], e["why_not"]) for e in ok.json()["events"]] == [
+        (timed[0], 40, True, None),
+        (untimed[0], None, False, "not-on-board"),  # later (day 12) is outside the season
+    ]
+    assert (unknown_season.status_code, unknown_season.json()["type"].rsplit("/", 1)[-1]) == (
+        422,
+        "invalid-period",
+    )

@@ -128,6 +128,11 @@ def calls(path: str, method: str) -> list[dict[str, Any]]:
         # moderation tables (this world does not migrate, so no recorded action is scanned here).
         ("GET", "/v1/admin/moderation"): [{"headers": ADMIN}, {}],
         ("POST", "/v1/admin/moderation"): [{"json": {"kind": "exclude"}, "headers": ADMIN}, {"json": {}}],
+        ("GET", "/v1/admin/players/{player_id}/events"): [
+            {"params": {"board": "nope"}, "headers": ADMIN},
+            {"params": {"board": "global", "period": "bad"}, "headers": ADMIN},
+            {"params": {"board": "global"}},
+        ],
         ("POST", "/v1/scores:batch"): [
             {"json": [EVENT, EVENT], "headers": AUTH},
             {"json": [], "headers": AUTH},

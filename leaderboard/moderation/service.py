@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from leaderboard import boards as boards_mod
+from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.moderation import publish, store
 from leaderboard.settings import Settings
 from schemas import moderation as m
+from schemas.model import MatchWon
 
 CONNECT_TIMEOUT_S = 5
 
@@ -89,3 +91,55 @@ def entries(config: Settings, *, player: str | None, after: int, limit: int) -> 
             raise Unavailable("the moderation tables are missing: run `leaderboard migrate`") from None
         except psycopg.OperationalError as exc:
             raise Unavailable(f"PostgreSQL unavailable: {_first_line(exc)}") from None
+
+
+def investigate(
+    config: Settings,
+    player: str,
+    board: Board,
+    span: tuple[datetime, datetime] | None,
+    *,
+    offset: int,
+    limit: int,
+) -> list[dict[str, object]]:
+    """The player's stored events in ``span`` (None: all), oldest first, each with whether it counts on
+    ``board`` now and why not (``view.View.why_not``; ``not-on-board``: the board's filter refuses it, or
+    the board cannot count it: no value for its ``value``, or one past the bounds).
+    Keyed by the player index; at most ``limit`` rows from ``offset``."""
+    where = "player_id = %s" + ("" if span is None else " AND occurred_at >= %s AND occurred_at < %s")
+    params: list[object] = [player, *(span or ())]
+    with connect(config) as conn:
+        v = store.load_view(conn)
+        rows = conn.execute(
+            "SELECT event_id::text, match_id, player_id, game, mode, region, points, score, occurred_at"
+            " FROM events"
+            f" WHERE {where} ORDER BY occurred_at, event_id OFFSET %s LIMIT %s",
+            [*params, offset, min(max(limit, 1), store.MAX_LIST)],
+        ).fetchall()
+    out: list[dict[str, object]] = []
+    for eid, match, pid, game, mode, region, points, score, at in rows:
+        event = MatchWon(
+            event_id=eid,
+            match_id=match,
+            player_id=pid,
+            game=game,
+            mode=mode,
+            region=region,
+            points=points,
+            score=score,
+            occurred_at=at,
+        )
+        on_board = board.accepts(game, mode, region) and board.value_of(points, score) is not None
+        why = v.why_not(event, board.id) if on_board else "not-on-board"
+        out.append(
+            {
+                "event_id": eid,
+                "match_id": match,
+                "points": points,
+                "score": score,
+                "occurred_at": m.utc_text(at),
+                "counted": why is None,
+                "why_not": why,
+            }
+        )
+    return out

@@ -7,7 +7,6 @@ bounded by the action (the player's events for an erasure), never by history.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,7 @@ from typing import Any, Final
 import psycopg
 from psycopg.types.json import Jsonb
 
-from leaderboard.moderation import rules
+from leaderboard.moderation import rules, view
 from schemas import moderation as m
 
 LOCK: Final = 0x1EAD_30D  # advisory lock: one moderation write at a time
@@ -30,6 +29,10 @@ PLAYER_COLUMNS: Final = (
     ("events", "player_id"),
     ("players", "player_id"),
     ("period_standings", "player_id"),
+    ("standings_checkpoint", "player_id"),
+    ("period_held", "player_id"),
+    ("period_standings_history", "player_id"),
+    ("period_correction_moves", "player_id"),
     ("moderation_exclusions", "player_id"),
     ("moderation_void_windows", "player_id"),
 )
@@ -64,9 +67,8 @@ class Entry:
     """The unvoid that reversed this void, if any."""
 
 
-def digest(player_id: str) -> bytes:
-    """The erased id's SHA-256: recognises its records still in Kafka until the erasure horizon."""
-    return hashlib.sha256(b"leaderboard-erasure-v1\x00" + player_id.encode()).digest()
+digest = view.digest
+"""The erased id's SHA-256 (kept where phase A put it; the board paths use view.digest)."""
 
 
 def new_pseudonym() -> str:
@@ -265,6 +267,9 @@ def erase(
         (pseudonym, pseudonym, player),
     )
     conn.execute(
+        "INSERT INTO moderation_redis_erase (action_id, player_id) VALUES (%s, %s)", (action_id, player)
+    )
+    conn.execute(
         "INSERT INTO moderation_erasures (pseudonym, action_id, erased_at, id_digest, digest_until)"
         " VALUES (%s, %s, %s, %s, %s)",
         (pseudonym, action_id, at, digest(player), max(at, datetime.now(UTC)) + horizon),
@@ -314,3 +319,117 @@ def listing(
         params,
     ).fetchall()
     return [Entry(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+
+# -- phase B: what the board paths read ---------------------------------------------------------------
+
+
+def last_seq(conn: psycopg.Connection) -> int:
+    """The newest action's seq (0: none): one index lookup, cheap enough for every batch."""
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM moderation_actions").fetchone()
+    return int(row[0]) if row else 0
+
+
+def load_view(conn: psycopg.Connection) -> view.View:
+    """The active moderation state, consistent at one seq (one REPEATABLE READ snapshot, a query per
+    table; the tables hold active holds and voids only, so this is small whatever the history)."""
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        return _view(conn)  # inside the caller's transaction: its snapshot rules
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return _view(conn)
+
+
+def _view(conn: psycopg.Connection) -> view.View:
+    seq = last_seq(conn)
+    holds = conn.execute("SELECT player_id, board FROM moderation_exclusions").fetchall()
+    events = conn.execute("SELECT event_id::text FROM moderation_void_events").fetchall()
+    matches = conn.execute("SELECT match_id FROM moderation_void_matches").fetchall()
+    windows = conn.execute("SELECT player_id, starts_at, ends_at FROM moderation_void_windows").fetchall()
+    erased = conn.execute("SELECT pseudonym, id_digest FROM moderation_erasures").fetchall()
+    return view.build(
+        seq,
+        ((str(p), str(b)) for p, b in holds),
+        (str(r[0]) for r in events),
+        (str(r[0]) for r in matches),
+        ((str(p), a, b) for p, a, b in windows),
+        (str(r[0]) for r in erased),
+        ((bytes(r[1]), str(r[0])) for r in erased if r[1] is not None),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Affected:
+    """The players whose standings the actions in (after, upto] may change."""
+
+    upto: int
+    players: frozenset[str]
+    """Ids as PostgreSQL holds them now (an erased player: the pseudonym)."""
+    redis_ids: frozenset[str]
+    """Erased ids Redis may still hold (from moderation_redis_erase): to drop from every live key."""
+    facts: bool
+    """Whether any action is a void, unvoid or erase (changes the checkpoint; holds do not)."""
+
+
+def affected_players(conn: psycopg.Connection, after: int, upto: int | None = None) -> Affected:
+    """Who the actions with seq in (``after``, ``upto``] touch, by keyed lookups only.
+
+    exclude / reinstate / window void / erase: the player; void by events: their players (primary key);
+    void by matches: the matches' players (``events_match``); unvoid: the same as its void.
+    """
+    top = last_seq(conn) if upto is None else upto
+    rows = conn.execute(
+        "SELECT a.kind, a.player_id, coalesce(t.record, a.record) FROM moderation_actions a"
+        " LEFT JOIN moderation_actions t ON t.action_id = a.target"
+        " WHERE a.seq > %s AND a.seq <= %s ORDER BY a.seq",
+        (after, top),
+    ).fetchall()
+    players: set[str] = set()
+    event_ids: set[str] = set()
+    match_ids: set[str] = set()
+    facts = False
+    for kind, player, rec in rows:
+        facts |= kind in {"void", "unvoid", "erase"}
+        target = rec if isinstance(rec, dict) else {}
+        if target.get("event_ids"):
+            event_ids.update(target["event_ids"])
+        elif target.get("match_ids"):
+            match_ids.update(target["match_ids"])
+        elif target.get("player_id"):
+            players.add(str(target["player_id"]))
+        elif player is not None:
+            players.add(str(player))
+    if event_ids:
+        players.update(
+            str(r[0])
+            for r in conn.execute(
+                "SELECT DISTINCT player_id FROM events WHERE event_id = ANY(%s::uuid[])", (sorted(event_ids),)
+            ).fetchall()
+        )
+    if match_ids:
+        players.update(
+            str(r[0])
+            for r in conn.execute(
+                "SELECT DISTINCT player_id FROM events WHERE match_id = ANY(%s)", (sorted(match_ids),)
+            ).fetchall()
+        )
+    redis_ids = frozenset(
+        str(r[0]) for r in conn.execute("SELECT player_id FROM moderation_redis_erase").fetchall()
+    )
+    return Affected(top, frozenset(players), redis_ids, facts)
+
+
+def erased_from_redis(conn: psycopg.Connection, ids: frozenset[str]) -> None:
+    """Redis no longer holds these erased ids: their last rows in PostgreSQL go."""
+    if ids:
+        conn.execute("DELETE FROM moderation_redis_erase WHERE player_id = ANY(%s)", (sorted(ids),))
+
+
+def applied_seq(conn: psycopg.Connection) -> int:
+    """The last action the Redis boards reflect (moved by the consumers after their recompute)."""
+    row = conn.execute("SELECT seq FROM moderation_applied").fetchone()
+    return int(row[0]) if row else 0
+
+
+def mark_applied(conn: psycopg.Connection, seq: int) -> None:
+    conn.execute("UPDATE moderation_applied SET seq = greatest(seq, %s)", (seq,))
