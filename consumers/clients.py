@@ -49,10 +49,16 @@ class Clients:
 
     @classmethod
     def for_settings(cls, config: Settings) -> Clients:
+        # One transactional.id per process, reused by every replacement producer: a new producer's
+        # InitProducerId then fences the one it replaces and aborts its open transaction at once. With a fresh
+        # id each time, the replaced producer's pending offsets (KIP-447) blocked its partitions until the
+        # coordinator timed that transaction out, which after a broker restart was seen not to happen for
+        # minutes (every member owning partitions, fetching nothing: UNSTABLE_OFFSET_COMMIT).
+        transactional_id = f"{config.consumer_group}-{uuid.uuid4().hex}"
         return cls(
             consumer=new_consumer(config),
             redis=sync_client(config, socket_timeout=_REDIS_TIMEOUT_S, connect_timeout=_REDIS_CONNECT_S),
-            new_producer=lambda: new_producer(config),
+            new_producer=lambda: new_producer(config, transactional_id),
             connect_pg=lambda: connect_pg(config.database_url),
         )
 
@@ -80,11 +86,11 @@ def consumer_settings(config: Settings) -> dict[str, Any]:
     }
 
 
-def new_producer(config: Settings) -> TransactionalProducer:
+def new_producer(config: Settings, transactional_id: str) -> TransactionalProducer:
     return TransactionalProducer(
         {
             **config.kafka_common(),
-            "transactional.id": f"{config.consumer_group}-{uuid.uuid4().hex}",
+            "transactional.id": transactional_id,
             "linger.ms": 5,
             # A SIGKILLed member leaves its open transaction behind; its offsets block the partitions
             # (KIP-447) until the broker aborts it, so keep this short: batches commit in milliseconds.
