@@ -60,11 +60,7 @@ def announce(
 ) -> bool:
     """Publish the period-closed event unless it was already recorded as published; True if sent now."""
     with conn.transaction():
-        got = conn.execute(
-            "SELECT pg_try_advisory_xact_lock(%s::integer, hashtext(%s))",
-            period_store.lock_key(board.id, period),
-        ).fetchone()
-        if not got or not got[0]:
+        if not period_store.try_lock(conn, board.id, period):
             return False
         row = conn.execute(
             "SELECT announced_at FROM closed_periods WHERE board = %s AND period = %s", (board.id, period)

@@ -67,11 +67,7 @@ def correct(conn: psycopg.Connection, board: Board, period: str) -> int | None:
     """
     origin, unit = board.origin(period)
     with conn.transaction():
-        got = conn.execute(
-            "SELECT pg_try_advisory_xact_lock(%s::integer, hashtext(%s))",
-            period_store.lock_key(board.id, period),
-        ).fetchone()
-        if not got or not got[0]:
+        if not period_store.try_lock(conn, board.id, period):
             return None
         head = conn.execute(
             "SELECT version, moderation_seq FROM closed_periods"

@@ -133,10 +133,7 @@ def store_standings(conn: psycopg.Connection, board: Board, period: str) -> int 
     """
     origin, unit = board.origin(period)
     with conn.transaction():
-        got = conn.execute(
-            "SELECT pg_try_advisory_xact_lock(%s::integer, hashtext(%s))", _lock_key(board.id, period)
-        ).fetchone()
-        if not got or not got[0]:
+        if not try_lock(conn, board.id, period):
             return None
         head = conn.execute(
             "SELECT standings_at FROM closed_periods WHERE board = %s AND period = %s", (board.id, period)
@@ -185,6 +182,10 @@ def listing(conn: psycopg.Connection, boards: Iterable[Board]) -> list[ClosedRow
     return [ClosedRow(str(b), str(p), c, int(n), s, a) for b, p, c, n, s, a in rows]
 
 
-def lock_key(board: str, period: str) -> tuple[int, str]:
-    """The advisory lock that serialises work on one (board, period) (standings, announcement)."""
-    return _lock_key(board, period)
+def try_lock(conn: psycopg.Connection, board: str, period: str) -> bool:
+    """Take, inside the caller's transaction, the advisory lock that serialises work on one (board, period)
+    (standings, announcement, corrections); False when another process holds it."""
+    got = conn.execute(
+        "SELECT pg_try_advisory_xact_lock(%s::integer, hashtext(%s))", _lock_key(board, period)
+    ).fetchone()
+    return bool(got and got[0])

@@ -15,9 +15,7 @@ reports a batch that does not commit within its bound as not-ready and counts it
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -41,7 +39,7 @@ from consumers.migrate import migrate
 from consumers.moderation_apply import Moved, Recomputer, sync
 from consumers.plan import Canonical, positions
 from consumers.redis_sink import RedisBehind, RedisLost, RedisSink
-from consumers.scheduler import Scheduler
+from consumers.scheduler import Scheduler, break_connection
 from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.errors import EXIT_FAILED, UserError
@@ -271,14 +269,7 @@ class Processor:
         Called from the watchdog thread; the loop's call raises OperationalError, the batch is retried on a
         new connection (whose connect is bounded by connect_timeout).
         """
-        conn = self._pg
-        if conn is None or conn.closed:
-            return
-        try:
-            with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-        except (OSError, psycopg.Error):
-            pass  # already closed: the loop sees the error anyway
+        break_connection(self._pg)
 
     def prepare(self) -> None:
         """Apply migrations; rebuild from PostgreSQL any board whose generation Redis lacks."""
