@@ -7,6 +7,7 @@ own topics, consumer group, Redis key prefix and PostgreSQL schema, so tests run
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -111,6 +112,22 @@ def create_topics(admin: AdminClient, partitions: dict[str, int]) -> None:
     )
     for future in futures.values():
         future.result(timeout=30)
+    # The controller has accepted them; the broker's metadata may not list them yet (a reader right after this
+    # saw "topic not found"). Wait until every topic and partition has a leader; raise on timeout.
+    deadline = time.monotonic() + 30
+    while True:
+        meta = admin.list_topics(timeout=10).topics
+        if all(
+            t in meta
+            and meta[t].error is None
+            and len(meta[t].partitions) == n
+            and all(p.leader >= 0 for p in meta[t].partitions.values())
+            for t, n in partitions.items()
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not in the broker's metadata after 30 s: {sorted(partitions)}")
+        time.sleep(0.05)
 
 
 def delete_topics(admin: AdminClient, topics: list[str]) -> None:
