@@ -151,7 +151,9 @@ def test_actions_idempotent_listed_and_published(config: Settings, db: psycopg.C
     assert only["published"] is True
     assert db.execute("SELECT count(*) FROM moderation_actions").fetchone() == (2,)
     records = [m.decode(v or b"") for _, v, _ in read_topic(cfg, cfg.moderation_topic)]
-    assert [(a.kind, a.action_id) for a in records if not isinstance(a, m.Invalid)] == [
+    # The topic may have several partitions, so only the per-partition
+    # order is defined: each action is published exactly once.
+    assert sorted((a.kind, a.action_id) for a in records if not isinstance(a, m.Invalid)) == [
         ("exclude", aid),
         ("void", void.json()["action_id"]),
     ]
