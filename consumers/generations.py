@@ -193,6 +193,22 @@ class Generations:
             written += len(scores)
         return written
 
+    def _try_flip(self, board: str, gen: int) -> list[bytes]:
+        """flip.lua, declaring the positions of ``gen`` and of the live generation (read again while another
+        process flips between the read and the call)."""
+        keys = self._keys
+        for _ in range(8):
+            before = self.active(board)
+            declared = [keys.meta(board), keys.position(board, gen)]
+            if before is not None:
+                declared.append(keys.position(board, before))
+            res: list[bytes] = self._flip(
+                keys=declared, args=[keys.base(board), gen, "" if before is None else str(before)]
+            )
+            if res[0] != b"stale":
+                return res
+        raise RuntimeError(f"board {board}: its live generation kept changing while flipping {gen}")
+
     def catch_up_and_flip(  # noqa: PLR0917 - kept positional for both rebuild paths
         self,
         board: Board,
@@ -216,7 +232,7 @@ class Generations:
         while True:
             if lease is not None:
                 lease.check()
-            res = self._flip(keys=[keys.meta(board.id)], args=[keys.base(board.id), gen])
+            res = self._try_flip(board.id, gen)
             if res[0] == b"flipped":
                 return int(res[1]) if res[1] else None
             mine = {int(p): int(o) for p, o in self._r.hgetall(keys.position(board.id, gen)).items()}

@@ -1,11 +1,14 @@
 -- Make a rebuilt generation the live one, atomically, once it has caught up with the live generation.
--- KEYS[1] meta hash   ARGV[1] key base   ARGV[2] new generation
+-- KEYS[1] meta hash, KEYS[2] the new generation's position hash, KEYS[3] (if any) the live one's
+-- ARGV[1] key base   ARGV[2] new generation   ARGV[3] the live generation the caller read ("" if none):
+-- if another one is live now, {"stale"} and the caller reads it again (every key a script touches is declared).
 -- Caught up: for every partition, the new generation's position >= the live one's. Otherwise returns
 -- {"behind", partition, live_position} and the rebuild applies more of the tail before trying again.
 -- With no live generation (first start, or Redis lost) the flip is immediate.
 local base = ARGV[1]
 local new = ARGV[2]
 local active = redis.call('HGET', KEYS[1], 'active')
+if (active or '') ~= ARGV[3] then return {'stale'} end
 if active and active ~= new then
   local live = redis.call('HGETALL', gkey_position(key_gen(base, active)))
   for i = 1, #live, 2 do
