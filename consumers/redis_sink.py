@@ -21,6 +21,7 @@ from redis.cluster import RedisCluster
 
 from consumers import names as display_names
 from consumers.plan import BUCKET_S, Canonical, Fold, Slot, fold, payload, positions, targets
+from leaderboard import shards
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
@@ -75,7 +76,17 @@ class RedisSink:
             raise ValueError("max_updates must be >= 1")
         self._r = client
         self._keys = keys
-        self._boards = tuple(boards)
+        self._shards: dict[str, tuple[int, int]] = {}
+        """Storage id of a shard of a sharded board -> (shard, shards): it gets that shard's players only."""
+        expanded: list[Board] = []
+        for board in boards:
+            for i, part in enumerate(shards.parts(board)):
+                if board.shards > 1:
+                    self._shards[part.id] = (i, board.shards)
+                expanded.append(part)
+        self._boards = tuple(expanded)
+        """The boards as stored: a sharded board as one board per shard (leaderboard.shards), each with its
+        own meta, generations and watermarks, one apply.lua call per chunk on its own slot."""
         self._max = max_updates
         self._source = script("apply")
         self._apply = client.register_script(script("apply"))
@@ -132,8 +143,11 @@ class RedisSink:
             self._read_writing([b.id for b in self._boards if b.id not in self._writing])
         calls: list[Board] = []
         sent: dict[str, list[Body]] = {}
+        mine = {b.id: self._mine(b, ordered) for b in self._boards}
         for board in self._boards:
-            bodies = self._bodies(board, chunks(board, ordered, self._max), gen, pos, check=live, keep=keep)
+            bodies = self._bodies(
+                board, chunks(board, mine[board.id], self._max), gen, pos, check=live, keep=keep
+            )
             sent[board.id] = bodies
             for body in bodies:
                 self.call(board, body, gen, now, pipe)
@@ -161,7 +175,7 @@ class RedisSink:
             partials.setdefault(board.id, []).extend(p.decode() for p in res[3:])
         for board in self._boards:
             if partials.get(board.id):
-                applied += self._resolve_partials(board, ordered, partials[board.id], now, keep)
+                applied += self._resolve_partials(board, mine[board.id], partials[board.id], now, keep)
         names_behind = check_names and display_names.behind(out[0], self._names_seen)
         if live:
             _raise(self.seen, pos)
@@ -205,6 +219,14 @@ class RedisSink:
             periods = tuple(str(p["p"]) for p in cast("list[dict[str, Any]]", body["periods"]))
             out.append(Body(orjson.dumps(body), periods))
         return out
+
+    def _mine(self, board: Board, ordered: list[Canonical]) -> list[Canonical]:
+        """The records of a stored board: all of them, or a shard's players only (the batch's positions
+        still go to every shard, so each knows how far the stream was applied)."""
+        if board.id not in self._shards:
+            return ordered
+        shard, n = self._shards[board.id]
+        return [r for r in ordered if shards.shard_of(r.event.player_id, n) == shard]
 
     def _read_writing(self, boards: list[str]) -> None:
         """Cache meta's ``writing`` of ``boards`` (one round trip); "" where absent (the call says nometa)."""
