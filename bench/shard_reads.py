@@ -20,9 +20,9 @@ import functools
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +39,7 @@ from leaderboard.redis_client import SyncClient  # noqa: E402
 from leaderboard.shard_reads import ShardedReads  # noqa: E402
 from query_api.store import script_text  # noqa: E402
 from tests.services import RedisServer  # noqa: E402
+from tests.test_redis_cluster import Cluster  # noqa: E402
 
 PERIOD = "all_time"
 KEYS = Keys("benchshard")
@@ -79,18 +80,21 @@ def private_redis(cluster: bool) -> Iterator[SyncClient]:
         return
     from redis.cluster import RedisCluster  # noqa: PLC0415
 
-    stack = tempfile.mkdtemp(prefix="bench-rc-")
+    stack = Path(tempfile.mkdtemp(prefix="bench-rc-"))
     base = _free_block(6)
-    env = {**os.environ, "LEADERBOARD_STACK_DIR": stack, "REDIS_CLUSTER_PORT": str(base)}
-    sh = [str(ROOT / "deploy" / "stack.sh")]
+    nodes = Cluster(
+        base, stack, {**os.environ, "LEADERBOARD_STACK_DIR": str(stack), "REDIS_CLUSTER_PORT": str(base)}
+    )
     try:  # a failed start may leave some nodes running: always stop them
-        subprocess.run([*sh, "up", "redis-cluster"], env=env, check=True, timeout=120)
-        rc = RedisCluster.from_url(f"redis://127.0.0.1:{base}/0", socket_timeout=60)
+        up = nodes.stack("up")
+        if up.returncode != 0:
+            raise RuntimeError(f"stack.sh up redis-cluster failed: {up.stderr.strip()}")
+        rc = RedisCluster.from_url(nodes.url, socket_timeout=60)
         yield rc
         rc.close()
     finally:
-        subprocess.run([*sh, "down", "redis-cluster"], env=env, check=False, timeout=120)
-        subprocess.run(["rm", "-rf", stack], check=False, timeout=60)
+        nodes.stack("down")
+        shutil.rmtree(stack, ignore_errors=True)
 
 
 def load(client: SyncClient, board: Board, players: int, seed: int) -> None:

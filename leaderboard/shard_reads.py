@@ -122,7 +122,12 @@ class ShardedReads:
         )
         total = sum(int(n) for n in out[: len(zs)])
         rows = merged([_rows(r) for r in out[len(zs) :]], offset, limit)
-        first_rank = self.rank_of(period, rows[0][1]) if rows else 0
+        if not rows:
+            first_rank = 0
+        elif offset == 0:  # nobody has more points than the top row: no second round
+            first_rank = 1
+        else:
+            first_rank = self.rank_of(period, rows[0][1])
         return Page(total, first_rank, offset, rows)
 
     def player(self, period: str, player: str) -> Player | None:
