@@ -13,17 +13,19 @@ import re
 import uuid
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 
 from consumers.plan import Canonical
 from consumers.redis_sink import RedisSink
+from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import GUARD, UNDECLARED, prelude, script
 from leaderboard.settings import Settings
-from tests.test_redis_apply import stream
+from tests.test_redis_apply import stream, truth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +99,29 @@ def test_every_script_goes_through_the_guard() -> None:
                     f"{py.name}:{node.lineno} loads a script without the guard"
                 )
     assert registered >= 5
+
+
+def test_a_call_declared_for_old_generations_is_resent_for_the_new_ones(
+    config: Settings, redis_client: redis.Redis
+) -> None:
+    """The sink declares the generations it last read in meta's ``writing``; a rebuild that starts (or a flip)
+    in between makes apply.lua answer ``stale`` without writing, and the sink resends the call, declared for
+    the generations now written: the batch lands in each of them once."""
+    keys = Keys(config.redis_prefix)
+    board = Board(id="global")
+    redis_client.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
+    records = stream(60, 5)
+    sink = RedisSink(redis_client, keys, [board], max_updates=40)
+    sink.apply(records[:20])  # caches writing = "1"
+    redis_client.hset(keys.meta(board.id), "writing", "1,2")  # a rebuild starts writing generation 2
+    sink.apply(records[20:40])
+    redis_client.hset(keys.meta(board.id), mapping={"active": 2, "writing": "2"})  # and flips
+    sink.apply(records[40:])
+    sink.apply(records[20:])  # a redelivery changes nothing
+
+    def points(gen: int) -> dict[str, int]:
+        rows = redis_client.zrange(keys.board(board.id, gen, "all_time"), 0, -1, withscores=True)
+        return {m.decode(): scoring.points_of(s) for m, s in cast("list[tuple[bytes, float]]", rows)}
+
+    assert points(1) == truth(records[:40])
+    assert points(2) == truth(records[20:])  # what a rebuild's checkpoint adds to generation 2 is its own
