@@ -228,3 +228,44 @@ def test_a_boards_file_with_a_sharded_board_is_refused_until_it_is_served(tmp_pa
     path.write_text('[[board]]\nid = "big"\nshards = 3\n')
     with pytest.raises(boards_mod.BoardsError, match="only shards = 1 is served so far"):
         boards_mod.load(path)
+
+
+class _Counting:
+    """A client that counts the pipelines executed through it and the script calls they carried."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self.executes = 0
+        self.scripts = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+    def pipeline(self, transaction: bool = False) -> object:
+        pipe = self._client.pipeline(transaction=transaction)
+        real = pipe.execute
+
+        def execute(raise_on_error: bool = True) -> list[object]:
+            self.executes += 1
+            self.scripts += sum(1 for args, _ in pipe.command_stack if args[0] in {"EVAL", "EVALSHA"})
+            return real(raise_on_error)
+
+        pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+def test_a_batch_is_one_pipeline_for_every_shard(config: Settings, redis_client: redis.Redis) -> None:
+    """No round trip per event or per shard: a batch is one pipeline holding one call per chunk and shard."""
+    keys = Keys(config.redis_prefix)
+    split = Board(id=f"s{uuid.uuid4().hex[:8]}", shards=SHARDS)
+    for part in shards.parts(split):
+        redis_client.hset(keys.meta(part.id), mapping={"active": 1, "writing": 1})
+    counting = _Counting(redis_client)
+    sink = RedisSink(counting, keys, [split])  # type: ignore[arg-type]
+    records = _records([(p, 0, 1, p % 3) for p in range(200)])
+    sink.apply(records[:100])  # the first batch also reads the shards' generations (one more pipeline)
+    assert (counting.executes, counting.scripts) == (2, SHARDS)
+    sink.apply(records[100:])
+    assert (counting.executes, counting.scripts) == (3, 2 * SHARDS)
+    reads = ShardedReads(redis_client, keys, split)
+    assert reads.total("all_time") == 200
