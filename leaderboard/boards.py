@@ -214,12 +214,16 @@ def _seasons(raw: object, board_id: str) -> tuple[Season, ...]:
     return tuple(out)
 
 
-def parse(raw: dict[str, object]) -> Board:
-    """One board definition (a ``[[board]]`` table, or the same as data) checked into a Board."""
-    return _board(raw)
+def parse(raw: dict[str, object], *, sharded: bool = False) -> Board:
+    """One board definition (a ``[[board]]`` table, or the same as data) checked into a Board.
+
+    ``shards`` > 1 only with ``sharded``: sharded boards are written (consumers.redis_sink) and read
+    (leaderboard.shard_reads), but recovery, rebuild, close-period and the read API do not handle their
+    shards yet: every definition the product serves (file or runtime) is refused rather than half served."""
+    return _board(raw, sharded=sharded)
 
 
-def _board(raw: dict[str, object]) -> Board:
+def _board(raw: dict[str, object], *, sharded: bool = False) -> Board:
     board_id = raw.get("id")
     if not isinstance(board_id, str) or not _BOARD_ID.match(board_id):
         raise BoardsError(f"board id {board_id!r} must match {_BOARD_ID.pattern}")
@@ -256,6 +260,11 @@ def _board(raw: dict[str, object]) -> Board:
     shards = raw.get("shards", 1)
     if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= MAX_SHARDS:
         raise BoardsError(f"board {board_id!r}: shards must be an integer from 1 to {MAX_SHARDS}")
+    if shards > 1 and not sharded:
+        raise BoardsError(
+            f"board {board_id!r}: shards = {shards}: only shards = 1 is served so far "
+            "(sharded boards: storage and reads only, see docs/operations.md)"
+        )
     return Board(
         id=board_id,
         periods=kinds,
@@ -270,19 +279,6 @@ def _board(raw: dict[str, object]) -> Board:
         shards=shards,
         **ints,
     )
-
-
-def served(boards: tuple[Board, ...], where: str) -> tuple[Board, ...]:
-    """``boards`` if the running product serves them all. A board with ``shards`` > 1 is written and read
-    by leaderboard.shards and consumers.redis_sink, but recovery, rebuild, close-period and the read API do
-    not handle its shards yet (docs/adr): refused at start rather than half served."""
-    for b in boards:
-        if b.shards > 1:
-            raise BoardsError(
-                f"{where}: board {b.id!r} has shards = {b.shards}; only shards = 1 is served so far "
-                "(sharded boards: storage and reads only, see docs/operations.md)"
-            )
-    return boards
 
 
 def load(path: Path | None) -> tuple[Board, ...]:
@@ -308,4 +304,4 @@ def load(path: Path | None) -> tuple[Board, ...]:
     ids = [b.id for b in boards]
     if len(set(ids)) != len(ids):
         raise BoardsError(f"{where}: duplicate board ids in {ids}")
-    return served(boards, where)
+    return boards

@@ -218,9 +218,16 @@ def test_shards_hash_the_player_id_stably() -> None:
 @pytest.mark.parametrize("bad", [0, -1, 65, "3", 2.0, True])
 def test_shards_must_be_a_small_positive_integer(bad: object) -> None:
     with pytest.raises(boards_mod.BoardsError, match="shards must be an integer from 1 to 64"):
-        boards_mod.parse({"id": "b", "shards": bad})
-    assert boards_mod.parse({"id": "b", "shards": 3}).shards == 3
+        boards_mod.parse({"id": "b", "shards": bad}, sharded=True)
+    assert boards_mod.parse({"id": "b", "shards": 3}, sharded=True).shards == 3
+    assert boards_mod.parse({"id": "b", "shards": 1}).shards == 1
     assert boards_mod.parse({"id": "b"}).shards == 1
+
+
+def test_a_sharded_definition_is_refused_until_it_is_served() -> None:
+    """Every definition the product serves (a boards file, a runtime board) parses without ``sharded``."""
+    with pytest.raises(boards_mod.BoardsError, match="shards = 3: only shards = 1 is served so far"):
+        boards_mod.parse({"id": "b", "shards": 3})
 
 
 def test_a_boards_file_with_a_sharded_board_is_refused_until_it_is_served(tmp_path: Path) -> None:
