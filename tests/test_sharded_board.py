@@ -207,11 +207,14 @@ def test_shards_hash_the_player_id_stably() -> None:
     assert runs == {f"{[shards.shard_of(f'p{i}', 3) for i in range(200)]}\n"}
     assert {shards.shard_of(f"p{i}", 3) for i in range(200)} == {0, 1, 2}
     assert shards.shard_of("anyone", 1) == 0
-    assert [b.id for b in shards.parts(Board(id="g", shards=3))] == ["g~0", "g~1", "g~2"]
-    # Each shard's keys on a slot of its own (a Redis Cluster may put them on different masters).
-    assert (
-        len({key_slot(Keys().meta(p.id).encode()) for p in shards.parts(Board(id="global", shards=3))}) == 3
-    )
+    # Each shard's keys on a slot of its own, in its own 1/N of the slot space: a cluster whose masters hold
+    # even slot ranges (redis-cli --cluster create) has every shard of a 3-shard board on another master.
+    for board_id in ("g", "global", "chess", "x-1"):
+        for n in (2, 3, 4, 7):
+            ids = [p.id for p in shards.parts(Board(id=board_id, shards=n))]
+            assert [i.split(".")[0] for i in ids] == [f"{board_id}~{k}" for k in range(n)]
+            slots = [key_slot(Keys().meta(i).encode()) for i in ids]
+            assert [s * n // 16384 for s in slots] == list(range(n)), (board_id, n, slots)
     assert shards.parts(Board(id="g")) == [Board(id="g")]
 
 
