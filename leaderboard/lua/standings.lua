@@ -5,7 +5,7 @@
 -- ARGV[1]  "add" | "check"               ARGV[2] entries "<score> [<mark> ]<n> <player>" back to back, where
 --          <n> is the player id's length in bytes (any id passes unchanged); the mark only with KEYS[2]
 -- add:   ZADD every entry (and HSET its mark); returns the number of entries.
--- check: compares each entry's score with ZSCORE; returns {matched, player, expected, found, ...}: how many
+-- check: compares each entry's score with ZMSCORE's; returns {matched, player, expected, found, ...}: how many
 --        players are members of the set, then every differing entry (found is "" when the player is missing).
 local CHUNK = 1000             -- unpack() pushes 2 * CHUNK values; Redis' Lua stack allows ~8000
 local zkey, lkey = KEYS[1], KEYS[2]
@@ -48,19 +48,24 @@ if mode == 'add' then
   return total
 end
 
-local matched = 0
+-- check: one ZMSCORE per CHUNK players (a redis.call per player costs more than the lookups)
 local out = {0}
 while pos <= len do
-  local score, _, player = next_entry()
-  local found = redis.call('ZSCORE', zkey, player)
-  if found and tonumber(found) == tonumber(score) then
-    matched = matched + 1
-  else
-    if found then matched = matched + 1 end  -- a member of the set, with another score
-    out[#out + 1] = player
-    out[#out + 1] = score
-    out[#out + 1] = found or ''
+  local players, scores = {}, {}
+  while pos <= len and #players < CHUNK do
+    local score, _, player = next_entry()
+    players[#players + 1] = player
+    scores[#scores + 1] = score
+  end
+  local found = redis.call('ZMSCORE', zkey, unpack(players))
+  for i = 1, #players do
+    local have = found[i]
+    if have then out[1] = out[1] + 1 end
+    if not (have and tonumber(have) == tonumber(scores[i])) then
+      out[#out + 1] = players[i]
+      out[#out + 1] = scores[i]
+      out[#out + 1] = have or ''
+    end
   end
 end
-out[1] = matched
 return out
