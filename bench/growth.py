@@ -55,7 +55,7 @@ from leaderboard import scoring  # noqa: E402
 from leaderboard import settings as settings_mod  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
-from leaderboard.lua_scripts import source  # noqa: E402
+from leaderboard.lua_scripts import script as lua_script  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
 from tests.services import PostgresServer, RedisServer  # noqa: E402
 
@@ -530,7 +530,7 @@ def bench_redis(args: argparse.Namespace) -> str:
                     zkey,
                     {f"p{i}": scoring.pack(rng.randint(1, 5000), rng.randrange(1 << 20)) for i in members},
                 )
-        script = r.register_script(source("apply"))
+        script = r.register_script(lua_script("apply"))
         rate = args.updates
         offset = 0
         for run in range(args.runs):
