@@ -47,7 +47,7 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from consumers import closing, pg_sink  # noqa: E402
+from consumers import checkpoints, closing, pg_sink  # noqa: E402
 from consumers.migrate import migrate  # noqa: E402
 from consumers.plan import Canonical  # noqa: E402
 from consumers.redis_sink import Body, RedisSink, chunks  # noqa: E402
@@ -56,7 +56,7 @@ from leaderboard import settings as settings_mod  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
-from tests.services import RedisServer  # noqa: E402
+from tests.services import PostgresServer, RedisServer  # noqa: E402
 
 BOARD = Board(id="global")
 BATCH = 5000
@@ -315,8 +315,8 @@ def bench_convert(args: argparse.Namespace, schemas: Schemas) -> str:
 # -- rebuild / verify --------------------------------------------------------------------------------------
 
 
-def child(argv: list[str], env: dict[str, str], timeout_s: float) -> tuple[float, float]:
-    """(wall seconds, peak RSS in GB) of one child process."""
+def child(argv: list[str], env: dict[str, str], timeout_s: float) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in GB, CPU seconds) of one child process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
     deadline = time.monotonic() + timeout_s
@@ -334,50 +334,115 @@ def child(argv: list[str], env: dict[str, str], timeout_s: float) -> tuple[float
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[-3:])} exited {proc.returncode}: {err.strip()[-400:]}")
-    return wall, usage.ru_maxrss / 1024 / 1024
+    return wall, usage.ru_maxrss / 1024 / 1024, usage.ru_utime + usage.ru_stime
+
+
+def postmaster_cpu(server: PostgresServer) -> float:
+    """CPU seconds of a private PostgreSQL's postmaster and its exited children (the backends of finished
+    connections: what a job's queries cost; the background writers' ongoing work is left out)."""
+    root = (server.data / "postmaster.pid").read_text().split("\n", 1)[0]
+    rest = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in rest[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def private_postgres() -> PostgresServer:
+    """A private PostgreSQL with the stack's settings (deploy/postgres/postgresql.conf): millions of rows
+    neither fill nor slow the shared one."""
+    server = PostgresServer()
+    conf = (ROOT / "deploy" / "postgres" / "postgresql.conf").read_text()
+    keep = [line for line in conf.splitlines() if line.split("=")[0].strip() in _PG_KEEP]
+    with (server.data / "postgresql.conf").open("a") as f:
+        f.write("\n".join(keep) + "\n")
+    server.stop()
+    server.start()
+    return server
+
+
+_PG_KEEP = {"shared_buffers", "wal_compression", "fsync", "synchronous_commit", "full_page_writes"}
 
 
 def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
+    """``rebuild --from postgres`` and ``verify`` as child processes on a private PostgreSQL and Redis, at a
+    tenth of ``--events`` and at ``--events``. The checkpoint's first fold (once in a deployment's life) is
+    timed apart first; each run then costs the checkpoint plus an empty tail. CPU per process kind from
+    rusage, the postmaster's children and Redis' INFO: on a shared machine they hold still, wall time not."""
     rows = []
     cli = [str(ROOT / ".venv" / "bin" / "leaderboard")]
     for n in (args.events // 10, args.events):
-        url = schemas.new(f"r{n}")
-        with psycopg.connect(url, autocommit=True) as conn:
-            migrate(conn)
-        fill(url, n, args.players, 60)
-        with RedisServer() as server:
-            env = dict(os.environ)
-            env.update(
-                {
-                    "LEADERBOARD_DATABASE_URL": url,
-                    "LEADERBOARD_REDIS_URL": server.url,
-                    "LEADERBOARD_REDIS_PREFIX": f"g{RUN}",
-                    "LEADERBOARD_LOG_LEVEL": "WARNING",
-                }
-            )
-            results: dict[str, list[tuple[float, float]]] = {"rebuild": [], "verify": []}
-            for run in range(args.runs):
-                for job, argv in (
-                    ("rebuild", ["rebuild", "--from", "postgres"]),
-                    ("verify", ["verify", "--attempts", "1"]),
-                ):
-                    results[job].append(child([*cli, *argv], env, args.timeout))
-                    wall, rss = results[job][-1]
-                    # As it goes: one measurement at the issue's sizes can take many minutes.
-                    print(f"{job} at {n:,} events, run {run + 1}: {wall:.1f} s, {rss:.2f} GB", flush=True)
+        pg = private_postgres()
+        try:
+            url = pg.url
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate(conn)
+            filled = fill(url, n, args.players, args.days)
+            t0 = time.perf_counter()
+            with psycopg.connect(url, autocommit=True) as conn:
+                checkpoints.advance(conn, BOARD)
+                ckpt = conn.execute("SELECT count(*) FROM standings_checkpoint").fetchone()
+            fold_s = time.perf_counter() - t0
+            ckpt_rows = int(ckpt[0]) if ckpt else 0
+            print(f"{n:,} events: filled in {filled:.0f} s, first fold {fold_s:.1f} s, {ckpt_rows:,} rows")
+            with RedisServer() as server:
+                r = redis.Redis.from_url(server.url)
+                env = dict(os.environ)
+                env.update(
+                    {
+                        "LEADERBOARD_DATABASE_URL": url,
+                        "LEADERBOARD_REDIS_URL": server.url,
+                        "LEADERBOARD_REDIS_PREFIX": f"g{RUN}",
+                        "LEADERBOARD_LOG_LEVEL": "WARNING",
+                    }
+                )
+                results: dict[str, list[tuple[float, ...]]] = {"rebuild": [], "verify": []}
+                for run in range(args.runs):
+                    for job, argv in (
+                        ("rebuild", ["rebuild", "--from", "postgres"]),
+                        ("verify", ["verify", "--attempts", "1"]),
+                    ):
+                        load = os.getloadavg()[0]
+                        pg0, r0 = postmaster_cpu(pg), redis_cpu(r)
+                        wall, rss, cpu = child([*cli, *argv], env, args.timeout)
+                        results[job].append(
+                            (wall, rss, cpu, postmaster_cpu(pg) - pg0, redis_cpu(r) - r0, load)
+                        )
+                        # As it goes: one measurement at the issue's sizes can take many minutes.
+                        print(
+                            f"{job} at {n:,} events, run {run + 1}: {wall:.1f} s, {rss:.2f} GB, CPU job"
+                            f" {cpu:.1f} s, postgres {results[job][-1][3]:.1f} s, redis"
+                            f" {results[job][-1][4]:.1f} s, load {load:.1f}",
+                            flush=True,
+                        )
+                r.close()
+        finally:
+            pg.cleanup()
         for job, runs in results.items():
+            cols = list(zip(*runs, strict=True))
             rows.append(
                 [
                     job,
                     f"{n:,}",
-                    f"{median([w for w, _ in runs]):.1f} s",
-                    f"{median([m for _, m in runs]):.2f} GB",
-                    ", ".join(f"{w:.1f}" for w, _ in runs),
+                    f"{ckpt_rows:,}",
+                    f"{median(cols[0]):.1f} s",
+                    ", ".join(f"{w:.1f}" for w in cols[0]),
+                    f"{median(cols[2]):.1f} / {median(cols[3]):.1f} / {median(cols[4]):.1f}",
+                    f"{median(cols[1]):.2f} GB",
+                    ", ".join(f"{x:.1f}" for x in cols[5]),
+                    f"{fold_s:.0f} s",
                 ]
             )
     return table(
-        f"Rebuild and verify ({args.players:,} players, 60 days)",
-        ["job", "stored events", "time (median)", "peak RSS", "runs (s)"],
+        f"Rebuild and verify ({args.players:,} players, {args.days} days, private PostgreSQL and Redis)",
+        [
+            "job",
+            "stored events",
+            "checkpoint rows",
+            "time (median)",
+            "runs (s)",
+            "CPU s job / postgres / redis (median)",
+            "peak RSS",
+            "load avg at start",
+            "first fold (once)",
+        ],
         rows,
     )
 
@@ -397,6 +462,7 @@ def reader(url: str, zkey: str, players: int, ready: Any, stop: Any, queue: Any)
     r.ping()
     ready.set()
     i = 0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     while not stop.is_set():
         kind = READS[i % 2]
         i += 1
@@ -409,6 +475,8 @@ def reader(url: str, zkey: str, players: int, ready: Any, stop: Any, queue: Any)
                 r.zrevrange(zkey, max(0, rank - 5), rank + 5, withscores=True)
         out[kind].append(time.perf_counter() - t0)
         time.sleep(0.002)
+    # The reader's own CPU share: a reader starved of a core on a shared machine shows up here, not in Redis.
+    out["cpu"] = [(time.process_time() - cpu0) / (time.perf_counter() - wall0)]
     queue.put(out)
 
 
@@ -524,6 +592,7 @@ def bench_redis(args: argparse.Namespace) -> str:
                     "top10 p99 ms": pct(lat["top10"], 0.99) * 1000,
                     "around p50 ms": pct(lat["around"], 0.5) * 1000,
                     "around p99 ms": pct(lat["around"], 0.99) * 1000,
+                    "reader CPU %": lat["cpu"][0] * 100,
                 }
                 for k, v in cells.items():
                     per.setdefault(label, {}).setdefault(k, []).append(v)
@@ -603,6 +672,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=20_000_000, help="large stored size (small = a tenth)")
     p.add_argument("--players", type=int, default=1_000_000)
+    p.add_argument("--days", type=int, default=60, help="days the stored events span (rebuild)")
     p.add_argument("--board-players", type=int, default=5_000_000)
     p.add_argument("--updates", type=int, default=25_000, help="events/s offered to Redis")
     p.add_argument(

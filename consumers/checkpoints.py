@@ -29,6 +29,7 @@ from datetime import datetime
 import psycopg
 
 from consumers.plan import origin_of, tiebreak_of
+from leaderboard import scoring
 from leaderboard.aggregate import MAX_VALUE
 from leaderboard.boards import Board
 from leaderboard.moderation import store as moderation
@@ -425,6 +426,69 @@ def stream_rows(
                 Row(str(a), str(b), int(c), int(d), int(e), None if u is None else (int(u), int(p), int(o)))
                 for a, b, c, d, e, u, p, o in rows
             ]
+
+
+# The Redis score of a row, as :func:`packed` computes it (rank key * 2^24 + the period's tie-break of at_s;
+# integer division truncates where Python floors, which differs only below 0, clamped to 0 either way).
+_KEY = {
+    "desc": f"least(greatest(points, 0), {MAX_VALUE})",
+    "asc": f"{MAX_VALUE} - least(greatest(points, 0), {MAX_VALUE})",
+}
+_SCORE = (
+    "(least({key}, {max_score}) * {span} + ({span_1}"
+    " - least(greatest((at_s - %(origin)s) / %(unit)s, 0), {span_1})))"
+)
+# One entry of a chunk for the standings script (leaderboard/lua/standings.lua): "<score> [<mark> ]<bytes>
+# <player>", length-prefixed so any player id passes unchanged.
+_ENTRY = {
+    False: "{score} || ' ' || octet_length(player_id) || ' ' || player_id",
+    True: "{score} || ' ' || last_us || ':' || last_partition || ':' || last_offset || ' '"
+    " || octet_length(player_id) || ' ' || player_id",
+}
+ENTRIES = 1000
+"""Entries per standings.lua call: what one call holds Redis for (about 1-2 ms)."""
+
+
+def score_sql(board: Board) -> str:
+    """The SQL expression of a checkpoint row's Redis score (params ``origin``, ``unit``)."""
+    return _SCORE.format(
+        key=_KEY[board.order],
+        max_score=scoring.MAX_SCORE,
+        span=scoring.TIME_SPAN,
+        span_1=scoring.TIME_SPAN - 1,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Entries:
+    """A chunk of one period's checkpoint as standings.lua entries (``rows`` of them, ``events`` folded)."""
+
+    blob: str
+    rows: int
+    events: int
+
+
+def stream_entries(
+    conn: psycopg.Connection, board: Board, period: str, leave_out: Sequence[str] = (), *, marks: bool = False
+) -> Iterator[Entries]:
+    """One period's checkpoint rows, scored by PostgreSQL, as chunks of standings.lua entries.
+
+    Per row only PostgreSQL works (the score, the text) and Python joins strings: what the rebuild's load
+    and verify cost per player. ``leave_out``: players not to list (moderation holds); ``marks``: with
+    each ``last`` row's mark (keys.latest), for a load. Call inside the
+    transaction that read :func:`positions` so rows and positions agree.
+    """
+    origin, unit = origin_of(board, period)
+    entry = _ENTRY[marks and board.aggregation == "last"].format(score=score_sql(board))
+    with conn.cursor(name=f"ckpt_{uuid.uuid4().hex[:8]}") as cur:
+        cur.itersize = ENTRIES * 10
+        cur.execute(
+            f"SELECT {entry}, events FROM standings_checkpoint"
+            " WHERE board = %(board)s AND period = %(period)s AND player_id <> ALL(%(out)s::text[])",
+            {"board": board.id, "period": period, "origin": origin, "unit": unit, "out": list(leave_out)},
+        )
+        while rows := cur.fetchmany(ENTRIES):
+            yield Entries("".join([r[0] for r in rows]), len(rows), sum([r[1] for r in rows]))
 
 
 _PERIODS = """

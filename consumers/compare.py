@@ -1,8 +1,8 @@
 """Redis boards against the standings checkpoint (folded up to everything stored), in bounded memory.
 
-Per period: checkpoint rows stream in chunks and each chunk is looked up in Redis with one ZMSCORE; only when
-Redis holds more members than matched does a ZSCAN look for members PostgreSQL does not know. Memory is a
-chunk, whatever the board's size.
+Per period: checkpoint rows stream in chunks, scored by PostgreSQL, and standings.lua compares each chunk
+inside Redis; only when Redis holds more members than matched does a ZSCAN look for members PostgreSQL does
+not know. Memory is a chunk, whatever the board's size.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import psycopg
 from consumers import checkpoints, period_store
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
+from leaderboard.lua_scripts import script
 from leaderboard.moderation import store as moderation
 from leaderboard.moderation.view import View
 from leaderboard.redis_client import SyncClient
@@ -103,20 +104,22 @@ def _moderation_lag(conn: psycopg.Connection, newest: int, wait_s: float = MODER
 def _period(  # noqa: PLR0917 - one period of differences()
     client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str, view: View
 ) -> Iterator[str]:
+    """The period's checkpoint rows against Redis: standings.lua compares each chunk inside Redis and
+    returns the differing players only (Python does no work per matching player)."""
     matched = 0
     rule = board.rule
-    for rows in checkpoints.stream_rows(conn, board.id, [key]):
-        chunk = [r for r in rows if not view.held(r.player_id, board.id)]
-        have = client.zmscore(zkey, [r.player_id for r in chunk]) if chunk else []
-        for row, h in zip(chunk, have, strict=True):
-            want = checkpoints.packed(board, row)
-            if h is None:
-                yield f"{board.id} {key} {row.player_id}: missing in Redis (expected {rule.unpack(want)[0]})"
-                continue
-            matched += 1
-            if int(h) != want:
+    check = client.register_script(script("standings"))
+    for part in checkpoints.stream_entries(conn, board, key, view.held_off(board.id)):
+        res = check(keys=[zkey], args=["check", part.blob])
+        matched += int(res[0])
+        listed = res[1:]
+        for i in range(0, len(listed), 3):
+            player, want, have = _text(listed[i]), int(listed[i + 1]), _text(listed[i + 2])
+            if not have:
+                yield f"{board.id} {key} {player}: missing in Redis (expected {rule.unpack(want)[0]})"
+            else:
                 yield (
-                    f"{board.id} {key} {row.player_id}: Redis {rule.unpack(h)} != PostgreSQL "
+                    f"{board.id} {key} {player}: Redis {rule.unpack(float(have))} != PostgreSQL "
                     f"{rule.unpack(want)} (value, tie-break)"
                 )
     if int(client.zcard(zkey)) == matched:

@@ -23,14 +23,14 @@ from consumers import checkpoints, due, period_store
 from consumers.lease import Lease, held
 from consumers.mirror import mirror
 from consumers.moderation_apply import Recomputer, catch_up
-from consumers.plan import EVENT_COLUMNS, canonical_rows, latest_mark
+from consumers.plan import EVENT_COLUMNS, canonical_rows
 from consumers.redis_sink import RedisSink
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
 from leaderboard.moderation import store as moderation
 from leaderboard.moderation.view import View
-from leaderboard.redis_client import SyncClient, SyncPipeline
+from leaderboard.redis_client import SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class Generations:
         self._keys = keys
         self._boards = {b.id: b for b in boards}
         self._flip = client.register_script(script("flip"))
+        self._standings = client.register_script(script("standings"))
 
     def recomputer(self, board: Board) -> Recomputer:
         """Moderation recomputes on this board's generations (consumers/moderation_apply.py)."""
@@ -137,8 +138,9 @@ class Generations:
 
         ``view`` (moderation): players it holds off the board are left out (the checkpoint keeps them).
 
-        One REPEATABLE READ snapshot, so rows and positions agree; rows arrive in chunks
-        (``checkpoints.CHUNK``), so memory is bounded whatever the board's size. Closed periods whose
+        One REPEATABLE READ snapshot, so rows and positions agree; PostgreSQL scores the rows and they
+        arrive in chunks (``checkpoints.ENTRIES``) that standings.lua writes, so memory is bounded whatever
+        the board's size and Python does no work per player. Closed periods whose
         Redis retention is over are skipped: the API serves them from their stored standings.
         """
         keys = self._keys
@@ -154,24 +156,19 @@ class Generations:
             wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone and p not in stored]
             written += self._write_closed(board, gen, conn, stored)
             events.update(dict.fromkeys(stored, 0))
-            for chunk in checkpoints.stream_rows(conn, board.id, wanted):
-                pipe = self._r.pipeline(transaction=False)
-                by_period: dict[str, dict[str, float]] = {}
-                marks: dict[str, dict[FieldT, EncodableT]] = {}
-                for row in chunk:
-                    if view is not None and view.held(row.player_id, board.id):
-                        continue
-                    by_period.setdefault(row.period, {})[row.player_id] = checkpoints.packed(board, row)
-                    if row.last is not None:
-                        marks.setdefault(row.period, {})[row.player_id] = latest_mark(row.last)
-                    events[row.period] = events.get(row.period, 0) + row.events
-                for period, mapping in by_period.items():
-                    lkey = keys.latest(board.id, gen, period)
-                    _put(pipe, keys.board(board.id, gen, period), mapping, lkey, marks.get(period, {}))
-                pipe.execute()
-                written += len(chunk)
-                if lease is not None:
-                    lease.check()
+            leave_out = [] if view is None else view.held_off(board.id)
+            marks = board.aggregation == "last"
+            for period in wanted:
+                period_keys = [keys.board(board.id, gen, period)]
+                if marks:
+                    period_keys.append(keys.latest(board.id, gen, period))
+                for part in checkpoints.stream_entries(conn, board, period, leave_out, marks=marks):
+                    # One call per chunk, not a pipeline: redis-py's cluster pipeline refuses EVALSHA.
+                    self._standings(keys=period_keys, args=["add", part.blob])
+                    events[period] = events.get(period, 0) + part.events
+                    written += part.rows
+                    if lease is not None:
+                        lease.check()
         self._finish(board, gen, events, pos)
         return Written(pos, written, len(events), mod_seq)
 
@@ -268,20 +265,6 @@ class Generations:
                 )
             else:
                 time.sleep(0.05)
-
-
-def _put(
-    pipe: SyncPipeline,
-    zkey: str,
-    mapping: dict[str, float],
-    lkey: str,
-    marks: dict[FieldT, EncodableT],
-) -> None:
-    """Queue a chunk of scores (and, on a ``last`` board, the marks of the events they show)."""
-    if mapping:
-        pipe.zadd(zkey, mapping)
-    if marks:
-        pipe.hset(lkey, mapping=marks)
 
 
 def _chunks(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, int]]]:

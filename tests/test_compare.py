@@ -57,6 +57,7 @@ def test_verify_reports_each_kind_of_difference(
     redis_client.zrem(zkey, second)
     redis_client.zadd(zkey, {"ghost": scoring.pack(3, 0)})
     monkeypatch.setattr(checkpoints, "CHUNK", 7)  # many small chunks: differences across chunk borders
+    monkeypatch.setattr(checkpoints, "ENTRIES", 7)
     lines, _ = differences(redis_client, pg, keys, BOARD, "all_time")
     text = "\n".join(lines)
     assert len(lines) == 3, text

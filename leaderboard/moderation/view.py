@@ -64,6 +64,10 @@ class View:
         boards = self.holds.get(player)
         return boards is not None and (EVERY_BOARD in boards or board in boards)
 
+    def held_off(self, board: str) -> list[str]:
+        """Every player held off ``board`` (a rebuild or verify leaves them out of the checkpoint's rows)."""
+        return sorted(p for p in self.holds if self.held(p, board))
+
     def voided(self, event: _Event) -> bool:
         """Whether the event's points count on no board (voided, or its player erased)."""
         if event.event_id in self.void_events or event.match_id in self.void_matches:
