@@ -503,7 +503,7 @@ def e2e_run(b: Bench, n: int, idx: int) -> dict[str, Any]:
     """Fresh prefix, group and empty event table; consume the pre-published topic; time it by metrics."""
     count = b.sizes.events
     with b.pg() as conn:
-        conn.execute("TRUNCATE events, players")
+        conn.execute("TRUNCATE events, event_ids, players")
     env = b.env(f"bench{b.run}e{idx}", f"bench-{b.run}-e{idx}")
     cons = start_consumers(b, n, env, f"e{idx}")
     pids = [p.pid for p, _ in cons]
@@ -589,7 +589,7 @@ def latency(b: Bench) -> None:
     topic = f"{b.topic}-lat"
     prefix = f"bench{b.run}l"
     with b.pg() as conn:
-        conn.execute("TRUNCATE events, players")
+        conn.execute("TRUNCATE events, event_ids, players")
     env = b.env(prefix, f"bench-{b.run}-lat", topic)
     cons = start_consumers(b, 2, env, "lat")
     producer = Producer({**b.config.kafka_common(), **PRODUCER_DEFAULTS})
