@@ -79,12 +79,7 @@ def announce(
 ) -> bool:
     """Publish the period-closed event unless it was already recorded as published; True if sent now."""
     with conn.transaction():
-        if not period_store.try_lock(conn, board.id, period):
-            return False
-        row = conn.execute(
-            "SELECT announced_at FROM closed_periods WHERE board = %s AND period = %s", (board.id, period)
-        ).fetchone()
-        if row is None or row[0] is not None:
+        if not period_store.claim(conn, board.id, period, "announced_at"):
             return False
         doc = announcement(conn, board, period)
         if doc is None:
