@@ -73,6 +73,8 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")]
 ScoreBound = Annotated[int, Query(ge=0, le=scoring.MAX_SCORE)]
 
 router = APIRouter(prefix="/v1", tags=["leaderboards"])
+# The routes' decorators and signatures look alike on purpose: FastAPI validates and documents each route
+# from its own signature (the fast path derives its bounds from them); what they do in common is _read.
 
 
 @router.get(
