@@ -19,6 +19,25 @@ from leaderboard.settings import Settings
 FLUSH_S = 30.0
 
 
+def send(producer: Producer, topic: str, key: str, doc: dict[str, object], what: str) -> None:
+    """Publish one event and wait (FLUSH_S) for the broker's acknowledgement; RuntimeError naming ``what``
+    when it was not sent or not acknowledged (the caller records nothing, so the next run sends it again)."""
+    errors: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, msg: Message) -> None:
+        del msg
+        if err is not None:
+            errors.append(err)
+
+    try:
+        producer.produce(topic, orjson.dumps(doc), key.encode(), on_delivery=delivered)
+    except (KafkaException, BufferError) as exc:
+        raise RuntimeError(f"{what} not sent: {exc}") from exc
+    left = producer.flush(FLUSH_S)
+    if left or errors:
+        raise RuntimeError(f"{what} not acknowledged: {errors or f'{left} queued'}")
+
+
 def new_producer(config: Settings) -> Producer:
     """The idempotent (not transactional) producer that period-closed events go through."""
     return Producer({"enable.idempotence": True, "acks": "all", "linger.ms": 5, **config.kafka_common()})
@@ -60,37 +79,18 @@ def announce(
 ) -> bool:
     """Publish the period-closed event unless it was already recorded as published; True if sent now."""
     with conn.transaction():
-        if not period_store.try_lock(conn, board.id, period):
-            return False
-        row = conn.execute(
-            "SELECT announced_at FROM closed_periods WHERE board = %s AND period = %s", (board.id, period)
-        ).fetchone()
-        if row is None or row[0] is not None:
+        if not period_store.claim(conn, board.id, period, "announced_at"):
             return False
         doc = announcement(conn, board, period)
         if doc is None:
             return False
-        errors: list[KafkaError] = []
-
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            del msg
-            if err is not None:
-                errors.append(err)
-
-        try:
-            producer.produce(
-                config.period_closed_topic,
-                orjson.dumps(doc),
-                f"{board.id}/{period}".encode(),
-                on_delivery=delivered,
-            )
-        except (KafkaException, BufferError) as exc:
-            raise RuntimeError(f"period-closed event for {board.id}/{period} not sent: {exc}") from exc
-        left = producer.flush(FLUSH_S)
-        if left or errors:
-            raise RuntimeError(
-                f"period-closed event for {board.id}/{period} not acknowledged: {errors or f'{left} queued'}"
-            )
+        send(
+            producer,
+            config.period_closed_topic,
+            f"{board.id}/{period}",
+            doc,
+            f"period-closed event for {board.id}/{period}",
+        )
         conn.execute(
             "UPDATE closed_periods SET announced_at = now() WHERE board = %s AND period = %s",
             (board.id, period),

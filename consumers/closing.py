@@ -5,7 +5,7 @@ The work is split by job: :mod:`consumers.due` decides which periods are due (pu
 neither holding a lock batches wait on for more than ``FREEZE_LOCK_TIMEOUT``); :mod:`consumers.announce`
 publishes the ``period-closed`` event; :mod:`consumers.mirror` gives the period's Redis keys their
 retention; :mod:`consumers.corrections` corrects closed periods that later moderation facts change.
-:func:`close_due` runs them in order. Callers: the consumers' scheduler thread
+:func:`run_closes` runs them in order. Callers: the consumers' scheduler thread
 (:mod:`consumers.scheduler`, with the group's recorded clock and a lookback) and ``leaderboard close-period``.
 """
 
@@ -61,36 +61,6 @@ def close_one(conn: psycopg.Connection, board: Board, period: str) -> int | None
     return period_store.store_standings(conn, board, period)
 
 
-def close_due(  # noqa: PLR0917 - the scheduler's call signature
-    conn: psycopg.Connection,
-    client: SyncClient,
-    producer: Producer,
-    config: Settings,
-    boards: Sequence[Board],
-    now: datetime,
-    only: tuple[str, str] | None = None,
-    lookback: timedelta | None = None,
-) -> list[tuple[str, str]]:
-    """Close every due period of ``boards`` (or just ``only``); returns the (board, period) closed now.
-
-    ``conn`` is in autocommit mode. Also finishes closes that died half-way, announces periods whose
-    earlier announcement did not complete and re-applies Redis expiries. Safe to run from several
-    processes at once (per-period advisory locks; the freeze is an idempotent insert).
-    """
-    return run_closes(
-        conn,
-        client,
-        producer,
-        config,
-        boards,
-        now=now,
-        only=only,
-        lookback=lookback,
-        report=log.info,
-        warn=log.warning,
-    )[0]
-
-
 def run_closes(
     conn: psycopg.Connection,
     client: SyncClient,
@@ -99,12 +69,18 @@ def run_closes(
     boards: Sequence[Board],
     *,
     now: datetime,
-    only: tuple[str, str] | None,
-    lookback: timedelta | None,
-    report: Report,
-    warn: Report,
+    only: tuple[str, str] | None = None,
+    lookback: timedelta | None = None,
+    report: Report = log.info,
+    warn: Report = log.warning,
 ) -> tuple[list[tuple[str, str]], int]:
-    """(closed now, announcements that failed and will be retried on the next run)."""
+    """Close every due period of ``boards`` (or just ``only``): (the (board, period) closed now, the
+    announcements that failed and will be retried on the next run).
+
+    ``conn`` is in autocommit mode. Also finishes closes that died half-way, announces periods whose
+    earlier announcement did not complete and re-applies Redis expiries. Safe to run from several
+    processes at once (per-period advisory locks; the freeze is an idempotent insert).
+    """
     keys = Keys(config.redis_prefix)
     done: list[tuple[str, str]] = []
     for board in boards:

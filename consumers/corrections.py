@@ -18,12 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Producer
 
 from consumers import checkpoints, period_store
-from consumers.announce import FLUSH_S, iso
+from consumers.announce import iso, send
 from leaderboard.boards import Board
 from leaderboard.moderation import store as moderation
 from leaderboard.settings import Settings
@@ -199,15 +198,6 @@ def event(conn: psycopg.Connection, board: str, period: str, version: int) -> di
     }
 
 
-def _collect(errors: list[KafkaError]) -> Callable[[KafkaError | None, Message], None]:
-    def delivered(err: KafkaError | None, msg: Message) -> None:
-        del msg
-        if err is not None:
-            errors.append(err)
-
-    return delivered
-
-
 def publish(conn: psycopg.Connection, producer: Producer, config: Settings, boards: Sequence[Board]) -> int:
     """Publish every correction not yet acknowledged (key ``board/period``), oldest first; the number sent.
     A crash between the broker's ack and ``published_at`` sends that one again (consumers key on
@@ -222,21 +212,8 @@ def publish(conn: psycopg.Connection, producer: Producer, config: Settings, boar
         if board not in ids:
             continue
         doc = event(conn, board, period, version)
-        errors: list[KafkaError] = []
-        try:
-            producer.produce(
-                config.period_corrected_topic,
-                orjson.dumps(doc),
-                f"{board}/{period}".encode(),
-                on_delivery=_collect(errors),
-            )
-        except (KafkaException, BufferError) as exc:
-            raise RuntimeError(f"period-corrected event for {board}/{period} not sent: {exc}") from exc
-        left = producer.flush(FLUSH_S)
-        if left or errors:
-            raise RuntimeError(
-                f"period-corrected event for {board}/{period} not acknowledged: {errors or f'{left} queued'}"
-            )
+        what = f"period-corrected event for {board}/{period}"
+        send(producer, config.period_corrected_topic, f"{board}/{period}", doc, what)
         conn.execute(
             "UPDATE period_corrections SET published_at = now()"
             " WHERE board = %s AND period = %s AND version = %s",

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import psycopg
 
@@ -133,12 +134,7 @@ def store_standings(conn: psycopg.Connection, board: Board, period: str) -> int 
     """
     origin, unit = board.origin(period)
     with conn.transaction():
-        if not try_lock(conn, board.id, period):
-            return None
-        head = conn.execute(
-            "SELECT standings_at FROM closed_periods WHERE board = %s AND period = %s", (board.id, period)
-        ).fetchone()
-        if head is None or head[0] is not None:
+        if not claim(conn, board.id, period, "standings_at"):
             return None
         have = conn.execute(
             "SELECT count(*) FROM period_standings WHERE board = %s AND period = %s", (board.id, period)
@@ -180,6 +176,20 @@ def listing(conn: psycopg.Connection, boards: Iterable[Board]) -> list[ClosedRow
         ([b.id for b in boards],),
     ).fetchall()
     return [ClosedRow(str(b), str(p), c, int(n), s, a) for b, p, c, n, s, a in rows]
+
+
+def claim(
+    conn: psycopg.Connection, board: str, period: str, step: Literal["standings_at", "announced_at"]
+) -> bool:
+    """Inside the caller's transaction: the (board, period) lock (``try_lock``), and whether the frozen
+    period still waits for ``step`` (its closed_periods column is NULL). False: not frozen, done, or being
+    done elsewhere."""
+    if not try_lock(conn, board, period):
+        return False
+    row = conn.execute(
+        f"SELECT {step} FROM closed_periods WHERE board = %s AND period = %s", (board, period)
+    ).fetchone()
+    return row is not None and row[0] is None
 
 
 def try_lock(conn: psycopg.Connection, board: str, period: str) -> bool:

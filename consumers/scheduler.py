@@ -183,8 +183,8 @@ class Scheduler:
                         "period left to an operator: it ended before the close lookback",
                         extra={"board": board.id, "period": period, "clock": now.isoformat()},
                     )
-        closed = closing.close_due(
-            conn, self._redis, self._producer, self.config, self.boards, now, lookback=self.lookback
+        closed, _ = closing.run_closes(  # a failed announcement is retried on the next run
+            conn, self._redis, self._producer, self.config, self.boards, now=now, lookback=self.lookback
         )
         wall = datetime.now(UTC)
         for board in self.boards:  # checkpoint rows nothing reads any more: closed, out of Redis retention

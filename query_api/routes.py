@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -24,7 +25,7 @@ from query_api.models import (
     Stats,
 )
 from query_api.problems import MEDIA_TYPE, Problem
-from query_api.store import period_doc
+from query_api.store import Result, Store, period_doc
 
 
 def _known(board: Board, period: str) -> bool:
@@ -34,6 +35,20 @@ def _known(board: Board, period: str) -> bool:
     except periods.PeriodError:
         return False
     return True
+
+
+async def _read(
+    request: Request,
+    board: str,
+    period: str | None,
+    read: Callable[[Store, Board, str], Awaitable[Result]],
+    cache: str | None = None,
+) -> Response:
+    """A board read: the board (404) and the period key (400) the request names, one store call, its JSON."""
+    c = ctx(request)
+    b = c.board(board)
+    res = await read(c.store, b, c.period(b, period))
+    return http.json(request, res.doc, snapshot=res.snapshot, cache=cache)
 
 
 PROBLEM = {"model": ProblemDetails, "content": {MEDIA_TYPE: {}}}
@@ -58,6 +73,8 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip.")]
 ScoreBound = Annotated[int, Query(ge=0, le=scoring.MAX_SCORE)]
 
 router = APIRouter(prefix="/v1", tags=["leaderboards"])
+# The routes' decorators and signatures look alike on purpose: FastAPI validates and documents each route
+# from its own signature (the fast path derives its bounds from them); what they do in common is _read.
 
 
 @router.get(
@@ -89,10 +106,7 @@ async def list_boards(request: Request) -> Response:
 async def top(
     request: Request, board: BoardId, period: PeriodSpec = None, limit: Limit = 10, offset: Offset = 0
 ) -> Response:
-    c = ctx(request)
-    b = c.board(board)
-    res = await c.store.top(b, c.period(b, period), offset, limit)
-    return http.json(request, res.doc, snapshot=res.snapshot)
+    return await _read(request, board, period, lambda store, b, key: store.top(b, key, offset, limit))
 
 
 @router.get(
@@ -104,10 +118,7 @@ async def top(
 async def player(
     request: Request, board: BoardId, player_id: PlayerIdPath, period: PeriodSpec = None
 ) -> Response:
-    c = ctx(request)
-    b = c.board(board)
-    res = await c.store.player(b, c.period(b, period), player_id)
-    return http.json(request, res.doc, snapshot=res.snapshot)
+    return await _read(request, board, period, lambda store, b, key: store.player(b, key, player_id))
 
 
 @router.get(
@@ -123,10 +134,7 @@ async def around(
     period: PeriodSpec = None,
     radius: Annotated[int, Query(ge=0, le=50, description="Rows above and below, 0..50.")] = 4,
 ) -> Response:
-    c = ctx(request)
-    b = c.board(board)
-    res = await c.store.around(b, c.period(b, period), player_id, radius)
-    return http.json(request, res.doc, snapshot=res.snapshot)
+    return await _read(request, board, period, lambda store, b, key: store.around(b, key, player_id, radius))
 
 
 @router.post(
@@ -138,10 +146,8 @@ async def around(
 async def lookup(
     request: Request, board: BoardId, body: Annotated[LookupRequest, Body()], period: PeriodSpec = None
 ) -> Response:
-    c = ctx(request)
-    b = c.board(board)
-    res = await c.store.lookup(b, c.period(b, period), body.player_ids)
-    return http.json(request, res.doc, snapshot=res.snapshot, cache="no-store")
+    ids = body.player_ids
+    return await _read(request, board, period, lambda store, b, key: store.lookup(b, key, ids), "no-store")
 
 
 @router.get(
@@ -162,18 +168,15 @@ async def score_range(
 ) -> Response:
     if min_score > max_score:
         raise Problem(400, "invalid-parameter", f"min_score ({min_score}) is above max_score ({max_score})")
-    c = ctx(request)
-    b = c.board(board)
-    res = await c.store.score_range(b, c.period(b, period), (min_score, max_score), offset, limit)
-    return http.json(request, res.doc, snapshot=res.snapshot)
+    span = (min_score, max_score)
+    return await _read(
+        request, board, period, lambda store, b, key: store.score_range(b, key, span, offset, limit)
+    )
 
 
 @router.get("/leaderboards/{board}/stats", response_model=Stats, responses=ERRORS, summary="Board statistics")
 async def stats(request: Request, board: BoardId, period: PeriodSpec = None) -> Response:
-    c = ctx(request)
-    b = c.board(board)
-    res = await c.store.stats(b, c.period(b, period))
-    return http.json(request, res.doc, snapshot=res.snapshot)
+    return await _read(request, board, period, lambda store, b, key: store.stats(b, key))
 
 
 @router.get(

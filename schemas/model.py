@@ -85,6 +85,9 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: Literal[1] = 1
 
 
+# _Loose repeats _Wire's fields on purpose: a struct generated from _Wire (msgspec.defstruct) would be
+# untyped for mypy, and the decoders' speed depends on these exact declarations. test_schema_corpus checks
+# that both declare the same fields with the same defaults.
 class _Loose(msgspec.Struct, frozen=True, kw_only=True):
     """_Wire minus its regex patterns, which _FAST_CHECK tests in one match instead of eight (~2x faster)."""
 

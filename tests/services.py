@@ -275,6 +275,15 @@ def kafka_libs() -> Path:
     return libs
 
 
+RESTART_FAST = """
+# After a kill the restarted node's controller still holds the node's previous registration and refuses the
+# new one (DUPLICATE_BROKER_REGISTRATION) until that session times out: 9 s by default, 3 s here (six missed
+# heartbeats: a loaded machine's pauses do not fence the running broker).
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
+"""
+
+
 class KafkaServer(_ChildServer):
     """A private single-node KRaft broker (combined broker + controller) on free ports, data in a temp dir.
 
@@ -295,6 +304,7 @@ class KafkaServer(_ChildServer):
             template.replace("@LOG_DIR@", str(self.dir / "data"))
             .replace("@KAFKA_PORT@", str(self.port))
             .replace("@CONTROLLER_PORT@", str(self.controller_port))
+            + RESTART_FAST
         )
         fmt = subprocess.run(
             [

@@ -1,4 +1,5 @@
-"""Every `leaderboard` subcommand, with each service unreachable, wrong passwords and malformed settings.
+"""Every `leaderboard` subcommand with each service unreachable and malformed settings; wrong passwords, hung
+services and the other faults of the same start-up check on a few commands each (FEW_COMMANDS).
 
 Expected: ONE line on stderr naming the problem, a non-zero exit within 15 s, no traceback, no password in the
 output. A command that does not use the broken service must still work. The processes are real (`python -m
@@ -154,20 +155,24 @@ def _argv(command: Command) -> tuple[str, ...]:
     return command.argv
 
 
-SUCCESS_FAULTS = frozenset(
-    {"kafka-down", "redis-down", "postgres-down", "boards-not-utf8", "boards-not-tables"}
-)
+SUCCESS_FAULTS = frozenset({"kafka-down", "redis-down", "postgres-down", "boards-not-utf8"})
 """Faults under which the commands that do not need the broken part are run to show they still work (for
-the other faults of the same service that run would repeat the same code path)."""
+the other faults of the same service, or of the boards file, that run would repeat the same code path)."""
 
 
-HUNG_COMMANDS = {
+FEW_COMMANDS = {
     "kafka-hung": {"consume", "dlq"},
     "redis-hung": {"api", "verify"},
     "postgres-hung": {"consume", "migrate"},
+    "postgres-wrong-password": {"consume", "moderate"},
+    "redis-wrong-password": {"api", "rebuild-postgres"},
+    "redis-db-out-of-range": {"verify", "close-period-dry-run"},
+    "boards-not-tables": {"api", "archive"},
 }
-"""A hung service differs from a refused connection only inside the start-up check, which is the same for
-every command: a few commands show the bound (each waits out a timeout)."""
+"""Faults shown by a few commands. Each differs from its service's ``-down`` fault (the boards file's: from
+boards-not-utf8) only in how the start-up check words it, and that check is one code path for every command
+(``cli.main``: ``boards.load``, then ``probe.require``). The ``-down`` faults and boards-not-utf8 run every
+command: they are what proves each command's ``needs()`` and ``BOARD_COMMANDS``."""
 
 
 def _case_ids() -> list[tuple[Command, Fault]]:
@@ -176,7 +181,7 @@ def _case_ids() -> list[tuple[Command, Fault]]:
         (c, f)
         for c in COMMANDS
         for f in FAULTS
-        if (_fails(c, f) and c.name in HUNG_COMMANDS.get(f.name, {c.name}))
+        if (_fails(c, f) and c.name in FEW_COMMANDS.get(f.name, {c.name}))
         or (f.name in SUCCESS_FAULTS and not c.long_running)
     ]
 

@@ -20,7 +20,7 @@ import redis
 from confluent_kafka import Producer
 
 from consumers.announce import new_producer
-from consumers.closing import close_due, close_one
+from consumers.closing import close_one, run_closes
 from consumers.due import expire_at
 from leaderboard import boards as boards_mod
 from leaderboard import periods, scoring
@@ -228,7 +228,7 @@ def test_the_schedule_closes_every_due_period_once_and_reannounces_an_interrupte
     assert announcements(cfg) == []
 
     producer = new_producer(cfg)
-    first = close_due(pg, redis_client, producer, cfg, boards, now)
+    first, _ = run_closes(pg, redis_client, producer, cfg, boards, now=now)
     assert (("global", OCT)) in first
     assert ("global", "daily:2026-10-31") in first
     assert ("global", "daily:2026-11-01") in first
@@ -241,7 +241,7 @@ def test_the_schedule_closes_every_due_period_once_and_reannounces_an_interrupte
     assert sorted(str(d["period"]) for d in docs) == sorted(closed)
     assert pg.execute("SELECT count(*) FROM closed_periods WHERE announced_at IS NULL").fetchone() == (0,)
 
-    assert close_due(pg, redis_client, producer, cfg, boards, now) == []
+    assert run_closes(pg, redis_client, producer, cfg, boards, now=now) == ([], 0)
     assert len(announcements(cfg)) == len(docs)
 
     listing = cli(cfg, "--list")

@@ -4,8 +4,8 @@ Under a steady load from a producer thread:
 - a private Kafka broker is SIGKILLed and restarted several times: after each return every member that owns
   partitions commits again within 60 s, a member that has not committed for longer than the stall bound
   while records wait is never reported ready, and at the end nothing is lost or doubled;
-- a private PostgreSQL is frozen (SIGSTOP, every process) for 30 s: the consumer reports not-ready and a
-  postgres sink error within 15 s, commits nothing meanwhile, and resumes by itself after SIGCONT.
+- a private PostgreSQL frozen for 30 s: tests/test_g6_frozen_postgres.py (its own module, so that the two
+  long tests can run on different pytest-xdist workers under ``--dist loadfile``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from consumers.watchdog import STALL_AFTER_S
 from leaderboard.settings import Settings
 from tests.conftest import create_topics
-from tests.procs import ConsumerProcess, caught_up, committed, end_offsets, leaderboard_cli, wait_until
-from tests.services import KafkaServer, PostgresServer
+from tests.procs import ConsumerProcess, caught_up, end_offsets, leaderboard_cli, wait_until
+from tests.services import KafkaServer
 from tests.test_consumer import board, produce_stream
 
 # Three kills, not the issue's five: each restart of the private broker costs ~13 s of log recovery on this
@@ -40,8 +40,7 @@ COMMIT_AGAIN_S = 60.0
 RECOVER_S = 120.0
 """Issue 12: each member commits again within COMMIT_AGAIN_S of the broker's return, or says it is not ready
 and then recovers by itself: a member still not committing then must be not-ready, and commit within this."""
-FREEZE_S = 30.0
-NOT_READY_WITHIN_S = 15.0
+RECONNECT_FAST = "reconnect.backoff.max.ms=1000"
 # A member may go without committing for the stall bound before it must say so, plus the watchdog's
 # half-second period, the loop's 2 s lag sampling and a scrape.
 SILENT_LIMIT_S = STALL_AFTER_S + 5.0
@@ -164,9 +163,15 @@ def assert_stored_once(config: Settings, truth: dict[str, int], events: int) -> 
 
 @pytest.fixture
 def private_kafka(config: Settings) -> Iterator[tuple[Settings, KafkaServer]]:
-    """The test's settings on a broker of its own (the shared one on 9092 is never touched)."""
+    """The test's settings on a broker of its own (the shared one on 9092 is never touched).
+
+    Every client of the test (members, load, probes) retries the connection at least once a second: with
+    librdkafka's default backoff, growing to 10 s while the broker is away, a member's first try after the
+    restart came up to 10 s late. The bound checked (commit again within COMMIT_AGAIN_S) is unchanged.
+    """
     with KafkaServer() as broker:
-        cfg = replace(config, kafka_bootstrap=broker.bootstrap)
+        extra = ",".join(x for x in (config.kafka_config, RECONNECT_FAST) if x)
+        cfg = replace(config, kafka_bootstrap=broker.bootstrap, kafka_config=extra)
         from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
         create_topics(
@@ -208,8 +213,10 @@ def test_broker_killed_repeatedly_every_member_commits_again_and_nothing_is_lost
             wait_until(lambda: committing_since(mark), 30, f"every member committing before kill {kill}")  # noqa: B023
             broker.kill()
             time.sleep(BROKER_DOWN_S)
+            restarting = time.time()
             broker.start()
             back = time.time()
+            print(f"kill {kill}: the broker answered {back - restarting:.1f} s after its restart began")
             try:
                 wait_until(
                     lambda: committing_since(back),  # noqa: B023
@@ -251,52 +258,6 @@ def test_broker_killed_repeatedly_every_member_commits_again_and_nothing_is_lost
         load.stop_flag.set()
         for m in members:
             m.stop()
-
-
-@pytest.mark.slow
-def test_frozen_postgres_is_reported_within_15_s_and_survived(config: Settings, tmp_path: Path) -> None:
-    with PostgresServer() as pgs:
-        cfg = replace(config, database_url=pgs.url)
-        member = ConsumerProcess(cfg, tmp_path, LEADERBOARD_BATCH_SIZE="200")
-        load = Load(cfg, seed=9)
-        try:
-            member.wait_ready()
-            load.start()
-            mark = time.time()
-            wait_until(
-                lambda: member.metric("leaderboard_consumer_last_commit_timestamp_seconds") > mark,
-                30,
-                "the consumer committing under load",
-            )
-            pgs.freeze()
-            frozen_at = time.monotonic()
-            try:
-                wait_until(lambda: member.get("/readyz")[0] == 503, NOT_READY_WITHIN_S, "not-ready", 0.2)
-                not_ready_after = time.monotonic() - frozen_at
-                wait_until(
-                    lambda: member.metric("leaderboard_consumer_sink_errors_total", '{sink="postgres"}') >= 1,
-                    NOT_READY_WITHIN_S - (time.monotonic() - frozen_at),
-                    "a postgres sink error",
-                    0.2,
-                )
-                assert member.metric("leaderboard_consumer_ready") == 0
-                error_after = time.monotonic() - frozen_at
-                print(f"not ready {not_ready_after:.1f} s, sink error {error_after:.1f} s after SIGSTOP")
-                offsets = committed(cfg)
-                time.sleep(max(0.0, FREEZE_S - (time.monotonic() - frozen_at)))
-                assert committed(cfg) == offsets, "offsets moved while PostgreSQL was frozen"
-                assert member.alive()
-            finally:
-                pgs.thaw()
-            thawed_at = time.monotonic()
-            wait_until(lambda: member.get("/readyz")[0] == 200, 60, "ready again after SIGCONT")
-            print(f"ready again {time.monotonic() - thawed_at:.1f} s after SIGCONT")
-            truth = load.finish()
-            wait_until(lambda: caught_up(cfg), 90, "the consumer to catch up")
-            assert_stored_once(cfg, truth, len(load.points))
-        finally:
-            load.stop_flag.set()
-            member.stop()
 
 
 def test_verify_reports_the_group_lag_and_fails_while_it_lags(config: Settings, tmp_path: Path) -> None:

@@ -383,3 +383,14 @@ def test_valid_examples_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(model, "_decode_strict", strict)
     for path in files("valid"):
         assert isinstance(model.decode(path.read_bytes()), model.MatchWon), path
+
+
+def test_the_loose_struct_declares_the_wire_fields() -> None:
+    """_Loose repeats _Wire without the patterns (schemas/model.py says why): the same fields, the same
+    defaults, so the fast path cannot accept or drop a field the strict decoder would not."""
+    import msgspec  # noqa: PLC0415 - only this test looks at struct declarations
+
+    def shape(struct: type[msgspec.Struct]) -> list[tuple[str, object]]:
+        return [(f.name, f.default) for f in msgspec.structs.fields(struct)]
+
+    assert shape(model._Loose) == shape(model._Wire)
