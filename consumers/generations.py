@@ -216,7 +216,10 @@ class Generations:
         while True:
             if lease is not None:
                 lease.check()
-            res = self._flip(keys=[keys.meta(board.id)], args=[keys.base(board.id), gen])
+            res = self._flip(
+                keys=[keys.meta(board.id)],
+                args=[keys.base(board.id), gen, "" if board.version is None else str(board.version)],
+            )
             if res[0] == b"flipped":
                 return int(res[1]) if res[1] else None
             mine = {int(p): int(o) for p, o in self._r.hgetall(keys.position(board.id, gen)).items()}

@@ -65,6 +65,9 @@ class Board:
     """Closed periods stay in Redis this long; afterwards the API serves them from PostgreSQL snapshots."""
     reward_top: int = 100
     """How many places the period-closed event carries."""
+    version: int | None = None
+    """The stored definition's version (boards managed at runtime, leaderboard.catalog); None: from the
+    boards file. Redis fences writes by it, so a process with an older definition cannot write a board."""
 
     def accepts(self, game: str, mode: str | None, region: str | None) -> bool:
         return (

@@ -3,7 +3,7 @@
 -- partition, so the script holds Redis a few ms whatever the batch; each call moves its own watermarks.
 -- KEYS[1]  meta hash of the board (fields: active, writing)
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
--- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>,
+-- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>, def=<optional version>,
 --           pos=[[partition, last offset, seen], ...],
 --           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
 --                                             after=<optional>, m=[player, ...], v=[value, ...], t=[tb, ...],
@@ -22,7 +22,7 @@
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
 -- A part may carry after=<last offset an earlier chunk of the same batch had for this slot>: while the
 -- watermark is below it, that chunk has not landed, so this one is a partial too (never skip records).
--- Returns {"ok", applied_updates, behind, partials...} or {"nometa"}; a partial is "gen|period|partition|wm".
+-- Returns {"ok", applied_updates, behind, partials...}, {"nometa"} or {"stale", live definition version}; a partial is "gen|period|partition|wm".
 -- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
 -- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
 -- SPAN, MAXP and the key_*/gkey_* functions come from the generated prelude (leaderboard.lua_scripts).
@@ -36,6 +36,10 @@ if payload.gen then
 else
   local writing = redis.call('HGET', KEYS[1], 'writing')
   if not writing then return {'nometa'} end
+  -- The definition fence (boards managed at runtime): a live write made under another definition version
+  -- than the board's live one is refused whole; the caller reloads the definitions and retries.
+  local def = redis.call('HGET', KEYS[1], 'def') or ''
+  if def ~= tostring(payload.def or '') then return {'stale', def} end
   for g in string.gmatch(writing, '[^,]+') do gens[#gens + 1] = g end
 end
 local agg = payload.agg

@@ -1,5 +1,7 @@
 -- Make a rebuilt generation the live one, atomically, once it has caught up with the live generation.
 -- KEYS[1] meta hash   ARGV[1] key base   ARGV[2] new generation
+-- ARGV[3] the definition version the new generation was built under ('' for a board from the boards file):
+-- recorded as meta.def in the same step, so live writes made under another version are refused from then on.
 -- Caught up: for every partition, the new generation's position >= the live one's. Otherwise returns
 -- {"behind", partition, live_position} and the rebuild applies more of the tail before trying again.
 -- With no live generation (first start, or Redis lost) the flip is immediate.
@@ -14,4 +16,9 @@ if active and active ~= new then
   end
 end
 redis.call('HSET', KEYS[1], 'active', new, 'writing', new)
+if ARGV[3] and ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'def', ARGV[3])
+else
+  redis.call('HDEL', KEYS[1], 'def')
+end
 return {'flipped', active or ''}
