@@ -83,12 +83,29 @@ class Drafts:
         started = time.monotonic()
         gens = self._gens(draft)
         gen = gens.new_generation(draft.id)
+        view = moderation.load_view(conn)
+        events = self.catch_up(conn, draft, gen, lease, progress)
+        gens.write_closed(draft, gen, conn)  # closed periods keep their stored (final) standings
+        finish_moderation(gens, conn, draft, gen, view.seq)
+        catalog_store.set_draft_generation(conn, draft.id, draft.version, gen)
+        return Built(gen, events, time.monotonic() - started)
+
+    def catch_up(
+        self,
+        conn: psycopg.Connection,
+        draft: Board,
+        gen: int,
+        lease: Lease,
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> int:
+        """Apply to the draft the stored events past its position, up to what PostgreSQL holds now; the
+        number of events read. Idempotent (watermarks), resumable (the position moves with each chunk)."""
         sink = RedisSink(self._r, self._keys, [draft])
         view = moderation.load_view(conn)
-        target = checkpoints.stored_positions(conn)
+        have = {int(p): int(o) for p, o in self._r.hgetall(self._keys.position(draft.id, gen)).items()}
         events = 0
-        for part, hi in sorted(target.items()):
-            last = -1
+        for part, hi in sorted(checkpoints.stored_positions(conn).items()):
+            last = have.get(part, -1)
             while last < hi:
                 lease.check()
                 rows = conn.execute(
@@ -102,10 +119,7 @@ class Drafts:
                 events += len(records)
                 progress(events)
                 last = top
-        gens.write_closed(draft, gen, conn)  # closed periods keep their stored (final) standings
-        finish_moderation(gens, conn, draft, gen, view.seq)
-        catalog_store.set_draft_generation(conn, draft.id, draft.version, gen)
-        return Built(gen, events, time.monotonic() - started)
+        return events
 
     def activate(self, conn: psycopg.Connection, entry: Entry, lease: Lease) -> str:
         """Make the built draft live (see the module's docstring); returns what happened, one line."""
@@ -123,7 +137,9 @@ class Drafts:
             catalog_store.activate(conn, draft.id, draft.version)
             if old is not None and old != gen:
                 gens.drop(draft.id, old)
-            finish_moderation(gens, conn, draft, gen, view.seq)
+            # Every moderated player again (absolute, watermark-guarded recomputes): the draft was built
+            # under an older moderation view than this one. Cost: the moderated players, not the history.
+            finish_moderation(gens, conn, draft, gen, 0)
             gens.mirror_closed(draft, period_store.complete(conn, draft.id))
             # The board's checkpoint is refolded under its new definition now, not by the next close.
             checkpoints.advance(conn, draft, progress=lambda steps: lease.check())

@@ -173,7 +173,14 @@ class Ops:
             key = e.draft.resolve(spec, datetime.now(UTC))
         except periods.PeriodError as exc:
             raise CatalogError(f"invalid period {spec!r}: {exc}") from None
-        with self._drafts() as drafts:
+        with self._pg() as conn, self._drafts() as drafts:
+            if e.draft_generation is not None:
+                # The draft is fed by nobody: bring it to the log's end first, so both sides compare alike.
+                lease = drafts.lease(board_id)
+                try:
+                    drafts.catch_up(conn, e.draft, e.draft_generation, lease)
+                finally:
+                    lease.release()
             return key, drafts.diff(self._live(cat, board_id), e, key, top)
 
     def activate(self, board_id: str) -> str:
