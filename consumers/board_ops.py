@@ -20,7 +20,7 @@ from leaderboard import boards as boards_mod
 from leaderboard import catalog, catalog_store, periods
 from leaderboard.boards import Board, BoardsError
 from leaderboard.catalog import Change, Diff
-from leaderboard.catalog_store import CatalogError
+from leaderboard.catalog_store import CatalogError, UnknownBoard
 from leaderboard.keys import Keys
 from leaderboard.redis_client import sync_client
 from leaderboard.settings import Settings
@@ -98,7 +98,7 @@ class Ops:
             if e is None:
                 file_board = next((b for b in self.file_boards if b.id == board_id), None)
                 if file_board is None:
-                    raise CatalogError(f"no board {board_id!r}; see `leaderboard boards list`")
+                    raise UnknownBoard(f"no board {board_id!r}; see `leaderboard boards list`")
                 return {
                     "id": board_id,
                     "state": "active",
@@ -160,7 +160,9 @@ class Ops:
         with self._pg() as conn:
             cat = catalog_store.load(conn)
         e = cat.entries.get(board_id)
-        if e is None or e.draft is None:
+        if e is None:
+            raise UnknownBoard(f"no runtime-managed board {board_id!r}; see `leaderboard boards list`")
+        if e.draft is None:
             raise CatalogError(f"board {board_id!r} has no draft; `leaderboard boards apply FILE` makes one")
         spec = period or (
             periods.ALL_TIME

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Literal
 
 from leaderboard import boards as boards_mod
+from leaderboard import timefmt
 from leaderboard.boards import Board, BoardsError
 
 State = Literal["draft", "active", "retired"]
@@ -81,7 +82,7 @@ def definition(board: Board) -> dict[str, object]:
 
 
 def _iso(instant: datetime) -> str:
-    return instant.isoformat().replace("+00:00", "Z")
+    return timefmt.utc(instant)
 
 
 def versioned(raw: Mapping[str, object], version: int) -> Board:

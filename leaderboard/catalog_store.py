@@ -13,7 +13,7 @@ from typing import Final
 import psycopg
 from psycopg.types.json import Jsonb
 
-from leaderboard import catalog
+from leaderboard import catalog, timefmt
 from leaderboard.boards import Board
 from leaderboard.catalog import Catalog, Change, Entry
 from leaderboard.errors import UserError
@@ -25,6 +25,10 @@ STATEMENT_TIMEOUT_MS: Final = 5_000
 
 class CatalogError(UserError):
     """An operation the board's state does not allow (activate without a draft, unknown board, ...)."""
+
+
+class UnknownBoard(CatalogError):
+    """No board of that id in the catalog (or the boards file)."""
 
 
 def _bound(conn: psycopg.Connection) -> None:
@@ -50,7 +54,7 @@ def history(conn: psycopg.Connection, board: str) -> list[tuple[int, dict[str, o
         "SELECT version, definition, created_at FROM board_definitions WHERE board = %s ORDER BY version",
         (board,),
     ).fetchall()
-    return [(int(v), dict(d), c.isoformat()) for v, d, c in rows]
+    return [(int(v), dict(d), timefmt.utc(c)) for v, d, c in rows]
 
 
 def _locked(conn: psycopg.Connection) -> None:
@@ -119,7 +123,7 @@ def entry(conn: psycopg.Connection, board: str) -> Entry:
     found = load(conn).entries.get(board)
     if found is None:
         known = ", ".join(sorted(load(conn).entries)) or "none"
-        raise CatalogError(f"no runtime-managed board {board!r}; boards in the catalog: {known}")
+        raise UnknownBoard(f"no runtime-managed board {board!r}; boards in the catalog: {known}")
     return found
 
 
@@ -157,7 +161,7 @@ def retire(conn: psycopg.Connection, board: str) -> bool:
         _locked(conn)
         row = conn.execute("SELECT state FROM board_states WHERE board = %s FOR UPDATE", (board,)).fetchone()
         if row is None:
-            raise CatalogError(f"no runtime-managed board {board!r}")
+            raise UnknownBoard(f"no runtime-managed board {board!r}")
         if row[0] == "retired":
             return False
         conn.execute(

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
@@ -83,12 +83,9 @@ def _entry(e: store.Entry) -> dict[str, Any]:
     }
 
 
-def make_router(  # noqa: C901, PLR0915 - one closure per route
-    config: Settings, boards: frozenset[str], definitions: Sequence[Board] = ()
-) -> APIRouter:
-    """The admin routes; mount with ``app.include_router``. ``boards``: the ids the app serves;
-    ``definitions``: those boards (for the investigation route's filters and periods)."""
-    by_id = {b.id: b for b in definitions}
+def authorizer(config: Settings) -> Callable[[Request], Awaitable[None]]:
+    """The admin routes' dependency (moderation here, boards in consumers.boards_admin): 404 with no admin
+    token configured, 401 without a bearer token, 403 with a wrong one (compared in constant time)."""
     token = config.admin_token.encode()
 
     async def authorize(request: Request) -> None:
@@ -106,6 +103,17 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
             raise Problem(403, "forbidden", "the admin token is wrong")
+
+    return authorize
+
+
+def make_router(  # noqa: C901, PLR0915 - one closure per route
+    config: Settings, boards: frozenset[str], definitions: Sequence[Board] = ()
+) -> APIRouter:
+    """The admin routes; mount with ``app.include_router``. ``boards``: the ids the app serves;
+    ``definitions``: those boards (for the investigation route's filters and periods)."""
+    by_id = {b.id: b for b in definitions}
+    authorize = authorizer(config)
 
     router = APIRouter(prefix=PREFIX, tags=["admin"], dependencies=[Depends(authorize)])
 

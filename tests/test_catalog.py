@@ -1,4 +1,5 @@
-"""Boards managed at runtime, the pure part (leaderboard.catalog): definitions, plans, what is served, diff."""
+"""Boards managed at runtime, the pure part (leaderboard.catalog): definitions, plans, what is served,
+diff."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def test_a_definition_round_trips_through_its_canonical_mapping() -> None:
     doc = catalog.definition(board)
     assert catalog.parse(doc) == board
     assert doc["filter"] == {"game": ["karts", "racing"], "region": ["eu"]}
-    assert doc["season"] == [{"id": "s1", "start": "2027-01-01T00:00:00Z", "end": "2027-04-01T00:00:00Z"}]
+    assert doc["season"] == [
+        {"id": "s1", "start": "2027-01-01T00:00:00.000Z", "end": "2027-04-01T00:00:00.000Z"}
+    ]
     assert catalog.definition(catalog.parse(catalog.definition(Board(id="plain")))) == catalog.definition(
         Board(id="plain")
     )

@@ -14,19 +14,21 @@ import random
 import threading
 import time
 import tomllib
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import psycopg
 import pytest
 import redis
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
 from leaderboard import catalog
 from leaderboard.boards import Board
@@ -39,6 +41,7 @@ pytestmark = pytest.mark.slow
 HISTORY = 100_000
 PLAYERS = 3000
 GAMES = ("chess", "go", "poker")
+ADMIN_TOKEN = "admin-token-for-runtime-boards"
 
 
 @dataclass
@@ -151,7 +154,10 @@ class World:
         """player -> (rank, value) of the board's all_time period, as Redis' active generation holds it."""
         keys = Keys(self.config.redis_prefix)
         gen = int(cast("bytes", self.redis.hget(keys.meta(board.id), "active")))
-        rows = self.redis.zrevrange(keys.board(board.id, gen, "all_time"), 0, -1, withscores=True)
+        rows = cast(
+            "list[tuple[bytes, float]]",
+            self.redis.zrevrange(keys.board(board.id, gen, "all_time"), 0, -1, withscores=True),
+        )
         values = [(m.decode(), board.rule.unpack(s)[0]) for m, s in rows]
         return {p: (r, v) for (p, v), r in zip(values, catalog.ranks(values).values(), strict=True)}
 
@@ -174,7 +180,7 @@ def world(
         client = redis.Redis.from_url(cfg.redis_url)
         try:
             consumer.wait_ready()
-            api = ApiProcess(cfg, tmp)
+            api = ApiProcess(cfg, tmp, LEADERBOARD_ADMIN_TOKEN=ADMIN_TOKEN)
             api.wait_ready()
             w = World(cfg, consumer, api, publisher, published, client, tmp)
             w.caught_up()
@@ -254,7 +260,8 @@ def _catalog_version(world: World) -> int:
 def test_a_board_created_at_runtime_over_the_history_is_exact_after_activate(world: World) -> None:
     path = world.file(WINS_V1)
     plan = world.ok("plan", path)
-    assert "+ wins: new board" in plan and "+ laps: new board" in plan
+    assert "+ wins: new board" in plan
+    assert "+ laps: new board" in plan
     assert "wins" not in world.ok("list")  # plan wrote nothing
     wins, laps = catalog.parse_file(tomllib.loads(WINS_V1), "test")
     with Traffic(world.publisher, world.api) as traffic:
@@ -262,20 +269,27 @@ def test_a_board_created_at_runtime_over_the_history_is_exact_after_activate(wor
         assert "built from" in applied, applied
         assert world.api.get("/v1/leaderboards/wins/entries")[0] == 404  # a draft is not served
         diff = json.loads(world.ok("diff", "wins", "--json", "--top", "5"))
-        assert diff["players_before"] == 0 and len(diff["entering_top"]) >= 5
-        for board in ("wins", "laps"):
-            out = world.ok("activate", board)
+        assert diff["players_before"] == 0
+        assert len(diff["entering_top"]) >= 5
+        for name in ("wins", "laps"):
+            out = world.ok("activate", name)
             assert "active" in out, out
             started = time.monotonic()
+            url = f"{world.api.url}/v1/leaderboards/{name}/entries"
+
+            def serving(url: str = url) -> bool:
+                return http_get(url, 5)[0] == 200
+
             wait_until(
-                lambda b=board: http_get(f"{world.api.url}/v1/leaderboards/{b}/entries", 5)[0] == 200,
+                serving,
                 5,
-                f"API serving {board} (consumer loaded it)",
+                f"API serving {name} (consumer loaded it)",
                 interval=0.05,
             )
             assert time.monotonic() - started < 5
         time.sleep(1.5)  # more live traffic onto the new boards
-    assert traffic.reads > 20 and not traffic.errors, traffic.errors[:5]
+    assert traffic.reads > 20
+    assert not traffic.errors, traffic.errors[:5]
     world.caught_up()
     for board in (wins, laps):
         expected = truth(world.published, board)
@@ -306,7 +320,8 @@ def test_a_changed_filter_is_diffed_then_switched_live_under_traffic(world: Worl
         old, new = truth(world.published, wins_v1), truth(world.published, wins_v2)
         moved = {p for p in set(old) | set(new) if old.get(p, (None,))[0] != new.get(p, (None,))[0]}
         assert {m["player_id"] for m in got["moves"]} == moved
-        assert moved and got["players_after"] == len(new) and got["players_before"] == len(old)
+        assert moved
+        assert (got["players_before"], got["players_after"]) == (len(old), len(new))
         top_old = {p for p, (r, _) in old.items() if r <= 10}
         top_new = {p for p, (r, _) in new.items() if r <= 10}
         assert set(got["entering_top"]) == top_new - top_old
@@ -332,8 +347,10 @@ def test_a_malformed_definition_is_refused_naming_the_field_and_nothing_changes(
         for action in ("plan", "apply"):
             code, out, err = world.cli(action, world.file(bad))
             assert code == 2, (code, out, err)
-            assert len(err.strip().splitlines()) == 1 and field_name in err, err
-    assert world.ok("list") == listed and _catalog_version(world) == version
+            assert len(err.strip().splitlines()) == 1, err
+            assert field_name in err, err
+    assert world.ok("list") == listed
+    assert _catalog_version(world) == version
 
 
 def test_a_retired_board_is_no_longer_fed_and_stays_readable(world: World) -> None:
@@ -347,5 +364,57 @@ def test_a_retired_board_is_no_longer_fed_and_stays_readable(world: World) -> No
     world.caught_up()
     assert world.standings(laps) == frozen
     top = _api_top(world, "laps")
-    assert top and all(frozen[p] == (r, s) for p, r, s in top)
+    assert top
+    assert all(frozen[p] == (r, s) for p, r, s in top)
     assert "laps                             retired" in world.ok("list")
+
+
+def _admin(
+    world: World, method: str, path: str, body: object = None, token: str | None = ADMIN_TOKEN
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else orjson.dumps(body)
+    req = urllib.request.Request(f"{world.api.url}{path}", data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, cast("dict[str, Any]", orjson.loads(resp.read()))
+    except urllib.error.HTTPError as err:
+        kind, code, body = err.headers["Content-Type"], err.code, orjson.loads(err.read())
+    assert kind == "application/problem+json", kind
+    return code, cast("dict[str, Any]", body)
+
+
+def test_the_admin_api_manages_boards_behind_the_admin_token(world: World) -> None:
+    assert _admin(world, "GET", "/v1/admin/boards", token=None)[0] == 401
+    assert _admin(world, "GET", "/v1/admin/boards", token="wrong")[0] == 403
+    status, listed = _admin(world, "GET", "/v1/admin/boards")
+    assert status == 200
+    before = listed["boards"]
+    status, problem = _admin(
+        world, "POST", "/v1/admin/boards:apply", {"board": [{"id": "recent", "aggregation": "latest"}]}
+    )
+    assert status == 422
+    assert "aggregation" in problem["detail"]
+    assert _admin(world, "GET", "/v1/admin/boards")[1]["boards"] == before  # nothing stored
+    recent = {"id": "recent", "aggregation": "last", "value": "score", "periods": ["all_time"]}
+    status, planned = _admin(world, "POST", "/v1/admin/boards:plan", {"board": [recent]})
+    assert status == 200
+    assert [c["action"] for c in planned["changes"]] == ["create"]
+    assert _admin(world, "GET", "/v1/admin/boards/recent")[0] == 404
+    status, applied = _admin(world, "POST", "/v1/admin/boards:apply", {"board": [recent]})
+    assert status == 200, applied
+    assert applied["changes"][0]["built"]["events"] >= HISTORY
+    status, diff = _admin(world, "GET", "/v1/admin/boards/recent/diff?top=3")
+    assert status == 200
+    assert diff["players_before"] == 0
+    assert len(diff["entering_top"]) == 3
+    status, shown = _admin(world, "GET", "/v1/admin/boards/recent")
+    assert status == 200
+    assert (shown["state"], shown["draft_version"], shown["draft_built"]) == ("draft", 1, True)
+    assert _admin(world, "POST", "/v1/admin/boards/global/activate")[0] == 404  # a file board: not managed
+    status, done = _admin(world, "POST", "/v1/admin/boards/recent/activate")
+    assert status == 200, done
+    assert _admin(world, "POST", "/v1/admin/boards/recent/activate")[0] == 409  # no draft any more
+    wait_until(lambda: world.api.get("/v1/leaderboards/recent/entries")[0] == 200, 5, "API serving recent")
