@@ -115,6 +115,11 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
     by_id = {b.id: b for b in definitions}
     authorize = authorizer(config)
 
+    def served(request: Request) -> dict[str, Board]:
+        """The boards the app serves now (they follow the runtime catalog), else those it was made with."""
+        context = getattr(request.app.state, "ctx", None)
+        return by_id if context is None else dict(context.boards)
+
     router = APIRouter(prefix=PREFIX, tags=["admin"], dependencies=[Depends(authorize)])
 
     async def read_action(request: Request) -> m.AnyAction:
@@ -166,7 +171,8 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
     async def take_action(request: Request) -> Response:
         action = await read_action(request)
         try:
-            outcome = await asyncio.to_thread(service.submit, config, action, boards)
+            known = frozenset(served(request)) | boards
+            outcome = await asyncio.to_thread(service.submit, config, action, known)
         except rules.Refused as exc:
             raise Problem(_status(exc.code), exc.code, exc.detail) from None
         except service.Unavailable as exc:
@@ -214,14 +220,15 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
             422: {"description": "Unknown board or invalid period"},
         },
     )
-    async def player_events(
+    async def player_events(  # noqa: PLR0917 - FastAPI passes the parameters by name
+        request: Request,
         player_id: Annotated[str, Path(min_length=1, max_length=64, pattern=_PLAYER)],
         board: Annotated[str, Query(min_length=1, max_length=64)],
         period: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=store.MAX_LIST)] = 100,
     ) -> Response:
-        b = by_id.get(board)
+        b = served(request).get(board)
         if b is None:
             raise Problem(422, "unknown-board", f"no such board: {board}")
         span = None
