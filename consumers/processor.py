@@ -316,6 +316,9 @@ class Processor:
         """A live write was refused by the definition fence: reload; if Redis holds an older version than
         the catalog's (its switch never completed, or a board came back), rebuild those boards. Returns
         how long to wait before the retry (longer while the catalog does not show the new version yet)."""
+        log.info(
+            "a live write met the definition fence; reloading the boards", extra={"boards": stale.boards}
+        )
         self.reload_boards(force=True)
         mine = {b.id: b for b in self.boards}
         wait = 0.02

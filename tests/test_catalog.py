@@ -4,6 +4,8 @@ diff."""
 from __future__ import annotations
 
 import random
+import tomllib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -128,3 +130,10 @@ def test_diff_lists_exactly_the_players_whose_rank_changes(seed: int, top: int) 
     }
     assert set(d.leaving) == {p for p, r in old.items() if r <= top} - {p for p, r in new.items() if r <= top}
     assert (d.players_before, d.players_after) == (len(before), len(after))
+
+
+def test_the_example_boards_file_is_a_valid_catalog_input() -> None:
+    path = Path(__file__).resolve().parents[1] / "docs" / "boards.example.toml"
+    boards = catalog.parse_file(tomllib.loads(path.read_text(encoding="utf-8")), str(path))
+    assert len(boards) >= 4
+    assert {b.order for b in boards} == {"asc", "desc"}

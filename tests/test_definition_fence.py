@@ -1,0 +1,71 @@
+"""The definition fence against the real Redis: a live write made under another definition version than the
+board's live one writes nothing (no score, no watermark, no position), and the flip records the version."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+import redis
+
+from consumers.generations import Generations
+from consumers.plan import Canonical
+from consumers.redis_sink import DefinitionStale, RedisSink
+from leaderboard.boards import Board
+from leaderboard.keys import Keys
+from leaderboard.periods import PeriodKind
+from leaderboard.settings import Settings
+from tests.factories import win
+
+AT = datetime.now(UTC).replace(microsecond=0)
+
+
+def _records(first: int) -> list[Canonical]:
+    return [Canonical(0, first + i, win(f"p{i % 3}", AT, 2)) for i in range(6)]
+
+
+def _state(client: redis.Redis, keys: Keys) -> tuple[object, object, int]:
+    """The generation's position, its all_time scores and how many keys it has."""
+    return (
+        client.hgetall(keys.position("laps", 1)),
+        client.zrange(keys.board("laps", 1, "all_time"), 0, -1, withscores=True),
+        len(list(client.scan_iter(match=f"{keys.base('laps')}:g1:*"))),
+    )
+
+
+@pytest.mark.parametrize("meta_def", ["2", "retired"])
+def test_a_write_under_another_version_is_refused_whole(
+    config: Settings, redis_client: redis.Redis, meta_def: str
+) -> None:
+    keys = Keys(config.redis_prefix)
+    v1 = Board(id="laps", periods=(PeriodKind.ALL_TIME,), version=1)
+    redis_client.hset(keys.meta("laps"), mapping={"active": 1, "writing": 1, "def": "1"})
+    RedisSink(redis_client, keys, [v1]).apply(_records(0))
+    before = _state(redis_client, keys)
+    assert before[1], "the write under the live version landed"
+    redis_client.hset(keys.meta("laps"), "def", meta_def)
+    with pytest.raises(DefinitionStale) as stale:
+        RedisSink(redis_client, keys, [v1], max_updates=1).apply(_records(100))
+    assert stale.value.boards == {"laps": meta_def}
+    assert _state(redis_client, keys) == before
+    if meta_def == "2":
+        RedisSink(redis_client, keys, [replace(v1, version=2)]).apply(_records(100))
+        assert _state(redis_client, keys) != before
+
+
+def test_a_file_board_writes_where_no_version_is_recorded_and_the_flip_records_one(
+    config: Settings, redis_client: redis.Redis
+) -> None:
+    keys = Keys(config.redis_prefix)
+    plain = Board(id="laps", periods=(PeriodKind.ALL_TIME,))
+    redis_client.hset(keys.meta("laps"), mapping={"active": 1, "writing": 1})
+    RedisSink(redis_client, keys, [plain]).apply(_records(0))  # no version either side: no fence
+    gens = Generations(redis_client, keys, [plain])
+    gen = gens.new_generation("laps")
+    v3 = replace(plain, version=3)
+    redis_client.hset(keys.position("laps", gen), "0", "5")
+    assert gens.catch_up_and_flip(v3, gen, None, RedisSink(redis_client, keys, [v3])) == 1  # type: ignore[arg-type]
+    assert redis_client.hget(keys.meta("laps"), "def") == b"3"
+    with pytest.raises(DefinitionStale):
+        RedisSink(redis_client, keys, [plain]).apply(_records(10))
