@@ -147,7 +147,8 @@ class Run:
         """events/s of one consumer from its first consumed event to the last (a fresh group and prefix)."""
         with psycopg.connect(self.db_url, autocommit=True) as conn:
             conn.execute(
-                "TRUNCATE events, players, standings_checkpoint, checkpoint_positions, checkpoint_boards"
+                "TRUNCATE events, event_ids, players, standings_checkpoint, checkpoint_positions,"
+                " checkpoint_boards"
             )
         port = free_port()
         argv = [str(VENV_BIN / "leaderboard"), "consume", "--metrics-port", str(port)]
