@@ -130,11 +130,15 @@ class Ops:
             cat = catalog_store.load(conn)
             with self._drafts() as drafts:
                 for ch in changes:
-                    if ch.action == "unchanged":
+                    entry = cat.entries.get(ch.board)
+                    draft = None if entry is None else entry.draft
+                    unbuilt = entry is not None and draft is not None and entry.draft_generation is None
+                    # An unchanged definition is built if it is a draft whose build failed before.
+                    if draft is None or (
+                        ch.action == "unchanged" and not (unbuilt and catalog.same(draft, ch.new))
+                    ):
                         out.append(Applied(ch, None))
                         continue
-                    draft = cat.entries[ch.board].draft
-                    assert draft is not None  # apply just stored it
                     lease = drafts.lease(ch.board)
                     try:
                         built = drafts.build(conn, draft, lease)
