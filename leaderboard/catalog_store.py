@@ -13,10 +13,12 @@ from typing import Final
 import psycopg
 from psycopg.types.json import Jsonb
 
+from leaderboard import boards as boards_mod
 from leaderboard import catalog, timefmt
 from leaderboard.boards import Board
-from leaderboard.catalog import Catalog, Change, Entry
+from leaderboard.catalog import Catalog, Change, Entry, Served
 from leaderboard.errors import UserError
+from leaderboard.settings import Settings
 
 LOCK: Final = 0x1EAD_B0A  # advisory lock: one catalog write at a time
 STATEMENT_TIMEOUT_MS: Final = 5_000
@@ -171,3 +173,15 @@ def retire(conn: psycopg.Connection, board: str) -> bool:
         )
         _bump(conn)
     return True
+
+
+def current(config: Settings) -> Served:
+    """The boards the operator's commands work on now: the boards file overlaid by the catalog (the file's
+    boards alone where the catalog's tables do not exist yet: a schema not migrated to 0015)."""
+    file_boards = boards_mod.load(config.boards_file)
+    with psycopg.connect(config.database_url, autocommit=True, connect_timeout=5) as conn:
+        _bound(conn)
+        try:
+            return catalog.effective(file_boards, load(conn))
+        except psycopg.errors.UndefinedTable:
+            return catalog.effective(file_boards, catalog.EMPTY)

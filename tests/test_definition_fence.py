@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 import redis
 
@@ -16,6 +17,7 @@ from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.periods import PeriodKind
 from leaderboard.settings import Settings
+from query_api.store import script_text
 from tests.factories import win
 
 AT = datetime.now(UTC).replace(microsecond=0)
@@ -69,3 +71,24 @@ def test_a_file_board_writes_where_no_version_is_recorded_and_the_flip_records_o
     assert redis_client.hget(keys.meta("laps"), "def") == b"3"
     with pytest.raises(DefinitionStale):
         RedisSink(redis_client, keys, [plain]).apply(_records(10))
+
+
+def test_a_reader_that_has_not_seen_an_activation_is_told_so_not_served_the_wrong_rule(
+    config: Settings, redis_client: redis.Redis
+) -> None:
+    keys = Keys(config.redis_prefix)
+    redis_client.hset(keys.meta("laps"), mapping={"active": 1, "writing": 1, "def": "4"})
+    redis_client.zadd(keys.board("laps", 1, "all_time"), {"p1": 5.0})
+    top = redis_client.register_script(script_text("top"))
+    argv_keys = [keys.meta("laps"), keys.board("laps", 1, "all_time"), keys.stats("laps", 1, "all_time")]
+    argv_keys += [keys.periods("laps", 1), keys.names()]
+
+    def read(want: str) -> dict[str, object]:
+        return dict(orjson.loads(top(keys=argv_keys, args=[want, 0, 10])))
+
+    assert read("1:3") == {"s": "redefined", "def": "4"}  # built under version 4, the reader knows 3
+    assert read("1:4")["s"] == "ok"
+    assert read("1")["s"] == "ok"  # a board of the boards file: no version to check
+    assert read("2:4")["s"] == "stale"  # the generation check comes first, as before
+    redis_client.hset(keys.meta("laps"), "def", "retired")
+    assert read("1:3")["s"] == "ok"  # a retired board stays readable

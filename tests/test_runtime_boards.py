@@ -332,6 +332,10 @@ def test_a_changed_filter_is_diffed_then_switched_live_under_traffic(world: Worl
     assert not traffic.errors, traffic.errors[:5]
     world.caught_up()
     assert world.standings(wins_v2) == truth(world.published, wins_v2)
+    # Every period of every fed board (runtime ones included) equals PostgreSQL's own fold.
+    verified = leaderboard_cli(world.config, "verify", timeout=120)
+    assert verified.returncode == 0, verified.stderr[-2000:]
+    assert "ok: 3 board(s)" in verified.stdout, verified.stdout
     status, body = world.api.get("/v1/leaderboards")
     assert status == 200
     assert any(b["id"] == "wins" for b in orjson.loads(body)["boards"])
