@@ -278,17 +278,17 @@ class Processor:
 
     def prepare(self) -> None:
         """Apply migrations; rebuild from PostgreSQL any board whose generation Redis lacks."""
-        with psycopg.connect(self.config.database_url, connect_timeout=5) as conn:
-            migrate(conn)
-        self.reload_boards(force=True)
+        with psycopg.connect(self.config.database_url, connect_timeout=5, autocommit=True) as conn:
+            migrate(conn)  # each migration in a transaction of its own
+            conn.execute(f"SET statement_timeout = {_PG_STATEMENT_S * 1000}")
+            self.reload_boards(conn, force=True)
         self.recover_missing()
 
-    def reload_boards(self, *, force: bool = False) -> bool:
-        """Take up the catalog's boards if it changed (one bounded read); True if the boards changed.
-
-        Called between batches, so a batch is applied under one set of definitions."""
+    def reload_boards(self, conn: psycopg.Connection | None = None, *, force: bool = False) -> bool:
+        """Take up the catalog's boards if it changed (one bounded read, on the batch connection unless
+        given); True if the boards changed. Called between batches: a batch applies one set of definitions."""
         try:
-            fresh = self._watch.poll(self._conn(), force=force)
+            fresh = self._watch.poll(self._conn() if conn is None else conn, force=force)
         except psycopg.Error as exc:
             log.warning("cannot read the board catalog; keeping the boards", extra={"error": str(exc)[:300]})
             return False
