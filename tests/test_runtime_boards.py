@@ -132,6 +132,8 @@ class World:
     published: Published
     redis: redis.Redis
     tmp: Path
+    running: list[ConsumerProcess | ApiProcess]
+    """Every child process started, stopped at the end."""
 
     def cli(self, *args: str) -> tuple[int, str, str]:
         out = leaderboard_cli(self.config, "boards", *args, timeout=240)
@@ -176,19 +178,19 @@ def world(
         resent = [dict(b) for b in rnd.sample(history, 1000)]  # duplicates: the same event_id again
         publisher.send(history + resent)
         consumer = ConsumerProcess(cfg, tmp)
-        api: ApiProcess | None = None
         client = redis.Redis.from_url(cfg.redis_url)
+        running: list[ConsumerProcess | ApiProcess] = [consumer]
         try:
             consumer.wait_ready()
             api = ApiProcess(cfg, tmp, LEADERBOARD_ADMIN_TOKEN=ADMIN_TOKEN)
+            running.append(api)
             api.wait_ready()
-            w = World(cfg, consumer, api, publisher, published, client, tmp)
+            w = World(cfg, consumer, api, publisher, published, client, tmp, running)
             w.caught_up()
             yield w
         finally:
-            if api is not None:
-                api.stop()
-            consumer.stop()
+            for proc in running:  # also those a test started in place of these
+                proc.stop()
             client.close()
 
 
@@ -422,3 +424,27 @@ def test_the_admin_api_manages_boards_behind_the_admin_token(world: World) -> No
     assert status == 200, done
     assert _admin(world, "POST", "/v1/admin/boards/recent/activate")[0] == 409  # no draft any more
     wait_until(lambda: world.api.get("/v1/leaderboards/recent/entries")[0] == 200, 5, "API serving recent")
+
+
+def test_restarted_processes_start_with_the_catalogs_boards(world: World) -> None:
+    """A consumer and an API started after the changes take the catalog's boards at start: the changed
+    ``wins`` is fed under its live version, the retired ``laps`` is not, both are served."""
+    wins_v2, laps = catalog.parse_file(tomllib.loads(WINS_V2), "test")
+    world.caught_up()
+    frozen = world.standings(laps)
+    world.consumer.stop()
+    world.consumer = ConsumerProcess(world.config, world.tmp, name="consumer-again")
+    world.running.append(world.consumer)
+    world.consumer.wait_ready()
+    rnd = random.Random(5)
+    world.publisher.send([{**_event(rnd, datetime.now(UTC)), "game": "go", "score": 2} for _ in range(300)])
+    world.caught_up()
+    assert world.standings(wins_v2) == truth(world.published, wins_v2)
+    assert world.standings(laps) == frozen
+    world.api.stop()
+    world.api = ApiProcess(world.config, world.tmp, LEADERBOARD_ADMIN_TOKEN=ADMIN_TOKEN)
+    world.running.append(world.api)
+    world.api.wait_ready()
+    status, body = world.api.get("/v1/leaderboards")
+    assert status == 200
+    assert {"global", "wins", "laps", "recent"} <= {b["id"] for b in orjson.loads(body)["boards"]}
