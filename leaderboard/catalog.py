@@ -159,6 +159,8 @@ class Change:
             return f"= {self.board}: unchanged"
         if self.action == "create":
             return f"+ {self.board}: new board (draft version 1)"
+        if not self.fields:
+            return f"~ {self.board}: new draft version (the retired board comes back)"
         return f"~ {self.board}: new draft version ({', '.join(self.fields)} changed)"
 
 
@@ -179,7 +181,9 @@ def plan(catalog: Catalog, wanted: Iterable[Board]) -> list[Change]:
             continue
         a, b = definition(old), definition(new)
         changed = tuple(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
-        out.append(Change(new.id, "change" if changed else "unchanged", changed, new))
+        # A retired board comes back through a new draft (built from the whole log), changed or not.
+        back = entry is not None and entry.state == "retired" and entry.draft is None
+        out.append(Change(new.id, "change" if changed or back else "unchanged", changed, new))
     return out
 
 

@@ -87,6 +87,10 @@ def test_plan_says_new_changed_or_unchanged_against_the_latest_stored_version() 
         ("a2", "create", tuple(sorted(catalog.definition(Board(id="a2"))))),
     ]
     assert (got[3].action, got[3].fields) == ("change", ("aggregation",))
+    retired = Catalog(6, {"a": _entry(live, "retired")})
+    [back] = catalog.plan(retired, [Board(id="a")])
+    assert (back.action, back.fields) == ("change", ())
+    assert "comes back" in back.line()
 
 
 def test_the_catalog_overlays_the_file_and_retired_boards_stay_served_not_fed() -> None:

@@ -448,3 +448,15 @@ def test_restarted_processes_start_with_the_catalogs_boards(world: World) -> Non
     status, body = world.api.get("/v1/leaderboards")
     assert status == 200
     assert {"global", "wins", "laps", "recent"} <= {b["id"] for b in orjson.loads(body)["boards"]}
+
+
+def test_a_retired_board_comes_back_with_the_events_of_its_retirement(world: World) -> None:
+    _, laps = catalog.parse_file(tomllib.loads(WINS_V1), "test")
+    only_laps = world.file(WINS_V1[WINS_V1.index('[[board]]\nid = "laps"') :])
+    assert "~ laps: new draft version (the retired board comes back)" in world.ok("plan", only_laps)
+    world.ok("apply", only_laps)
+    world.ok("activate", "laps")
+    world.caught_up()
+    expected = truth(world.published, laps)  # the go events with score 1 and 2 sent while it was retired
+    wait_until(lambda: world.standings(laps) == expected, 10, "laps loaded again by the consumer")
+    assert "laps                             active" in world.ok("list")
