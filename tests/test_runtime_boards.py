@@ -458,5 +458,7 @@ def test_a_retired_board_comes_back_with_the_events_of_its_retirement(world: Wor
     world.ok("activate", "laps")
     world.caught_up()
     expected = truth(world.published, laps)  # the go events with score 1 and 2 sent while it was retired
-    wait_until(lambda: world.standings(laps) == expected, 10, "laps loaded again by the consumer")
+    keys = Keys(world.config.redis_prefix)
+    wait_until(lambda: world.redis.hget(keys.meta("laps"), "active"), 10, "laps loaded again by the consumer")
+    assert world.standings(laps) == expected
     assert "laps                             active" in world.ok("list")
