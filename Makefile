@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 DEMO_ARGS ?=
 STACK := deploy/stack.sh
 
-.PHONY: install up down status tools test lint demo bench bench-quick bench-growth clean-stack
+.PHONY: install up down status tools test test-cluster lint demo bench bench-quick bench-growth clean-stack
 
 install: .venv/.installed
 
@@ -36,6 +36,16 @@ tools:
 
 test: install up tools
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# G1+G2 (one test) and G5 against a local Redis Cluster of 3 masters + 3 replicas (deploy/stack.sh up
+# redis-cluster, nodes on REDIS_CLUSTER_PORT..+5), Kafka and PostgreSQL as for `make test`. One process: G5
+# flushes every master. CLUSTER_TESTS=... for more (G3 and G4 run there too; G3 starts clusters of its own).
+CLUSTER_TESTS ?= tests/test_g1_g2_chaos.py tests/test_g5_redis_loss.py
+REDIS_CLUSTER_PORT ?= 7000
+test-cluster: install up
+	REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_PORT) $(STACK) up redis-cluster
+	LEADERBOARD_REDIS_CLUSTER=true LEADERBOARD_REDIS_URL=redis://127.0.0.1:$(REDIS_CLUSTER_PORT)/0 \
+		$(PY) -m pytest $(PYTEST_ARGS) $(CLUSTER_TESTS)
 
 lint: install
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy

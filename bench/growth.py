@@ -50,12 +50,11 @@ sys.path.insert(0, str(ROOT))
 from consumers import closing, pg_sink  # noqa: E402
 from consumers.migrate import migrate  # noqa: E402
 from consumers.plan import Canonical  # noqa: E402
-from consumers.redis_sink import RedisSink, chunks  # noqa: E402
+from consumers.redis_sink import Body, RedisSink, chunks  # noqa: E402
 from leaderboard import scoring  # noqa: E402
 from leaderboard import settings as settings_mod  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
-from leaderboard.lua_scripts import source  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
 from tests.services import RedisServer  # noqa: E402
 
@@ -420,7 +419,7 @@ def redis_cpu(r: redis.Redis) -> float:
     return float(info["used_cpu_user_main_thread"]) + float(info["used_cpu_sys_main_thread"])
 
 
-def plan_batches(sink: RedisSink, batches: Sequence[list[Canonical]]) -> tuple[list[list[bytes]], float]:
+def plan_batches(sink: RedisSink, batches: Sequence[list[Canonical]]) -> tuple[list[list[Body]], float]:
     """The apply.lua payloads RedisSink.apply would send for each batch, and the CPU seconds planning took
     (fold, chunking, JSON): the consumer's share of the cost of a call budget."""
     t0 = time.process_time()
@@ -462,7 +461,6 @@ def bench_redis(args: argparse.Namespace) -> str:
                     zkey,
                     {f"p{i}": scoring.pack(rng.randint(1, 5000), rng.randrange(1 << 20)) for i in members},
                 )
-        script = r.register_script(source("apply"))
         rate = args.updates
         offset = 0
         for run in range(args.runs):
@@ -501,9 +499,7 @@ def bench_redis(args: argparse.Namespace) -> str:
                         time.sleep(wait)
                     pipe = r.pipeline(transaction=False)
                     for body in calls:
-                        script(
-                            keys=[keys.meta(BOARD.id)], args=[keys.base(BOARD.id), body, stamp], client=pipe
-                        )
+                        sink.call(BOARD, body, None, stamp, pipe)
                     updates += sum(int(res[1]) for res in pipe.execute())
                 window_s = time.perf_counter() - t0
                 cpu_s = redis_cpu(r) - cpu0

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 
+from leaderboard.lua_scripts import GUARD
 from leaderboard.redis_client import FAILURES, SyncClient
 
 log = logging.getLogger(__name__)
@@ -19,14 +20,20 @@ log = logging.getLogger(__name__)
 LEASE_MS = 30_000
 RENEW_EVERY_S = LEASE_MS / 1000 / 3
 
-_RENEW = """
+_RENEW = (
+    GUARD
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-_RELEASE = """
+)
+_RELEASE = (
+    GUARD
+    + """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+)
 
 
 class LockLost(RuntimeError):

@@ -159,9 +159,11 @@ class Recomputer:
                     for period in periods
                 ],
             }
-            res = self._script(
-                keys=[keys.meta(board.id)], args=[keys.base(board.id), str(gen), orjson.dumps(body)]
-            )
+            declared = [
+                keys.meta(board.id),
+                *keys.generation(board.id, gen, periods, latest=board.aggregation == "last"),
+            ]
+            res = self._script(keys=declared, args=[keys.base(board.id), str(gen), orjson.dumps(body)])
             if res[0] == b"ok":
                 return int(res[1])
             if res[0] == b"gone":

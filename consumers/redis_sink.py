@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from redis.cluster import RedisCluster
 
 from consumers import names as display_names
 from consumers.plan import BUCKET_S, Canonical, Fold, Slot, fold, payload, positions, targets
+from leaderboard import shards
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
@@ -62,6 +63,13 @@ class PartialLoop(RuntimeError):
     """Watermarks kept moving under us: another consumer is racing on the same partitions."""
 
 
+class Body(NamedTuple):
+    """One apply.lua payload and the period keys it writes (they name the keys the call declares)."""
+
+    data: bytes
+    periods: tuple[str, ...]
+
+
 _MAX_PARTIAL_ROUNDS = 8
 MAX_UPDATES = 250
 """Sorted-set updates per script call. Measured on a 1M-player board at ~25k updates/s (docs/benchmarks.md,
@@ -78,11 +86,24 @@ class RedisSink:
             raise ValueError("max_updates must be >= 1")
         self._r = client
         self._keys = keys
-        self._boards = tuple(boards)
+        self._shards: dict[str, tuple[int, int]] = {}
+        """Storage id of a shard of a sharded board -> (shard, shards): it gets that shard's players only."""
+        expanded: list[Board] = []
+        for board in boards:
+            for i, part in enumerate(shards.parts(board)):
+                if board.shards > 1:
+                    self._shards[part.id] = (i, board.shards)
+                expanded.append(part)
+        self._boards = tuple(expanded)
+        """The boards as stored: a sharded board as one board per shard (leaderboard.shards), each with its
+        own meta, generations and watermarks, one apply.lua call per chunk on its own slot."""
         self._max = max_updates
         self._source = script("apply")
-        self._apply = client.register_script(self._source)
+        self._apply = client.register_script(script("apply"))
         self._cluster = isinstance(client, RedisCluster)
+        self._writing: dict[str, str] = {}
+        """board -> meta's ``writing`` as last read: the generations whose keys a live call declares
+        (apply.lua answers ``stale`` when it changed; the call is then declared again and resent)."""
         self.seen: dict[int, int] = {}
         """Last offset per partition of the live batches Redis accepted from this sink (every board)."""
         self._names_seen: dict[int, int] = {}
@@ -93,6 +114,7 @@ class RedisSink:
         stop short of a batch's trailing invalid records) or when Redis was rebuilt."""
         self.seen.clear()
         self._names_seen.clear()
+        self._writing.clear()
 
     def apply(
         self,
@@ -127,12 +149,18 @@ class RedisSink:
         # The names position only rises (a rewind replays lower offsets): what this sink wrote bounds it.
         rising = {p: o for p, o in pos.items() if o > self._names_seen.get(p, -1)}
         skip = display_names.queue(pipe, self._keys, names or {}, rising, check=check_names)
+        if live:
+            self._read_writing([b.id for b in self._boards if b.id not in self._writing])
         calls: list[Board] = []
+        sent: dict[str, list[Body]] = {}
+        mine = {b.id: self._mine(b, ordered) for b in self._boards}
         for board in self._boards:
-            for body in self._bodies(
-                board, chunks(board, ordered, self._max), gen, pos, check=live, keep=keep
-            ):
-                self._call(board, body, now, pipe)
+            bodies = self._bodies(
+                board, chunks(board, mine[board.id], self._max), gen, pos, check=live, keep=keep
+            )
+            sent[board.id] = bodies
+            for body in bodies:
+                self.call(board, body, gen, now, pipe)
                 calls.append(board)
         if not calls and not skip:
             return 0
@@ -142,11 +170,15 @@ class RedisSink:
             recover(self._r)
             raise
         results = out[skip:]
+        if any(res[0] == b"stale" for res in results):
+            results = self._redeclare(calls, results, sent, gen, now)
         lost = sorted({board.id for board, res in zip(calls, results, strict=True) if res[0] == b"nometa"})
         if lost:
             raise RedisLost(lost)
         stale = {
-            board.id: res[1].decode() for board, res in zip(calls, results, strict=True) if res[0] == b"stale"
+            board.id: res[1].decode()
+            for board, res in zip(calls, results, strict=True)
+            if res[0] == b"defstale"
         }
         if stale:
             raise DefinitionStale(stale)
@@ -160,7 +192,7 @@ class RedisSink:
             partials.setdefault(board.id, []).extend(p.decode() for p in res[3:])
         for board in self._boards:
             if partials.get(board.id):
-                applied += self._resolve_partials(board, ordered, partials[board.id], now, keep)
+                applied += self._resolve_partials(board, mine[board.id], partials[board.id], now, keep)
         names_behind = check_names and display_names.behind(out[0], self._names_seen)
         if live:
             _raise(self.seen, pos)
@@ -179,10 +211,10 @@ class RedisSink:
         *,
         check: bool = False,
         keep: Callable[[Board, Canonical], bool] | None = None,
-    ) -> list[bytes]:
+    ) -> list[Body]:
         """Payloads of a board's chunks, with ``after`` guards; the first carries the positions (with what
         this sink saw accepted, when ``check``)."""
-        out: list[bytes] = []
+        out: list[Body] = []
         last: dict[tuple[str, int], int] = {}
         for k, part in enumerate(parts):
             folded = fold(board, part) if keep is None else _fold_kept(board, part, keep)
@@ -201,12 +233,73 @@ class RedisSink:
                     if key in last:
                         slot["after"] = last[key]
                     last[key] = int(slot["hi"])
-            out.append(orjson.dumps(body))
+            periods = tuple(str(p["p"]) for p in cast("list[dict[str, Any]]", body["periods"]))
+            out.append(Body(orjson.dumps(body), periods))
         return out
 
-    def _call(self, board: Board, body: bytes, now: str, pipe: Any = None) -> Any:
+    def _mine(self, board: Board, ordered: list[Canonical]) -> list[Canonical]:
+        """The records of a stored board: all of them, or a shard's players only (the batch's positions
+        still go to every shard, so each knows how far the stream was applied)."""
+        if board.id not in self._shards:
+            return ordered
+        shard, n = self._shards[board.id]
+        return [r for r in ordered if shards.shard_of(r.event.player_id, n) == shard]
+
+    def _read_writing(self, boards: list[str]) -> None:
+        """Cache meta's ``writing`` of ``boards`` (one round trip); "" where absent (the call says nometa)."""
+        if not boards:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for board in boards:
+            pipe.hget(self._keys.meta(board), "writing")
+        try:
+            out = pipe.execute()
+        except FAILURES:
+            recover(self._r)
+            raise
+        for board, raw in zip(boards, out, strict=True):
+            self._writing[board] = "" if raw is None else raw.decode()
+
+    def _redeclare(
+        self, calls: list[Board], results: list[Any], sent: dict[str, list[Body]], gen: int | None, now: str
+    ) -> list[Any]:
+        """The results with each ``stale`` call (a rebuild started or flipped since ``writing`` was read)
+        resent, in order, declaring the generations the script answered. A stale call wrote nothing; a call
+        after it has an ``after`` guard, so none overtook it."""
+        out = list(results)
+        index: dict[str, int] = {}
+        for i, (board, res) in enumerate(zip(calls, results, strict=True)):
+            k = index[board.id] = index.get(board.id, -1) + 1
+            if res[0] == b"stale":
+                self._writing[board.id] = res[1].decode()
+                out[i] = self._resend(board, sent[board.id][k], gen, now)
+        return out
+
+    def _resend(self, board: Board, body: Body, gen: int | None, now: str) -> Any:
+        """One call on its own, declared again as long as ``writing`` keeps changing under it."""
+        for _ in range(_MAX_PARTIAL_ROUNDS):
+            res = self.call(board, body, gen, now)
+            if res[0] != b"stale":
+                return res
+            self._writing[board.id] = res[1].decode()
+        raise PartialLoop(f"board {board.id}: its generations changed during {_MAX_PARTIAL_ROUNDS} calls")
+
+    def declared(self, board: Board, periods: Sequence[str], gen: int | None) -> tuple[list[str], list[str]]:
+        """The KEYS of an apply.lua call on ``periods`` (of generation ``gen``, else of the ``writing``
+        ones as cached) and the generations argument (ARGV[4], "" with ``gen``)."""
+        last = board.aggregation == "last"
         keys = [self._keys.meta(board.id)]
-        args: list[str | bytes] = [self._keys.base(board.id), body, now]
+        if gen is None and board.id not in self._writing:
+            self._read_writing([board.id])
+        writing = "" if gen is not None else self._writing[board.id]
+        for g in [gen] if gen is not None else [int(x) for x in writing.split(",") if x]:
+            keys += self._keys.generation(board.id, g, periods, latest=last)
+        return keys, [writing] if gen is None else []
+
+    def call(self, board: Board, body: Body, gen: int | None, now: str, pipe: Any = None) -> Any:
+        """One apply.lua call (queued on ``pipe`` if given), every key it may touch declared."""
+        keys, writing = self.declared(board, body.periods, gen)
+        args: list[str | bytes] = [self._keys.base(board.id), body.data, now, *writing]
         if pipe is not None and self._cluster:
             # redis-py refuses EVALSHA in a cluster pipeline (it cannot load the script on the nodes there);
             # EVAL carries the source, which also spares a replica promoted since, that never loaded it.
@@ -236,12 +329,12 @@ class RedisSink:
                 for slot, mark in sorted(above.items()):
                     past = [r for r in ordered if r.partition == slot[1] and r.offset > mark]
                     for body in self._bodies(board, chunks(board, past, self._max), target, None, keep=keep):
-                        only = _only(body, slot)
+                        only = _only(body.data, slot)
                         if only is None:
                             continue
-                        res = self._call(board, only, now)
-                        if res[0] != b"ok":
-                            if res[0] == b"stale":
+                        res = self.call(board, Body(only, (slot[0],)), target, now)
+                        if res[0] != b"ok":  # not with a target generation; kept as a guard
+                            if res[0] == b"defstale":
                                 raise DefinitionStale({board.id: res[1].decode()})
                             raise RedisLost([board.id])
                         applied += int(res[1])

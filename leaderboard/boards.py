@@ -26,6 +26,7 @@ SEASON_ALIGN_S = 900
 """Season bounds fall on quarter hours, so every 15-minute bucket of events feeds the same period keys."""
 _BOARD_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _ALL_KINDS = tuple(PeriodKind)
+MAX_SHARDS = 64
 
 
 class BoardsError(ValueError):
@@ -65,6 +66,9 @@ class Board:
     """Closed periods stay in Redis this long; afterwards the API serves them from PostgreSQL snapshots."""
     reward_top: int = 100
     """How many places the period-closed event carries."""
+    shards: int = 1
+    """Sorted sets per board-period, each on its own Redis Cluster slot, a player in the one its id hashes to
+    (leaderboard.shards): a board larger than one Redis node. 1: the board's keys as always."""
     version: int | None = None
     """The stored definition's version (boards managed at runtime, leaderboard.catalog); None: from the
     boards file. Redis fences writes by it, so a process with an older definition cannot write a board."""
@@ -213,12 +217,16 @@ def _seasons(raw: object, board_id: str) -> tuple[Season, ...]:
     return tuple(out)
 
 
-def parse(raw: dict[str, object]) -> Board:
-    """One board definition (a ``[[board]]`` table, or the same as data) checked into a Board."""
-    return _board(raw)
+def parse(raw: dict[str, object], *, sharded: bool = False) -> Board:
+    """One board definition (a ``[[board]]`` table, or the same as data) checked into a Board.
+
+    ``shards`` > 1 only with ``sharded``: sharded boards are written (consumers.redis_sink) and read
+    (leaderboard.shard_reads), but recovery, rebuild, close-period and the read API do not handle their
+    shards yet: every definition the product serves (file or runtime) is refused rather than half served."""
+    return _board(raw, sharded=sharded)
 
 
-def _board(raw: dict[str, object]) -> Board:
+def _board(raw: dict[str, object], *, sharded: bool = False) -> Board:
     board_id = raw.get("id")
     if not isinstance(board_id, str) or not _BOARD_ID.match(board_id):
         raise BoardsError(f"board id {board_id!r} must match {_BOARD_ID.pattern}")
@@ -252,6 +260,14 @@ def _board(raw: dict[str, object]) -> Board:
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BoardsError(f"board {board_id!r}: {name} must be a non-negative integer")
         ints[name] = value
+    shards = raw.get("shards", 1)
+    if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= MAX_SHARDS:
+        raise BoardsError(f"board {board_id!r}: shards must be an integer from 1 to {MAX_SHARDS}")
+    if shards > 1 and not sharded:
+        raise BoardsError(
+            f"board {board_id!r}: shards = {shards}: only shards = 1 is served so far "
+            "(sharded boards: storage and reads only, see docs/operations.md)"
+        )
     return Board(
         id=board_id,
         periods=kinds,
@@ -263,6 +279,7 @@ def _board(raw: dict[str, object]) -> Board:
         games=_names(flt.get("game"), "game", board_id),
         modes=_names(flt.get("mode"), "mode", board_id),
         regions=_names(flt.get("region"), "region", board_id),
+        shards=shards,
         **ints,
     )
 

@@ -8,6 +8,7 @@ A board's data lives in generations; ``meta.active`` says which one readers use 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,6 +71,20 @@ class Keys:
     def floor(self, board: str, gen: int) -> str:
         """Hash partition -> offset up to which a loaded snapshot already covers every period."""
         return self.gen(board, gen) + GEN_KEYS["floor"]
+
+    def generation(self, board: str, gen: int, periods: Iterable[str], latest: bool = False) -> list[str]:
+        """Every key of generation ``gen`` a script may touch for ``periods`` (``latest``: a ``last`` board's
+        hashes too): what apply.lua and recompute.lua declare in KEYS."""
+        out = [self.floor(board, gen), self.periods(board, gen), self.position(board, gen)]
+        for period in periods:
+            out += [
+                self.board(board, gen, period),
+                self.watermark(board, gen, period),
+                self.stats(board, gen, period),
+            ]
+            if latest:
+                out.append(self.latest(board, gen, period))
+        return out
 
     def names(self) -> str:
         """Hash player_id -> latest display_name (shared by all boards)."""

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
 import psycopg
@@ -23,6 +23,7 @@ from hypothesis import settings as hypothesis_settings
 
 from leaderboard import settings as settings_mod
 from leaderboard.probe import unreachable_services
+from leaderboard.redis_client import sync_client
 from leaderboard.settings import Settings
 
 if TYPE_CHECKING:  # the read-API world is imported by the tests that use it, not by every test run
@@ -173,8 +174,12 @@ def isolated(
         yield cfg
     finally:
         delete_topics(admin, topics)
-        with redis.Redis.from_url(base_settings.redis_url) as r:
-            keys = list(r.scan_iter(match=f"{cfg.redis_prefix}:*", count=1000))
+        with sync_client(base_settings) as r:  # one node, or every master of a cluster
+            keys = [
+                k
+                for m in (f"{cfg.redis_prefix}:*", f"{{{cfg.redis_prefix}:*")
+                for k in r.scan_iter(match=m, count=1000)
+            ]
             for i in range(0, len(keys), 500):
                 r.unlink(*keys[i : i + 500])
         with psycopg.connect(base_settings.database_url, autocommit=True) as conn:
@@ -190,7 +195,9 @@ def config(base_settings: Settings, admin: AdminClient) -> Iterator[Settings]:
 
 @pytest.fixture
 def redis_client(config: Settings) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(config.redis_url)
+    """The Redis under test; with LEADERBOARD_REDIS_CLUSTER=true a RedisCluster (same commands, routed by key:
+    what the tests that run on a cluster use, see `make test-cluster`)."""
+    client = cast("redis.Redis", sync_client(config))
     yield client
     client.close()
 

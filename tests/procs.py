@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 import orjson
-import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from leaderboard.net import free_port
+from leaderboard.redis_client import SyncClient
 from leaderboard.settings import Settings
 from leaderboard.topic_reader import read_to_end
 from tests.conftest import env_of
@@ -168,7 +168,7 @@ def caught_up(config: Settings, member: ConsumerProcess | None = None) -> bool:
     return all(done.get(p, -1) >= end for p, end in ends.items() if end > 0)
 
 
-def zscores(client: redis.Redis, key: str, *, reverse: bool = False) -> list[tuple[bytes, float]]:
+def zscores(client: SyncClient, key: str, *, reverse: bool = False) -> list[tuple[bytes, float]]:
     """A sorted set's (member, score) pairs, low to high or, with ``reverse``, high to low (redis-py types the
     reply as any reply shape)."""
     rows = client.zrange(key, 0, -1, desc=reverse, withscores=True)

@@ -16,6 +16,7 @@ from confluent_kafka import Producer
 
 from leaderboard import scoring
 from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient
 from leaderboard.settings import Settings
 from tests.procs import (
     ConsumerProcess,
@@ -105,7 +106,7 @@ def produce_stream(config: Settings, n: int, seed: int) -> tuple[dict[str, int],
     return dict(truth), n, reasons
 
 
-def board(client: redis.Redis, config: Settings, period: str, name: str = "global") -> dict[str, int]:
+def board(client: SyncClient, config: Settings, period: str, name: str = "global") -> dict[str, int]:
     keys = Keys(config.redis_prefix)
     gen = int(client.hget(keys.meta(name), "active") or 0)
     return {m.decode(): scoring.points_of(s) for m, s in zscores(client, keys.board(name, gen, period))}

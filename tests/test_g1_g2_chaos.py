@@ -18,10 +18,10 @@ from typing import cast
 
 import psycopg
 import pytest
-import redis
 
 from leaderboard import scoring
 from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
 from tests.conftest import env_of
 from tests.procs import ConsumerProcess, caught_up, read_topic, wait_until, zscores
@@ -29,7 +29,7 @@ from tests.procs import ConsumerProcess, caught_up, read_topic, wait_until, zsco
 COUNT = 55_000
 
 
-def all_periods(client: redis.Redis, config: Settings) -> dict[str, dict[str, int]]:
+def all_periods(client: SyncClient, config: Settings) -> dict[str, dict[str, int]]:
     keys = Keys(config.redis_prefix)
     gen = int(client.hget(keys.meta("global"), "active") or 0)
     out = {}
@@ -117,7 +117,7 @@ def test_exactly_once_and_nothing_lost_through_kills_and_rebalances(config: Sett
     expected: dict[str, int] = truth["players"]
 
     # G1: every board-period equals the truth (all_time exactly; each period kind partitions the events).
-    client = redis.Redis.from_url(config.redis_url)
+    client = sync_client(config)
     boards = all_periods(client, config)
     assert boards["all_time"] == expected
     for kind in ("monthly", "weekly", "daily"):

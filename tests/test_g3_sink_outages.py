@@ -1,5 +1,8 @@
 """G3: Redis, then PostgreSQL, stopped for 20 s mid-stream. The consumer reports not-ready, commits
-nothing, backs off, resumes by itself, and the boards still equal the truth."""
+nothing, backs off, resumes by itself, and the boards still equal the truth.
+
+On a cluster run (LEADERBOARD_REDIS_CLUSTER=true) "Redis" is a private 3+3 Redis Cluster, every node of it
+stopped and started again (`deploy/stack.sh down|up redis-cluster`, data kept)."""
 
 from __future__ import annotations
 
@@ -10,18 +13,41 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import redis
 
+from leaderboard.redis_client import sync_client
 from leaderboard.settings import Settings
 from tests.procs import ConsumerProcess, caught_up, committed, wait_until
 from tests.services import PostgresServer, RedisServer
 from tests.test_consumer import board, produce_stream
+from tests.test_redis_cluster import Cluster, started
 
 OUTAGE_S = 20
 
 
+class WholeCluster:
+    """A private Redis Cluster stopped and started as one server (every node; data and slots kept)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def stop(self) -> None:
+        down = self.cluster.stack("down")
+        assert down.returncode == 0, down.stderr
+
+    def start(self) -> None:
+        up = self.cluster.stack("up")
+        assert up.returncode == 0, up.stderr + up.stdout
+
+
 @pytest.fixture
-def own_sinks(config: Settings) -> Iterator[tuple[Settings, RedisServer, PostgresServer]]:
+def own_sinks(
+    config: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Settings, RedisServer | WholeCluster, PostgresServer]]:
+    if config.redis_cluster:
+        with started(tmp_path_factory) as c, PostgresServer() as pgs:
+            pgs.start()
+            yield replace(config, redis_url=c.url, database_url=pgs.url), WholeCluster(c), pgs
+        return
     with RedisServer() as rs, PostgresServer() as pgs:
         rs.start()
         pgs.start()
@@ -31,7 +57,7 @@ def own_sinks(config: Settings) -> Iterator[tuple[Settings, RedisServer, Postgre
 @pytest.mark.slow
 @pytest.mark.parametrize("sink", ["redis", "postgres"])
 def test_sink_outage_pauses_commits_and_recovers_without_loss(
-    own_sinks: tuple[Settings, RedisServer, PostgresServer], sink: str, tmp_path: Path
+    own_sinks: tuple[Settings, RedisServer | WholeCluster, PostgresServer], sink: str, tmp_path: Path
 ) -> None:
     config, rs, pgs = own_sinks
     server = rs if sink == "redis" else pgs
@@ -54,7 +80,7 @@ def test_sink_outage_pauses_commits_and_recovers_without_loss(
         wait_until(lambda: consumer.get("/readyz")[0] == 200, 30, "consumer ready again")
         expected = Counter(truth)
         expected.update(more)
-        client = redis.Redis.from_url(config.redis_url)
+        client = sync_client(config)
         assert board(client, config, "all_time") == dict(expected)
         assert board(client, config, "monthly:2026-11") == dict(expected)
         client.close()
@@ -64,7 +90,7 @@ def test_sink_outage_pauses_commits_and_recovers_without_loss(
 
 @pytest.mark.slow
 def test_a_member_leaving_during_an_outage_hands_over_without_loss(
-    own_sinks: tuple[Settings, RedisServer, PostgresServer], tmp_path: Path
+    own_sinks: tuple[Settings, RedisServer | WholeCluster, PostgresServer], tmp_path: Path
 ) -> None:
     """Partitions handed to a paused consumer stay paused and nothing is skipped (G3 with a rebalance)."""
     config, rs, _ = own_sinks
@@ -98,7 +124,7 @@ def test_a_member_leaving_during_an_outage_hands_over_without_loss(
         wait_until(lambda: caught_up(config), 90, "consumer to resume and catch up")
         expected = Counter(truth)
         expected.update(more)
-        client = redis.Redis.from_url(config.redis_url)
+        client = sync_client(config)
         assert board(client, config, "all_time") == dict(expected)
         client.close()
     finally:

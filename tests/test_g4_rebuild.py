@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-import redis
 
 from leaderboard.keys import Keys
+from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
 from tests.conftest import env_of
 from tests.procs import (
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 Snapshot = dict[str, list[tuple[str, float]]]
 
 
-def snapshot(client: redis.Redis, config: Settings) -> tuple[int, Snapshot]:
+def snapshot(client: SyncClient, config: Settings) -> tuple[int, Snapshot]:
     """The active generation and every period of the global board: members and scores in order."""
     keys = Keys(config.redis_prefix)
     gen = int(client.hget(keys.meta("global"), "active") or 0)
@@ -130,7 +130,7 @@ def test_rebuilds_from_kafka_and_postgres_equal_the_live_boards_while_serving(
     config: Settings, live: tuple[ConsumerProcess, ApiProcess, Reader]
 ) -> None:
     _, _, reader = live
-    client = redis.Redis.from_url(config.redis_url)
+    client = sync_client(config)
     gen0, before = snapshot(client, config)
     assert len(before) >= 4
     assert len(before["all_time"]) > 1000
@@ -197,7 +197,7 @@ def test_offset_reset_to_earliest_changes_no_score(
     config: Settings, live: tuple[ConsumerProcess, ApiProcess, Reader], tmp_path: Path
 ) -> None:
     consumer, _, _ = live
-    client = redis.Redis.from_url(config.redis_url)
+    client = sync_client(config)
     gen, before = snapshot(client, config)
     assert consumer.stop() == 0
     reset_offsets_to_earliest(config)

@@ -1,6 +1,7 @@
 -- Set some players' standings on one generation of a board to absolute values computed from the event log
 -- (moderation: consumers/moderation_apply.py), only if no apply moved a watermark since they were read.
--- KEYS[1] meta hash   ARGV[1] key base   ARGV[2] generation   ARGV[3] JSON payload
+-- KEYS[1] meta hash, then the generation's keys for the payload's periods (leaderboard.keys.Keys.generation)
+-- ARGV[1] key base   ARGV[2] generation   ARGV[3] JSON payload
 -- payload: {last=<bool>, periods=[{p=<period>, wm={partition=offset,...}, set=[score, member, ...],
 --           lt=[member, "us:partition:offset", ...], rem=[member, ...]}], floor={partition=offset,...}}
 --           (offset "" = absent; only the partitions of the players' events)
