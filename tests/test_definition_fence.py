@@ -92,3 +92,39 @@ def test_a_reader_that_has_not_seen_an_activation_is_told_so_not_served_the_wron
     assert read("2:4")["s"] == "stale"  # the generation check comes first, as before
     redis_client.hset(keys.meta("laps"), "def", "retired")
     assert read("1:3")["s"] == "ok"  # a retired board stays readable
+
+
+def test_a_flip_to_another_version_is_a_definition_stale_a_new_writing_generation_is_declared_again(
+    config: Settings, redis_client: redis.Redis
+) -> None:
+    """Both answers of apply.lua to a sink with meta's ``writing`` cached: a flip that changed the version
+    (and the generation) raises DefinitionStale and writes nothing; a flip under the same version (a
+    rebuild) only changed the generation: the sink declares the new one's keys and resends by itself."""
+    keys = Keys(config.redis_prefix)
+    v1 = Board(id="laps", periods=(PeriodKind.ALL_TIME,), version=1)
+    redis_client.hset(keys.meta("laps"), mapping={"active": 1, "writing": 1, "def": "1"})
+    old = RedisSink(redis_client, keys, [v1])
+    old.apply(_records(0))  # caches writing = "1"
+    v2 = replace(v1, version=2)
+    gens = Generations(redis_client, keys, [v2])
+
+    def flip_to_new_generation() -> int:
+        gen = gens.new_generation("laps")
+        redis_client.hset(keys.position("laps", gen), "0", "1050")
+        assert gens.catch_up_and_flip(v2, gen, None, RedisSink(redis_client, keys, [v2]))  # type: ignore[arg-type]
+        return gen
+
+    second = flip_to_new_generation()
+    assert redis_client.hmget(keys.meta("laps"), ["active", "writing", "def"]) == [b"2", b"2", b"2"]
+    with pytest.raises(DefinitionStale) as stale:
+        old.apply(_records(100))
+    assert stale.value.boards == {"laps": "2"}
+    assert not redis_client.exists(keys.board("laps", second, "all_time"))
+
+    new = RedisSink(redis_client, keys, [v2])
+    assert new.apply(_records(1000)) > 0  # caches writing = "2"
+    third = flip_to_new_generation()
+    assert redis_client.hmget(keys.meta("laps"), ["writing", "def"]) == [str(third).encode(), b"2"]
+    assert new.apply(_records(1100)) > 0
+    assert redis_client.hget(keys.watermark("laps", third, "all_time"), "0") == b"1105"
+    assert redis_client.zscore(keys.board("laps", third, "all_time"), "p0")
