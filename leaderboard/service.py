@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 
-from consumers.boards_admin import make_router as make_boards_router
 from leaderboard.boards import Board
 from leaderboard.settings import Settings
 from producers.ingest import make_router
@@ -29,6 +28,9 @@ def build_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_p
     ingest = make_router(
         lambda: Publisher(config), token=config.ingest_token, max_future_skew_s=config.max_future_skew_s
     )
+    # Imported here, not at the top: the write-path modules it brings stay out of the CLI's start-up check.
+    from consumers.boards_admin import make_router as make_boards_router  # noqa: PLC0415
+
     boards_admin = make_boards_router(config, admin.authorizer(config))
     return create_app(
         config, boards, fast_path=fast_path, routers=(ingest, boards_admin), on_shutdown=(ingest.close,)
