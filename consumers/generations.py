@@ -190,21 +190,23 @@ class Generations:
             written += len(scores)
         return written
 
-    def _try_flip(self, board: str, gen: int) -> list[bytes]:
+    def _try_flip(self, board: Board, gen: int) -> list[bytes]:
         """flip.lua, declaring the positions of ``gen`` and of the live generation (read again while another
-        process flips between the read and the call)."""
+        process flips between the read and the call); it records the definition version ``gen`` was built
+        under (meta.def: the definition fence of boards managed at runtime)."""
         keys = self._keys
+        version = "" if board.version is None else str(board.version)
         for _ in range(8):
-            before = self.active(board)
-            declared = [keys.meta(board), keys.position(board, gen)]
+            before = self.active(board.id)
+            declared = [keys.meta(board.id), keys.position(board.id, gen)]
             if before is not None:
-                declared.append(keys.position(board, before))
+                declared.append(keys.position(board.id, before))
             res: list[bytes] = self._flip(
-                keys=declared, args=[keys.base(board), gen, "" if before is None else str(before)]
+                keys=declared, args=[keys.base(board.id), gen, "" if before is None else str(before), version]
             )
             if res[0] != b"stale":
                 return res
-        raise RuntimeError(f"board {board}: its live generation kept changing while flipping {gen}")
+        raise RuntimeError(f"board {board.id}: its live generation kept changing while flipping {gen}")
 
     def catch_up_and_flip(  # noqa: PLR0917 - kept positional for both rebuild paths
         self,
@@ -229,7 +231,7 @@ class Generations:
         while True:
             if lease is not None:
                 lease.check()
-            res = self._try_flip(board.id, gen)
+            res = self._try_flip(board, gen)
             if res[0] == b"flipped":
                 return int(res[1]) if res[1] else None
             mine = {int(p): int(o) for p, o in self._r.hgetall(keys.position(board.id, gen)).items()}

@@ -248,6 +248,8 @@ def payload(
     }
     if gen is not None:
         body["gen"] = gen
+    if board.version is not None:
+        body["def"] = board.version
     return body
 
 

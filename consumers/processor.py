@@ -38,10 +38,11 @@ from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
 from consumers.moderation_apply import Moved, Recomputer, sync
 from consumers.plan import Canonical, positions
-from consumers.redis_sink import RedisBehind, RedisLost, RedisSink
+from consumers.redis_sink import DefinitionStale, RedisBehind, RedisLost, RedisSink
 from consumers.scheduler import Scheduler, break_connection
 from consumers.watchdog import Progress, Watchdog, spans_of
 from leaderboard.boards import Board
+from leaderboard.catalog_watch import POLL_S, Watch
 from leaderboard.errors import EXIT_FAILED, UserError
 from leaderboard.keys import Keys
 from leaderboard.moderation.view import View, pseudonymised
@@ -153,6 +154,10 @@ class Processor:
         self.recomputer = Recomputer(self._redis, self.keys, self.boards)
         self.view: View | None = None
         """The moderation state this member's Redis writes honour (None: not loaded yet)."""
+        self._watch = Watch(self.boards)
+        """The boards file overlaid by the runtime catalog (leaderboard.catalog): polled, swapped between
+        batches."""
+        self._next_catalog_check = 0.0
         self._next_moderation_check = 0.0
         self.consumer: Consumer = self._clients.consumer
         self.producer = self._new_producer()
@@ -273,9 +278,61 @@ class Processor:
 
     def prepare(self) -> None:
         """Apply migrations; rebuild from PostgreSQL any board whose generation Redis lacks."""
-        with psycopg.connect(self.config.database_url, connect_timeout=5) as conn:
-            migrate(conn)
+        with psycopg.connect(self.config.database_url, connect_timeout=5, autocommit=True) as conn:
+            migrate(conn)  # each migration in a transaction of its own
+            conn.execute(f"SET statement_timeout = {_PG_STATEMENT_S * 1000}")
+            self.reload_boards(conn, force=True)
         self.recover_missing()
+
+    def reload_boards(self, conn: psycopg.Connection | None = None, *, force: bool = False) -> bool:
+        """Take up the catalog's boards if it changed (one bounded read, on the batch connection unless
+        given); True if the boards changed. Called between batches: a batch applies one set of definitions."""
+        try:
+            fresh = self._watch.poll(self._conn() if conn is None else conn, force=force)
+        except psycopg.Error as exc:
+            log.warning("cannot read the board catalog; keeping the boards", extra={"error": str(exc)[:300]})
+            return False
+        if fresh is None or fresh.fed == self.boards:
+            return False
+        self.set_boards(fresh.fed)
+        return True
+
+    def set_boards(self, boards: Sequence[Board]) -> None:
+        """Work with these boards from the next batch on (what the sink saw accepted is kept)."""
+        before = {b.id: b.version for b in self.boards}
+        self.boards = tuple(boards)
+        sink = RedisSink(self._redis, self.keys, self.boards)
+        sink.seen, sink._names_seen = self.sink.seen, self.sink._names_seen  # noqa: SLF001 - same class
+        self.sink = sink
+        self.gens = Generations(self._redis, self.keys, self.boards)
+        self.recomputer = Recomputer(self._redis, self.keys, self.boards)
+        self._scheduler.boards = self.boards
+        log.info(
+            "boards reloaded",
+            extra={"boards": {b.id: b.version for b in self.boards}, "before": before},
+        )
+
+    def _stale(self, stale: DefinitionStale) -> float:
+        """A live write was refused by the definition fence: reload; if Redis holds an older version than
+        the catalog's (its switch never completed, or a board came back), rebuild those boards. Returns
+        how long to wait before the retry (longer while the catalog does not show the new version yet)."""
+        log.info(
+            "a live write met the definition fence; reloading the boards", extra={"boards": stale.boards}
+        )
+        self.reload_boards(force=True)
+        mine = {b.id: b for b in self.boards}
+        wait = 0.02
+        for board_id, theirs in stale.boards.items():
+            board = mine.get(board_id)
+            if board is None:
+                continue  # retired: no longer fed
+            version = board.version or 0
+            if theirs.isdigit() and int(theirs) > version:
+                wait = 0.2  # the catalog's switch is not visible yet
+            elif not self._rebuild(board, "Redis holds an older definition of the board; rebuilding"):
+                wait = 0.5
+        self.sink.forget()
+        return wait
 
     def recover_missing(self) -> None:
         """Rebuild every board whose generation Redis lacks; one process does it, the others wait.
@@ -468,7 +525,7 @@ class Processor:
             self.progress.end(time.monotonic(), committed)
         return committed
 
-    def _until_committed(self, records: list[Record]) -> bool:
+    def _until_committed(self, records: list[Record]) -> bool:  # noqa: C901 - one branch per failure kind
         backoff, moved_wait = _BACKOFF_MIN_S, _GROUP_MOVED_WAIT_S
         taken = dict(self._revocations)
         recheck = False
@@ -481,6 +538,10 @@ class Processor:
                 # a short wait and no not-ready, since every scale-up or deploy does this.
                 log.info("batch commit raced a rebalance; retrying", extra={"error": str(exc)[:300]})
                 wait, moved_wait = moved_wait, min(moved_wait * 2, _BACKOFF_MAX_S)
+            except DefinitionStale as stale:
+                self.readiness.set("batch", "a board's definition changed; reloading")
+                self._pause()
+                wait = self._stale(stale)
             except RedisLost:
                 self.readiness.set("batch", "Redis lost the boards; rebuilding")
                 self._pause()
@@ -636,6 +697,10 @@ class Processor:
 
     def _idle_checks(self) -> None:
         now = time.monotonic()
+        if now >= self._next_catalog_check:
+            self._next_catalog_check = now + POLL_S
+            if self.reload_boards() and self.gens.missing():
+                self._next_idle_check = 0.0  # a board new to this member: load it now
         if now >= self._next_moderation_check:
             self._next_moderation_check = now + _MODERATION_CHECK_S
             try:

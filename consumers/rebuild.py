@@ -31,7 +31,7 @@ from consumers.generations import Generations, rebuild_from_checkpoint
 from consumers.lease import Lease, LockLost
 from consumers.plan import Canonical
 from consumers.redis_sink import RedisSink
-from leaderboard import boards as boards_mod
+from leaderboard import catalog_store
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.keys import Keys
@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def select_boards(config: Settings, board_id: str | None) -> tuple[Board, ...]:
-    boards = boards_mod.load(config.boards_file)
+    """The boards fed now (the boards file overlaid by the runtime catalog), or the one named."""
+    boards = catalog_store.current(config).fed
     if board_id is None:
         return boards
     chosen = tuple(b for b in boards if b.id == board_id)

@@ -49,6 +49,16 @@ class RedisBehind(RuntimeError):
         self.names = names
 
 
+class DefinitionStale(RuntimeError):
+    """A board's live definition in Redis is another version than this sink's (an ``activate`` switched
+    it): nothing of the refused chunk was written. The caller reloads the definitions and retries."""
+
+    def __init__(self, boards: dict[str, str]) -> None:
+        super().__init__(f"boards {sorted(boards)} have another definition version in Redis; reloading")
+        self.boards = boards
+        """board -> the version Redis holds ('' none, 'retired')."""
+
+
 class PartialLoop(RuntimeError):
     """Watermarks kept moving under us: another consumer is racing on the same partitions."""
 
@@ -165,6 +175,13 @@ class RedisSink:
         lost = sorted({board.id for board, res in zip(calls, results, strict=True) if res[0] == b"nometa"})
         if lost:
             raise RedisLost(lost)
+        stale = {
+            board.id: res[1].decode()
+            for board, res in zip(calls, results, strict=True)
+            if res[0] == b"defstale"
+        }
+        if stale:
+            raise DefinitionStale(stale)
         applied = 0
         behind: set[str] = set()
         partials: dict[str, list[str]] = {}
@@ -316,6 +333,10 @@ class RedisSink:
                         if only is None:
                             continue
                         res = self.call(board, Body(only, (slot[0],)), target, now)
+                        if res[0] != b"ok":  # not with a target generation; kept as a guard
+                            if res[0] == b"defstale":
+                                raise DefinitionStale({board.id: res[1].decode()})
+                            raise RedisLost([board.id])
                         applied += int(res[1])
                         partials.extend(p.decode() for p in res[3:])
             if not partials:

@@ -69,6 +69,9 @@ class Board:
     shards: int = 1
     """Sorted sets per board-period, each on its own Redis Cluster slot, a player in the one its id hashes to
     (leaderboard.shards): a board larger than one Redis node. 1: the board's keys as always."""
+    version: int | None = None
+    """The stored definition's version (boards managed at runtime, leaderboard.catalog); None: from the
+    boards file. Redis fences writes by it, so a process with an older definition cannot write a board."""
 
     def accepts(self, game: str, mode: str | None, region: str | None) -> bool:
         return (

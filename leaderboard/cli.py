@@ -41,10 +41,13 @@ COMMANDS: dict[str, str] = {
     "archive": "consumers.archive",
     "demo": "leaderboard.demo",
     "moderate": "leaderboard.moderation.cli",
+    "boards": "consumers.boards_tool",
 }
 
 
-BOARD_COMMANDS = frozenset({"consume", "api", "rebuild", "verify", "close-period", "demo", "archive"})
+BOARD_COMMANDS = frozenset(
+    {"consume", "api", "rebuild", "verify", "close-period", "demo", "archive", "boards"}
+)
 """Commands that read LEADERBOARD_BOARDS_FILE: it is validated before they start."""
 
 
@@ -70,6 +73,9 @@ def needs(command: str, args: argparse.Namespace, config: settings.Settings) -> 
         return {Service.POSTGRES}
     if command == "moderate":
         return {Service.POSTGRES}  # durable in PostgreSQL first; Kafka publication can catch up later
+    if command == "boards":
+        # list, show and plan read PostgreSQL only; the others also build or switch Redis generations.
+        return {Service.POSTGRES} if args.action in ("list", "show", "plan") else sinks
     raise AssertionError(f"needs() misses {command}")
 
 

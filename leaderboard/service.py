@@ -2,7 +2,8 @@
 
 The read API (query_api/) and the write path (producers/) do not import each other
 (tests/test_boundaries.py); this module mounts the ingest router on the read API's app and closes its
-Kafka producer at shutdown.
+Kafka producer at shutdown. It also mounts the runtime boards' admin routes (consumers/boards_admin.py:
+they build and switch Redis generations, write-path work) behind the read API's admin auth.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from leaderboard.boards import Board
 from leaderboard.settings import Settings
 from producers.ingest import make_router
 from producers.publisher import Publisher
-from query_api import server
+from query_api import admin, server
 from query_api.app import create_app
 
 HELP = "serve the read API and HTTP ingest (OpenAPI at /docs)"
@@ -27,7 +28,13 @@ def build_app(config: Settings, boards: Sequence[Board] | None = None, *, fast_p
     ingest = make_router(
         lambda: Publisher(config), token=config.ingest_token, max_future_skew_s=config.max_future_skew_s
     )
-    return create_app(config, boards, fast_path=fast_path, routers=(ingest,), on_shutdown=(ingest.close,))
+    # Imported here, not at the top: the write-path modules it brings stay out of the CLI's start-up check.
+    from consumers.boards_admin import make_router as make_boards_router  # noqa: PLC0415
+
+    boards_admin = make_boards_router(config, admin.authorizer(config))
+    return create_app(
+        config, boards, fast_path=fast_path, routers=(ingest, boards_admin), on_shutdown=(ingest.close,)
+    )
 
 
 def app_factory() -> FastAPI:

@@ -12,7 +12,7 @@ import asyncio
 import copy
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
@@ -83,12 +83,9 @@ def _entry(e: store.Entry) -> dict[str, Any]:
     }
 
 
-def make_router(  # noqa: C901, PLR0915 - one closure per route
-    config: Settings, boards: frozenset[str], definitions: Sequence[Board] = ()
-) -> APIRouter:
-    """The admin routes; mount with ``app.include_router``. ``boards``: the ids the app serves;
-    ``definitions``: those boards (for the investigation route's filters and periods)."""
-    by_id = {b.id: b for b in definitions}
+def authorizer(config: Settings) -> Callable[[Request], Awaitable[None]]:
+    """The admin routes' dependency (moderation here, boards in consumers.boards_admin): 404 with no admin
+    token configured, 401 without a bearer token, 403 with a wrong one (compared in constant time)."""
     token = config.admin_token.encode()
 
     async def authorize(request: Request) -> None:
@@ -106,6 +103,22 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
             raise Problem(403, "forbidden", "the admin token is wrong")
+
+    return authorize
+
+
+def make_router(  # noqa: C901, PLR0915 - one closure per route
+    config: Settings, boards: frozenset[str], definitions: Sequence[Board] = ()
+) -> APIRouter:
+    """The admin routes; mount with ``app.include_router``. ``boards``: the ids the app serves;
+    ``definitions``: those boards (for the investigation route's filters and periods)."""
+    by_id = {b.id: b for b in definitions}
+    authorize = authorizer(config)
+
+    def served(request: Request) -> dict[str, Board]:
+        """The boards the app serves now (they follow the runtime catalog), else those it was made with."""
+        context = getattr(request.app.state, "ctx", None)
+        return by_id if context is None else dict(context.boards)
 
     router = APIRouter(prefix=PREFIX, tags=["admin"], dependencies=[Depends(authorize)])
 
@@ -158,7 +171,8 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
     async def take_action(request: Request) -> Response:
         action = await read_action(request)
         try:
-            outcome = await asyncio.to_thread(service.submit, config, action, boards)
+            known = frozenset(served(request)) | boards
+            outcome = await asyncio.to_thread(service.submit, config, action, known)
         except rules.Refused as exc:
             raise Problem(_status(exc.code), exc.code, exc.detail) from None
         except service.Unavailable as exc:
@@ -206,14 +220,15 @@ def make_router(  # noqa: C901, PLR0915 - one closure per route
             422: {"description": "Unknown board or invalid period"},
         },
     )
-    async def player_events(
+    async def player_events(  # noqa: PLR0917 - FastAPI passes the parameters by name
+        request: Request,
         player_id: Annotated[str, Path(min_length=1, max_length=64, pattern=_PLAYER)],
         board: Annotated[str, Query(min_length=1, max_length=64)],
         period: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
         offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=store.MAX_LIST)] = 100,
     ) -> Response:
-        b = by_id.get(board)
+        b = served(request).get(board)
         if b is None:
             raise Problem(422, "unknown-board", f"no such board: {board}")
         span = None

@@ -25,6 +25,7 @@ from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from query_api import admin, docs_page, health, http, problems, routes, stream
+from query_api.catalog_poll import CatalogPoll
 from query_api.context import Context
 from query_api.fastpath import FastReads
 from query_api.limits import BodyLimit
@@ -101,13 +102,16 @@ def create_app(
     fast_path: bool = True,
     routers: Sequence[APIRouter] = (),
     on_shutdown: Sequence[Callable[[], None]] = (),
+    catalog: bool | None = None,
 ) -> FastAPI:
     """The app. ``boards`` overrides the boards file (tests); ``fast_path=False``: every read via FastAPI.
 
     routers: mounted after the read routes (``leaderboard.service`` passes HTTP ingest);
     on_shutdown: blocking closers run in a thread at shutdown, before the read clients close.
+    catalog: follow the runtime board catalog (leaderboard.catalog_watch); default: unless ``boards`` given.
     """
     board_list = tuple(boards) if boards is not None else boards_mod.load(config.boards_file)
+    follow = boards is None if catalog is None else catalog
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,9 +125,12 @@ def create_app(
         context = Context.build(board_list, Store(client, Keys(config.redis_prefix), snapshots))
         app.state.ctx = context
         app.state.hub = stream.Hub(context)
+        poll = CatalogPoll(config, board_list, context, enabled=follow)
+        await poll.start()
         try:
             yield
         finally:
+            await poll.close()
             await app.state.hub.close()
             for close in on_shutdown:
                 await asyncio.to_thread(close)

@@ -38,6 +38,10 @@ class Context:
     def build(cls, boards: Sequence[Board], store: Store) -> Context:
         return cls({b.id: b for b in boards}, store)
 
+    def forget_resolved(self) -> None:
+        """Drop cached period resolutions (the boards were reloaded: a board's periods may differ)."""
+        self._resolved = {}
+
     def board(self, board_id: str) -> Board:
         board = self.boards.get(board_id)
         if board is None:

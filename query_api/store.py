@@ -171,7 +171,8 @@ class Store:
         except FAILURES as exc:
             raise unavailable(exc) from exc
 
-    async def _call(self, name: str, board: str, period: str, *args: str | int) -> dict[str, Any]:
+    async def _call(self, name: str, b: Board, period: str, *args: str | int) -> dict[str, Any]:
+        board = b.id
         gen = self._gen.get(board)
         if gen is None:
             active = await self._bounded(self._r.hget(self._keys.meta(board), "active"))
@@ -180,11 +181,19 @@ class Store:
             gen = active.decode()
         for _ in range(_FLIP_ATTEMPTS):
             keys = self._script_keys(board, gen, period)
-            raw = await self._bounded(self._scripts[name](keys=keys, args=[gen, *args]))
+            want = gen if b.version is None else f"{gen}:{b.version}"
+            raw = await self._bounded(self._scripts[name](keys=keys, args=[want, *args]))
             res: dict[str, Any] = orjson.loads(raw)
             if res["s"] == "nometa":
                 self._gen.pop(board, None)
                 raise rebuilding(board)
+            if res["s"] == "redefined":
+                raise Problem(
+                    503,
+                    "board-rebuilding",
+                    f"board {board!r} switched to definition version {res['def']}; retry shortly",
+                    headers={"Retry-After": RETRY_AFTER_S},
+                )
             if res["s"] != "stale":
                 self._gen[board] = gen
                 return res
@@ -240,7 +249,7 @@ class Store:
         }
 
     async def top(self, board: Board, period: str, offset: int, limit: int) -> Result:
-        res = await self._call("top", board.id, period, offset, limit)
+        res = await self._call("top", board, period, offset, limit)
         if res["s"] == "ok":
             doc = self._head(board, period, False)
             rows = entries(res, offset, await self._rows_named(res), board.rule)
@@ -253,7 +262,7 @@ class Store:
         return Result(_paged(self._head(board, period, False), 0, offset, limit, []), False)
 
     async def player(self, board: Board, period: str, player_id: str) -> Result:
-        res, names = await self._with_names(self._call("player", board.id, period, player_id), [player_id])
+        res, names = await self._with_names(self._call("player", board, period, player_id), [player_id])
         if res["s"] == "ok":
             total, packed = int(res["total"]), int(float(res["score"]))
             points, tb = board.rule.unpack(packed)
@@ -287,7 +296,7 @@ class Store:
         raise not_ranked(board.id, period, player_id)
 
     async def around(self, board: Board, period: str, player_id: str, radius: int) -> Result:
-        res = await self._call("around", board.id, period, player_id, radius)
+        res = await self._call("around", board, period, player_id, radius)
         if res["s"] == "ok":
             total, first, index = int(res["total"]), int(res["first"]), int(res["index"])
             doc = self._head(board, period, False)
@@ -311,7 +320,7 @@ class Store:
 
     async def lookup(self, board: Board, period: str, player_ids: list[str]) -> Result:
         ids = list(dict.fromkeys(player_ids))
-        res, names = await self._with_names(self._call("lookup", board.id, period, *ids), ids)
+        res, names = await self._with_names(self._call("lookup", board, period, *ids), ids)
         doc = self._head(board, period, False)
         if res["s"] == "ok":
             found: list[tuple[float, dict[str, Any]]] = []
@@ -354,7 +363,7 @@ class Store:
         key_low, key_high = board.rule.key_range(low, high)
         lo_packed = key_low * scoring.TIME_SPAN
         hi_packed = (key_high + 1) * scoring.TIME_SPAN - 1
-        res = await self._call("range", board.id, period, lo_packed, hi_packed, offset, limit)
+        res = await self._call("range", board, period, lo_packed, hi_packed, offset, limit)
         if res["s"] == "ok":
             doc = self._head(board, period, False)
             doc.update(min_score=low, max_score=high, total=int(res["total"]))
@@ -373,7 +382,7 @@ class Store:
         return Result(_paged(doc, 0, offset, limit, [], field="matching"), False)
 
     async def stats(self, board: Board, period: str) -> Result:
-        res = await self._call("stats", board.id, period)
+        res = await self._call("stats", board, period)
         doc = self._head(board, period, False)
         if res["s"] == "ok":
             doc.update(
@@ -398,12 +407,12 @@ class Store:
         return Result(doc, False)
 
     async def live_periods(self, board: Board) -> list[str]:
-        res = await self._call("periods", board.id, "")
+        res = await self._call("periods", board, "")
         return sorted(res["keys"] or [])
 
     async def version(self, board: Board, period: str) -> tuple[str, str]:
         """(generation, updated_ms) of a board-period: changes whenever its standings may have changed."""
-        res = await self._call("version", board.id, period)
+        res = await self._call("version", board, period)
         return str(res["gen"]), str(res["updated"])
 
     async def missing_active(self, boards: Sequence[Board]) -> list[str]:

@@ -71,6 +71,7 @@ COMMANDS = (
     Command("dlq", ("dlq", "show"), frozenset({K}), False),
     Command("migrate", ("migrate",), frozenset({P}), False),
     Command("moderate", ("moderate", "list"), frozenset({P}), False),
+    Command("boards", ("boards", "list"), frozenset({P}), True),
     Command("archive", ("archive", "--to", "/nonexistent/archive-dir"), frozenset({P}), True),
     Command("demo", ("demo", "--duration", "1"), frozenset({K, R, P}), True, long_running=True),
 )

@@ -6,7 +6,7 @@
 -- ARGV[1]  key base "<prefix>:{board}"   ARGV[2] JSON payload   ARGV[3] now in ms
 -- ARGV[4]  without payload.gen: the generations the caller declared keys for (meta's "writing" as it read
 --          it); another "writing" now (a rebuild started or flipped) -> {"stale", writing}: declare again.
--- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>,
+-- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>, def=<optional version>,
 --           pos=[[partition, last offset, seen], ...],
 --           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
 --                                             after=<optional>, m=[player, ...], v=[value, ...], t=[tb, ...],
@@ -25,8 +25,13 @@
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
 -- A part may carry after=<last offset an earlier chunk of the same batch had for this slot>: while the
 -- watermark is below it, that chunk has not landed, so this one is a partial too (never skip records).
--- Returns {"ok", applied_updates, behind, partials...}, {"nometa"} or {"stale", writing}; a partial is
--- "gen|period|partition|wm".
+-- def (boards managed at runtime, docs/adr/0019): the definition version the caller's board has. Without
+-- payload.gen, meta's "def" ('' for a board of the boards file, 'retired' once retired) must equal it, else
+-- the call is refused whole with {"defstale", live definition version} and the caller reloads the boards.
+-- The definition fence is checked before the writing one: a call under another rule is refused whatever
+-- keys it declared, and a flip changes both.
+-- Returns {"ok", applied_updates, behind, partials...}, {"nometa"}, {"defstale", def} or {"stale", writing};
+-- a partial is "gen|period|partition|wm". Only "ok" wrote anything.
 -- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
 -- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
 -- SPAN, MAXP and the key_*/gkey_* functions come from the generated prelude (leaderboard.lua_scripts).
@@ -40,6 +45,10 @@ if payload.gen then
 else
   local writing = redis.call('HGET', KEYS[1], 'writing')
   if not writing then return {'nometa'} end
+  -- The definition fence (boards managed at runtime): a live write made under another definition version
+  -- than the board's live one is refused whole; the caller reloads the definitions and retries.
+  local def = redis.call('HGET', KEYS[1], 'def') or ''
+  if def ~= tostring(payload.def or '') then return {'defstale', def} end
   if writing ~= ARGV[4] then return {'stale', writing} end
   for g in string.gmatch(writing, '[^,]+') do gens[#gens + 1] = g end
 end

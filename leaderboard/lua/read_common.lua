@@ -13,10 +13,20 @@
 local function num(x) return string.format('%.0f', x) end
 -- Returns gen, updated_ms ('' if never) when ARGV[1] is the active generation; else nil and the reply to
 -- return as is (nometa: no active generation; stale: another one is active).
+-- ARGV[1] may be "<gen>:<definition version>" (a board managed at runtime): if the board's live definition
+-- (meta.def) is another version, the generation was built under a rule the caller does not know yet (an
+-- activation it has not seen): {s: redefined, def}, and the caller answers 503 until it has reloaded.
 local function open()
   local gen = redis.call('HGET', KEYS[1], 'active')
   if not gen then return nil, '{"s":"nometa"}' end
-  if gen ~= ARGV[1] then return nil, cjson.encode({s = 'stale', gen = gen}) end
+  local want, want_def = ARGV[1], nil
+  local sep = string.find(want, ':', 1, true)
+  if sep then want, want_def = string.sub(want, 1, sep - 1), string.sub(want, sep + 1) end
+  if gen ~= want then return nil, cjson.encode({s = 'stale', gen = gen}) end
+  if want_def then
+    local def = redis.call('HGET', KEYS[1], 'def')
+    if def and def ~= want_def and def ~= 'retired' then return nil, cjson.encode({s = 'redefined', def = def}) end
+  end
   return gen, redis.call('HGET', KEYS[3], 'updated_ms') or ''
 end
 local function absent(gen, updated) return cjson.encode({s = 'absent', gen = gen, updated = updated}) end

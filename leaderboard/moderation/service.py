@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from leaderboard import boards as boards_mod
+from leaderboard import catalog_store
 from leaderboard.boards import Board
 from leaderboard.errors import UserError
 from leaderboard.moderation import publish, store
@@ -46,7 +46,8 @@ def connect(config: Settings) -> psycopg.Connection:
 
 
 def board_ids(config: Settings) -> frozenset[str]:
-    return frozenset(b.id for b in boards_mod.load(config.boards_file))
+    """The boards served now: the boards file overlaid by the runtime catalog (retired ones included)."""
+    return frozenset(b.id for b in catalog_store.current(config).served)
 
 
 def submit(config: Settings, action: m.AnyAction, boards: frozenset[str] | None = None) -> Outcome:
