@@ -35,7 +35,7 @@ tools:
 	$(STACK) tools
 
 test: install up tools
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # G1+G2 (one test) and G5 against a local Redis Cluster of 3 masters + 3 replicas (deploy/stack.sh up
 # redis-cluster, nodes on REDIS_CLUSTER_PORT..+5), Kafka and PostgreSQL as for `make test`. One process: G5
