@@ -7,7 +7,6 @@ build it), diff, activate, retire. Each opens its own bounded connections and cl
 from __future__ import annotations
 
 import contextlib
-import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import psycopg
 from consumers.board_drafts import Built, Drafts
 from leaderboard import boards as boards_mod
 from leaderboard import catalog, catalog_store, periods
-from leaderboard.boards import Board, BoardsError
+from leaderboard.boards import Board
 from leaderboard.catalog import Change, Diff
 from leaderboard.catalog_store import CatalogError, UnknownBoard
 from leaderboard.keys import Keys
@@ -33,15 +32,7 @@ DEFAULT_TOP = 10
 def read_file(path: Path) -> list[Board]:
     """The ``[[board]]`` definitions of a TOML file, each checked (BoardsError names file and field)."""
     where = f"boards file {path}"
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BoardsError(f"{where}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise BoardsError(f"{where}: cannot read it ({exc.strerror or exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BoardsError(f"{where}: invalid TOML: {exc}") from None
-    return catalog.parse_file(data, where)
+    return catalog.parse_file(boards_mod.read_toml(path, where), where)
 
 
 @dataclass
@@ -79,16 +70,7 @@ class Ops:
         ]
         for board_id in sorted(cat.entries):
             e = cat.entries[board_id]
-            out.append(
-                {
-                    "id": board_id,
-                    "state": e.state,
-                    "source": "catalog",
-                    "live_version": None if e.live is None else e.live.version,
-                    "draft_version": None if e.draft is None else e.draft.version,
-                    "draft_built": e.draft_generation is not None,
-                }
-            )
+            out.append(_summary(board_id, e))
         return out
 
     def show(self, board_id: str) -> dict[str, Any]:
@@ -107,12 +89,7 @@ class Ops:
                 }
             versions = catalog_store.history(conn, board_id)
         return {
-            "id": board_id,
-            "state": e.state,
-            "source": "catalog",
-            "live_version": None if e.live is None else e.live.version,
-            "draft_version": None if e.draft is None else e.draft.version,
-            "draft_built": e.draft_generation is not None,
+            **_summary(board_id, e),
             "versions": [{"version": v, "definition": d, "created_at": c} for v, d, c in versions],
         }
 
@@ -205,6 +182,18 @@ class Ops:
         with self._drafts() as drafts:
             drafts.fence_retired(board_id)
         return changed
+
+
+def _summary(board_id: str, e: catalog.Entry) -> dict[str, Any]:
+    """A stored board's line in ``list`` and the head of ``show``."""
+    return {
+        "id": board_id,
+        "state": e.state,
+        "source": "catalog",
+        "live_version": None if e.live is None else e.live.version,
+        "draft_version": None if e.draft is None else e.draft.version,
+        "draft_built": e.draft_generation is not None,
+    }
 
 
 def diff_doc(period: str, d: Diff) -> dict[str, Any]:

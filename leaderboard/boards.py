@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from leaderboard import periods, scoring
@@ -284,19 +284,24 @@ def _board(raw: dict[str, object], *, sharded: bool = False) -> Board:
     )
 
 
-def load(path: Path | None) -> tuple[Board, ...]:
-    """Boards from a TOML file with ``[[board]]`` tables, or the default board."""
-    if path is None:
-        return DEFAULT_BOARDS
-    where = f"boards file {path} (LEADERBOARD_BOARDS_FILE)"
+def read_toml(path: Path, where: str) -> dict[str, Any]:
+    """A boards file as TOML; BoardsError (naming ``where``) when unreadable, not UTF-8 or not TOML."""
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise BoardsError(f"{where}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
         raise BoardsError(f"{where}: cannot read it ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise BoardsError(f"{where}: invalid TOML: {exc}") from None
+
+
+def load(path: Path | None) -> tuple[Board, ...]:
+    """Boards from a TOML file with ``[[board]]`` tables, or the default board."""
+    if path is None:
+        return DEFAULT_BOARDS
+    where = f"boards file {path} (LEADERBOARD_BOARDS_FILE)"
+    data = read_toml(path, where)
     raw_boards = data.get("board")
     if not isinstance(raw_boards, list) or not raw_boards or not all(isinstance(b, dict) for b in raw_boards):
         raise BoardsError(f"{where}: expected one or more [[board]] tables")
