@@ -717,35 +717,36 @@ class Processor:
             log.warning("cannot clear the unstable offsets yet", extra={"error": str(exc)[:300]})
 
     def _offsets_stable(self, partitions: list[int]) -> bool:
-        """Whether the group's committed offsets of ``partitions`` can be read (read_committed: stable)."""
+        """Whether the group's committed offsets of ``partitions`` can be read with require_stable (what
+        the read_committed consumer asks). Through an admin client: a consumer.committed() timed out
+        during an outage was seen to abort the process later (librdkafka assertion in enq_once)."""
         try:
-            tps = bounded(
-                "committed",
-                _COMMITTED_TIMEOUT_S,
-                self.consumer.committed,
-                [TopicPartition(self.config.topic, p) for p in partitions],
-                _COMMITTED_TIMEOUT_S,
-            )
-        except KafkaException:
-            return False  # librdkafka retries UNSTABLE_OFFSET_COMMIT until the timeout
-        return all(tp.error is None for tp in tps)
+            self._group_offsets(partitions, require_stable=True)
+        except (KafkaException, TimeoutError):
+            return False  # UNSTABLE_OFFSET_COMMIT is retried until the timeout
+        return True
 
     def _stable_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The group's last committed offsets of ``partitions``, ignoring pending transactional ones."""
+        return {p: o for p, o in self._group_offsets(partitions, require_stable=False).items() if o >= 0}
+
+    def _group_offsets(self, partitions: list[int], *, require_stable: bool) -> dict[int, int]:
+        """Committed offsets of the group (KafkaException on a partition's error, TimeoutError)."""
         if self._admin is None:
             self._admin = AdminClient(self.config.kafka_common())
         request = ConsumerGroupTopicPartitions(
             self.config.consumer_group, [TopicPartition(self.config.topic, p) for p in partitions]
         )
         futures = self._admin.list_consumer_group_offsets(
-            [request], require_stable=False, request_timeout=_COMMITTED_TIMEOUT_S
+            [request], require_stable=require_stable, request_timeout=_COMMITTED_TIMEOUT_S
         )
         result = futures[self.config.consumer_group].result(timeout=_COMMITTED_TIMEOUT_S + 2)
-        return {
-            tp.partition: tp.offset
-            for tp in result.topic_partitions or []
-            if tp.error is None and tp.offset >= 0
-        }
+        out: dict[int, int] = {}
+        for tp in result.topic_partitions or []:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            out[tp.partition] = tp.offset
+        return out
 
     def run(self, until_caught_up: bool = False, timeout_s: float | None = None) -> None:
         """Consume until stopped. With ``until_caught_up``: until the group committed what the topic held at
