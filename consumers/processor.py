@@ -75,6 +75,8 @@ _MODERATION_CHECK_S = 0.5
 _UNFETCHED_AFTER_S = 10.0
 """A partition owned this long with no fetch position: ask whether its committed offset is unstable."""
 _UNSTABLE_CHECK_S = 10.0
+_GROUP_OFFSETS_TIMEOUT_S = 3.0
+"""Each admin call of that check: the loop waits for it, so short (an outage just fails it)."""
 
 
 class SinkError(Exception):
@@ -738,9 +740,9 @@ class Processor:
             self.config.consumer_group, [TopicPartition(self.config.topic, p) for p in partitions]
         )
         futures = self._admin.list_consumer_group_offsets(
-            [request], require_stable=require_stable, request_timeout=_COMMITTED_TIMEOUT_S
+            [request], require_stable=require_stable, request_timeout=_GROUP_OFFSETS_TIMEOUT_S
         )
-        result = futures[self.config.consumer_group].result(timeout=_COMMITTED_TIMEOUT_S + 2)
+        result = futures[self.config.consumer_group].result(timeout=_GROUP_OFFSETS_TIMEOUT_S + 1)
         out: dict[int, int] = {}
         for tp in result.topic_partitions or []:
             if tp.error is not None:
