@@ -729,8 +729,18 @@ class Processor:
         return True
 
     def _stable_offsets(self, partitions: list[int]) -> dict[int, int]:
-        """The group's last committed offsets of ``partitions``, ignoring pending transactional ones."""
-        return {p: o for p, o in self._group_offsets(partitions, require_stable=False).items() if o >= 0}
+        """The group's last committed offsets of ``partitions``, ignoring pending transactional ones; for
+        a partition the group never committed, its log start (where auto.offset.reset=earliest starts)."""
+        committed = self._group_offsets(partitions, require_stable=False)
+        out: dict[int, int] = {}
+        for p in partitions:
+            offset = committed.get(p, -1)
+            if offset < 0:
+                offset, _ = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.config.topic, p), timeout=_GROUP_OFFSETS_TIMEOUT_S
+                )
+            out[p] = offset
+        return out
 
     def _group_offsets(self, partitions: list[int], *, require_stable: bool) -> dict[int, int]:
         """Committed offsets of the group (KafkaException on a partition's error, TimeoutError)."""
