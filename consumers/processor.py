@@ -25,6 +25,7 @@ from types import FrameType
 import psycopg
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # what confluent_kafka.admin re-exports untyped
 
 from consumers import dlq, pg_sink
 from consumers import names as display_names
@@ -732,24 +733,31 @@ class Processor:
         """The group's last committed offsets of ``partitions``, ignoring pending transactional ones; for
         a partition the group never committed, its log start (where auto.offset.reset=earliest starts)."""
         committed = self._group_offsets(partitions, require_stable=False)
-        out: dict[int, int] = {}
-        for p in partitions:
-            offset = committed.get(p, -1)
-            if offset < 0:
-                offset, _ = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.config.topic, p), timeout=_GROUP_OFFSETS_TIMEOUT_S
-                )
-            out[p] = offset
+        out = {p: o for p, o in committed.items() if o >= 0}
+        never = [p for p in partitions if p not in out]
+        if never:
+            admin = self._admin_client()
+            futures = admin.list_offsets(
+                {TopicPartition(self.config.topic, p): OffsetSpec.earliest() for p in never},  # type: ignore[no-untyped-call]
+                request_timeout=_GROUP_OFFSETS_TIMEOUT_S,
+            )
+            for tp, future in futures.items():
+                out[tp.partition] = future.result(timeout=_GROUP_OFFSETS_TIMEOUT_S + 1).offset
         return out
+
+    def _admin_client(self) -> AdminClient:
+        """For the offsets questions of ``_clear_hanging_offsets``: not the consumer's handle, whose calls
+        timed out during an outage were seen to abort the process later (librdkafka assertion)."""
+        if self._admin is None:
+            self._admin = AdminClient(self.config.kafka_common())
+        return self._admin
 
     def _group_offsets(self, partitions: list[int], *, require_stable: bool) -> dict[int, int]:
         """Committed offsets of the group (KafkaException on a partition's error, TimeoutError)."""
-        if self._admin is None:
-            self._admin = AdminClient(self.config.kafka_common())
         request = ConsumerGroupTopicPartitions(
             self.config.consumer_group, [TopicPartition(self.config.topic, p) for p in partitions]
         )
-        futures = self._admin.list_consumer_group_offsets(
+        futures = self._admin_client().list_consumer_group_offsets(
             [request], require_stable=require_stable, request_timeout=_GROUP_OFFSETS_TIMEOUT_S
         )
         result = futures[self.config.consumer_group].result(timeout=_GROUP_OFFSETS_TIMEOUT_S + 1)
