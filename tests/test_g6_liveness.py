@@ -136,11 +136,30 @@ def lag_of(member: ConsumerProcess) -> float:
     )
 
 
+_ASSIGNED: dict[int, tuple[float, float]] = {}
+"""Per member (by id): its assign-rebalance count as last seen, and when it was first seen at that count."""
+
+
+def owning_since(m: ConsumerProcess) -> float:
+    """When this member last got partitions, as far as the checks saw: the time a check first saw its
+    current assign count (later than the true moment by at most the checks' interval, so never stricter)."""
+    count = m.metric("leaderboard_consumer_rebalances_total", '{kind="assign"}', unset=0.0)
+    seen = _ASSIGNED.get(id(m))
+    if seen is None or seen[0] != count:
+        _ASSIGNED[id(m)] = seen = (count, time.time())
+    return seen[1]
+
+
 def assert_not_silently_stuck(members: list[ConsumerProcess]) -> None:
-    """A member that has not committed for SILENT_LIMIT_S while records wait must not say it is ready."""
+    """A member that has not committed for SILENT_LIMIT_S while records wait must not say it is ready.
+
+    Silent time runs from its last commit or its last assignment, whichever is later: a member that owned
+    nothing during a broker outage had nothing to commit, and gets STALL_AFTER_S from its new partitions.
+    """
     for m in members:
         assert m.alive(), m.log_path.read_text()[-3000:]
-        last = m.metric("leaderboard_consumer_last_commit_timestamp_seconds")
+        since = owning_since(m)
+        last = max(m.metric("leaderboard_consumer_last_commit_timestamp_seconds"), since)
         if time.time() - last > SILENT_LIMIT_S and lag_of(m) > 0:
             status, body = m.get("/readyz")
             assert status == 503, (
