@@ -99,7 +99,7 @@ class RedisSink:
         own meta, generations and watermarks, one apply.lua call per chunk on its own slot."""
         self._max = max_updates
         self._source = script("apply")
-        self._apply = client.register_script(self._source)
+        self._apply = client.register_script(script("apply"))
         self._cluster = isinstance(client, RedisCluster)
         self._writing: dict[str, str] = {}
         """board -> meta's ``writing`` as last read: the generations whose keys a live call declares
