@@ -23,9 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 
 import psycopg
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._listoffsets import OffsetSpec  # what confluent_kafka.admin re-exports untyped
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers import dlq, pg_sink
 from consumers import names as display_names
@@ -74,11 +72,6 @@ _CATCH_UP_CHECK_S = 0.5
 _END_OFFSETS_TIMEOUT_S = 10.0
 _MODERATION_CHECK_S = 0.5
 """How often an idle member looks for new moderation actions (a busy one looks before every batch)."""
-_UNFETCHED_AFTER_S = 10.0
-"""A partition owned this long with no fetch position: ask whether its committed offset is unstable."""
-_UNSTABLE_CHECK_S = 10.0
-_GROUP_OFFSETS_TIMEOUT_S = 3.0
-"""Each admin call of that check: the loop waits for it, so short (an outage just fails it)."""
 
 
 class SinkError(Exception):
@@ -174,10 +167,6 @@ class Processor:
         self._next_idle_check = 0.0
         self._next_sample = 0.0
         self._next_catch_up_check = 0.0
-        self._next_unstable_check = 0.0
-        self._assigned_at: dict[int, float] = {}
-        """When each owned partition was assigned (monotonic), for ``_clear_hanging_offsets``."""
-        self._admin: AdminClient | None = None
         self._catch_up_seen: tuple[frozenset[int], dict[int, int]] = (frozenset(), {})
         self._lag_lock = threading.Lock()
         self._owned: set[int] = set()
@@ -223,8 +212,6 @@ class Processor:
         consumer.incremental_assign(partitions)
         with self._lag_lock:
             self._owned.update(tp.partition for tp in partitions)
-            now = time.monotonic()
-            self._assigned_at.update((tp.partition, now) for tp in partitions)
             owned = len(self._owned)
         # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way, or a
         # partition paused during a failed batch and handed back later would stay paused for good.
@@ -239,7 +226,6 @@ class Processor:
         with self._lag_lock:
             for tp in partitions:
                 self._owned.discard(tp.partition)
-                self._assigned_at.pop(tp.partition, None)
                 self._sampled.pop(tp.partition, None)
                 if tp.partition in self._lag_exported:
                     self._lag_exported.discard(tp.partition)
@@ -738,100 +724,6 @@ class Processor:
         except FAILURES as exc:
             self.readiness.set("idle", f"redis unavailable: {exc}")
         self._sample_offsets()
-        self._clear_hanging_offsets()
-
-    def _unfetched(self, now: float) -> list[int]:
-        """Owned partitions that have had no fetch position for _UNFETCHED_AFTER_S since their assignment."""
-        with self._lag_lock:
-            return sorted(
-                p
-                for p in self._owned
-                if now - self._assigned_at.get(p, now) > _UNFETCHED_AFTER_S
-                and self._sampled.get(p, (-1, -1))[1] < 0
-            )
-
-    def _clear_hanging_offsets(self) -> None:
-        """Unblock partitions whose committed offsets stay unstable because of this member's own producer id.
-
-        A replaced transactional producer (stuck or broken by a broker restart) is left to die, and its
-        last TxnOffsetCommit can still reach the group coordinator after the replacement's InitProducerId
-        aborted its transaction. The coordinator then holds those offsets as pending for this member's
-        producer id with no open transaction to time out: a read_committed OffsetFetch answers
-        UNSTABLE_OFFSET_COMMIT until a marker for that producer id is written, so librdkafka never starts
-        fetching the partitions, the member never commits, and nothing writes the marker. Committing, in
-        one transaction, the group's stable offsets of those partitions writes that marker and leaves the
-        committed offsets where they were. Owned partitions that have not fetched for a while are asked
-        about; a stable answer (e.g. no records yet) changes nothing.
-        """
-        now = time.monotonic()
-        if now < self._next_unstable_check:
-            return
-        self._next_unstable_check = now + _UNSTABLE_CHECK_S
-        stuck = self._unfetched(now)
-        if not stuck or self._offsets_stable(stuck):
-            self.readiness.set("offsets", None)
-            return
-        why = f"committed offsets of partitions {stuck} unreadable (unstable: a transaction left pending?)"
-        self.readiness.set("offsets", why)
-        try:
-            stable = self._stable_offsets(stuck)
-            log.warning(
-                "committed offsets unstable; committing the stable ones to clear a pending transaction",
-                extra={"partitions": stuck, "offsets": stable},
-            )
-            if stable:
-                self._commit([], stable)
-        except (SinkError, GroupMoved, KafkaException, TimeoutError) as exc:
-            log.warning("cannot clear the unstable offsets yet", extra={"error": str(exc)[:300]})
-
-    def _offsets_stable(self, partitions: list[int]) -> bool:
-        """Whether the group's committed offsets of ``partitions`` can be read with require_stable (what
-        the read_committed consumer asks). Through an admin client: a consumer.committed() timed out
-        during an outage was seen to abort the process later (librdkafka assertion in enq_once)."""
-        try:
-            self._group_offsets(partitions, require_stable=True)
-        except (KafkaException, TimeoutError):
-            return False  # UNSTABLE_OFFSET_COMMIT is retried until the timeout
-        return True
-
-    def _stable_offsets(self, partitions: list[int]) -> dict[int, int]:
-        """The group's last committed offsets of ``partitions``, ignoring pending transactional ones; for
-        a partition the group never committed, its log start (where auto.offset.reset=earliest starts)."""
-        committed = self._group_offsets(partitions, require_stable=False)
-        out = {p: o for p, o in committed.items() if o >= 0}
-        never = [p for p in partitions if p not in out]
-        if never:
-            admin = self._admin_client()
-            futures = admin.list_offsets(
-                {TopicPartition(self.config.topic, p): OffsetSpec.earliest() for p in never},  # type: ignore[no-untyped-call]
-                request_timeout=_GROUP_OFFSETS_TIMEOUT_S,
-            )
-            for tp, future in futures.items():
-                out[tp.partition] = future.result(timeout=_GROUP_OFFSETS_TIMEOUT_S + 1).offset
-        return out
-
-    def _admin_client(self) -> AdminClient:
-        """For the offsets questions of ``_clear_hanging_offsets``: not the consumer's handle, whose calls
-        timed out during an outage were seen to abort the process later (librdkafka assertion)."""
-        if self._admin is None:
-            self._admin = AdminClient(self.config.kafka_common())
-        return self._admin
-
-    def _group_offsets(self, partitions: list[int], *, require_stable: bool) -> dict[int, int]:
-        """Committed offsets of the group (KafkaException on a partition's error, TimeoutError)."""
-        request = ConsumerGroupTopicPartitions(
-            self.config.consumer_group, [TopicPartition(self.config.topic, p) for p in partitions]
-        )
-        futures = self._admin_client().list_consumer_group_offsets(
-            [request], require_stable=require_stable, request_timeout=_GROUP_OFFSETS_TIMEOUT_S
-        )
-        result = futures[self.config.consumer_group].result(timeout=_GROUP_OFFSETS_TIMEOUT_S + 1)
-        out: dict[int, int] = {}
-        for tp in result.topic_partitions or []:
-            if tp.error is not None:
-                raise KafkaException(tp.error)
-            out[tp.partition] = tp.offset
-        return out
 
     def run(self, until_caught_up: bool = False, timeout_s: float | None = None) -> None:
         """Consume until stopped. With ``until_caught_up``: until the group committed what the topic held at
