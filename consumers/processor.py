@@ -37,10 +37,11 @@ from consumers.lease import LockLost
 from consumers.metrics import ConsumerMetrics
 from consumers.migrate import migrate
 from consumers.moderation_apply import Moved, Recomputer, sync
+from consumers.offset_probe import PROBE_TIMEOUT_S, Probes, plan
 from consumers.plan import Canonical, positions
 from consumers.redis_sink import DefinitionStale, RedisBehind, RedisLost, RedisSink
 from consumers.scheduler import Scheduler, break_connection
-from consumers.watchdog import Progress, Watchdog, spans_of
+from consumers.watchdog import STALL_AFTER_S, Progress, Watchdog, spans_of
 from leaderboard.boards import Board
 from leaderboard.catalog_watch import POLL_S, Watch
 from leaderboard.errors import EXIT_FAILED, UserError
@@ -175,6 +176,9 @@ class Processor:
         self._lag_exported: set[int] = set()
         self._sampled: dict[int, tuple[int, int]] = {}
         """(high watermark, position) per owned partition, sampled by the loop every idle check."""
+        self._owned_at: dict[int, float] = {}
+        """When each owned partition was assigned (monotonic), for consumers.offset_probe."""
+        self._probes = Probes()
         self.watchdog = Watchdog(
             self.progress,
             self.readiness,
@@ -210,8 +214,10 @@ class Processor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_assign(partitions)
+        now = time.monotonic()
         with self._lag_lock:
             self._owned.update(tp.partition for tp in partitions)
+            self._owned_at.update((tp.partition, now) for tp in partitions)
             owned = len(self._owned)
         # librdkafka keeps a partition's pause flag across revoke and re-assign: set it either way, or a
         # partition paused during a failed batch and handed back later would stay paused for good.
@@ -226,6 +232,7 @@ class Processor:
         with self._lag_lock:
             for tp in partitions:
                 self._owned.discard(tp.partition)
+                self._owned_at.pop(tp.partition, None)
                 self._sampled.pop(tp.partition, None)
                 if tp.partition in self._lag_exported:
                     self._lag_exported.discard(tp.partition)
@@ -626,9 +633,12 @@ class Processor:
         done = self._committed({r.partition for r in records})
         return [r for r in records if r.offset >= done.get(r.partition, -1)]
 
-    def _sample_offsets(self) -> None:
+    def _sample_offsets(self, probe: bool = False) -> None:
         """Cache high watermarks and positions for ``export_lag`` (the loop's thread: librdkafka calls
-        from the watchdog thread can block behind a rebalance callback). At most every _IDLE_CHECK_S."""
+        from the watchdog thread can block behind a rebalance callback). At most every _IDLE_CHECK_S.
+
+        With ``probe`` (between batches), owned partitions still without a position are probed
+        (consumers.offset_probe)."""
         now = time.monotonic()
         if now < self._next_sample:
             return
@@ -642,7 +652,66 @@ class Processor:
                 continue
             sampled[tp.partition] = (high, tp.offset)
         with self._lag_lock:
+            owned_at = dict(self._owned_at)
+        self._probes.forget({p for p in self._probes.unreadable if p not in owned_at})
+        self._probes.forget({p for p, (_, pos) in sampled.items() if pos >= 0})
+        if probe:
+            sampled.update(self._probe(plan(owned_at, {p: pos for p, (_, pos) in sampled.items()}, now)))
+        with self._lag_lock:
             self._sampled = {p: v for p, v in sampled.items() if p in self._owned}
+        if not probe:
+            return
+        stuck = self._probes.stuck(now, STALL_AFTER_S)
+        self.readiness.set(
+            "offsets",
+            f"committed offsets of partition(s) {stuck} unreadable for over {STALL_AFTER_S:.0f} s"
+            if stuck
+            else None,
+        )
+        if due := self._probes.to_clear(now):
+            self._clear_pending(due)
+
+    def _probe(self, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        """(high watermark, committed offset or log start) of the partitions whose committed offset reads
+        back stable; the others are counted unreadable (``export_lag`` counts them as waiting)."""
+        if not partitions:
+            return {}
+        tps = [TopicPartition(self.config.topic, p) for p in partitions]
+        try:
+            got = bounded("committed", PROBE_TIMEOUT_S, self.consumer.committed, tps, PROBE_TIMEOUT_S)
+        except KafkaException:
+            got = []
+        out: dict[int, tuple[int, int]] = {}
+        for tp in got:
+            if tp.error is not None:
+                continue
+            try:
+                low, high = self.consumer.get_watermark_offsets(tp, PROBE_TIMEOUT_S, False)
+            except KafkaException:
+                continue
+            out[tp.partition] = (high, tp.offset if tp.offset >= 0 else low)
+        self._probes.record(time.monotonic(), set(out), set(partitions) - set(out))
+        return out
+
+    def _clear_pending(self, partitions: list[int]) -> None:
+        """Abort an empty transaction holding offsets of these partitions: its marker drops the offsets
+        pending under this member's producer id (consumers.offset_probe). Never commits anything."""
+        log.warning(
+            "committed offsets of owned partitions cannot be read (pending from an earlier transaction); "
+            "writing an abort marker to clear them",
+            extra={"partitions": partitions},
+        )
+        try:
+            self.producer.begin_transaction()
+            self.producer.send_offsets_to_transaction(
+                [TopicPartition(self.config.topic, p, 0) for p in partitions],
+                self.consumer.consumer_group_metadata(),
+                _TX_TIMEOUT_S,
+            )
+            self.producer.abort_transaction(_ABORT_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("clearing pending offsets failed", extra={"error": str(exc)[:300]})
+            self._abort(exc)
 
     def export_lag(self) -> int:
         """Lag per owned partition, and the total; the watchdog calls it, so lag is exported mid-batch too.
@@ -654,7 +723,11 @@ class Processor:
         spans = batch.spans if batch is not None else {}
         total = 0
         with self._lag_lock:
-            for p, (sampled_high, sampled_position) in self._sampled.items():
+            # A committed offset that cannot be read: lag unknown, but the partition cannot progress.
+            total += sum(1 for p in list(self._probes.unreadable) if p in self._owned)
+            # The batch's partitions count even when not sampled (a sample fails while a broker is away).
+            for p in self._sampled.keys() | spans.keys():
+                sampled_high, sampled_position = self._sampled.get(p, (-1, -1))
                 span = spans.get(p)
                 high = sampled_high if span is None else max(sampled_high, span[1])
                 position = sampled_position if span is None else span[0]
@@ -723,7 +796,7 @@ class Processor:
             self.readiness.set("idle", None)
         except FAILURES as exc:
             self.readiness.set("idle", f"redis unavailable: {exc}")
-        self._sample_offsets()
+        self._sample_offsets(probe=True)
 
     def run(self, until_caught_up: bool = False, timeout_s: float | None = None) -> None:
         """Consume until stopped. With ``until_caught_up``: until the group committed what the topic held at

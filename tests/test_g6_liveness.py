@@ -25,6 +25,7 @@ import pytest
 import redis
 from confluent_kafka import KafkaError, Message, Producer
 
+from consumers.offset_probe import PROBE_AFTER_S, PROBE_TIMEOUT_S
 from consumers.watchdog import STALL_AFTER_S
 from leaderboard.settings import Settings
 from tests.conftest import create_topics
@@ -41,9 +42,10 @@ RECOVER_S = 120.0
 """Issue 12: each member commits again within COMMIT_AGAIN_S of the broker's return, or says it is not ready
 and then recovers by itself: a member still not committing then must be not-ready, and commit within this."""
 RECONNECT_FAST = "reconnect.backoff.max.ms=1000"
-# A member may go without committing for the stall bound before it must say so, plus the watchdog's
-# half-second period, the loop's 2 s lag sampling and a scrape.
-SILENT_LIMIT_S = STALL_AFTER_S + 5.0
+# A member may go without committing for the stall bound before it must say so, plus the time before a
+# partition still without a position is probed (consumers/offset_probe.py) and the probe itself, the loop's
+# 2 s lag sampling, the watchdog's half-second period and a scrape.
+SILENT_LIMIT_S = STALL_AFTER_S + PROBE_AFTER_S + PROBE_TIMEOUT_S + 4.0
 
 
 class Load:
