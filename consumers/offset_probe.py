@@ -9,7 +9,8 @@ have had no position for ``PROBE_AFTER_S``: their committed offset (the same sta
 watermarks. One whose committed offset cannot be read counts as waiting, so the watchdog reports the member
 not-ready within its bound; after ``CLEAR_AFTER`` such probes the member aborts an empty transaction holding
 offsets of those partitions: the abort marker it writes to the group's offsets partition drops every offset
-pending under the member's producer id (ADR 0011).
+pending under the member's producer id (ADR 0011). A batch whose failed commit is being rechecked meets the
+same wall in its read of the committed offsets; the batch loop clears the same way there (``clear_due``).
 
 ``plan`` and ``Probes`` are pure; the processor does the Kafka calls.
 """
@@ -61,7 +62,12 @@ class Probes:
     def to_clear(self, now: float) -> list[int]:
         """Partitions unreadable CLEAR_AFTER probes in a row, once per CLEAR_EVERY_S; marks the attempt."""
         due = sorted(p for p, (_, n) in self.unreadable.items() if n >= CLEAR_AFTER)
-        if not due or now - self.cleared_at < CLEAR_EVERY_S:
-            return []
+        return due if due and self.clear_due(now) else []
+
+    def clear_due(self, now: float) -> bool:
+        """Whether a clearing attempt may run now (at most one per CLEAR_EVERY_S); marks it when so. The
+        batch loop asks this when a failed commit's recheck cannot read the batch's committed offsets."""
+        if now - self.cleared_at < CLEAR_EVERY_S:
+            return False
         self.cleared_at = now
-        return due
+        return True

@@ -85,6 +85,15 @@ class GroupMoved(Exception):
     """The batch's offsets carried a group generation a rebalance just replaced: retry, it is no outage."""
 
 
+class OffsetsUnreadable(Exception):
+    """The recheck after a failed commit could not read the group's committed offsets of the batch's
+    partitions (pending from an earlier transaction, or the coordinator away): consumers.offset_probe."""
+
+    def __init__(self, partitions: list[int], cause: KafkaException) -> None:
+        super().__init__(f"committed offsets of partition(s) {partitions} unreadable: {cause}")
+        self.partitions = partitions
+
+
 # What the broker answers when offsets are sent with the generation a rebalance is replacing.
 _GROUP_MOVED = frozenset(
     {KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS, KafkaError.UNKNOWN_MEMBER_ID}
@@ -564,6 +573,15 @@ class Processor:
                     wait, backoff = backoff, min(backoff * 2, _BACKOFF_MAX_S)
                 else:
                     continue  # the batch again: PostgreSQL and the rebuilt boards have it, Kafka not yet
+            except OffsetsUnreadable as exc:
+                # Not the producer's fault: no new producer. Offsets pending under our own producer id
+                # (a replaced producer's late commit) never resolve by themselves: clear them.
+                self.metrics.sink_errors.labels("kafka").inc()
+                self.readiness.set("batch", "kafka: committed offsets unreadable; retrying")
+                log.warning("batch failed; will retry", extra={"sink": "kafka", "error": str(exc)[:300]})
+                if self._probes.clear_due(time.monotonic()):
+                    self._clear_pending(exc.partitions)
+                wait, backoff = backoff, min(backoff * 2, _BACKOFF_MAX_S)
             except (SinkError, KafkaException) as exc:
                 recheck = self._failed(exc)
                 wait, backoff = backoff, min(backoff * 2, _BACKOFF_MAX_S)
@@ -592,7 +610,10 @@ class Processor:
         """
         if recheck:
             # A commit that timed out may still have landed: retrying it would dead-letter twice.
-            records[:] = self._not_committed(records)
+            try:
+                records[:] = self._not_committed(records)
+            except KafkaException as exc:
+                raise OffsetsUnreadable(sorted({r.partition for r in records}), exc) from exc
             if not records:
                 log.info("the failed commit had landed; batch done")
                 self.metrics.last_commit.set(time.time())
