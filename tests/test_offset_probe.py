@@ -62,6 +62,17 @@ def test_clearing_is_due_after_clear_after_probes_and_not_more_often_than_clear_
     assert probes.stuck(25.0, 20.0) == []
 
 
+def test_the_batch_loop_and_the_probes_share_one_clearing_rate() -> None:
+    probes = Probes()
+    assert probes.clear_due(100.0)
+    assert not probes.clear_due(100.0 + CLEAR_EVERY_S - 0.1)
+    for i in range(CLEAR_AFTER):
+        probes.record(101.0 + i, set(), {2})
+    assert probes.to_clear(105.0) == []  # the batch loop's attempt at 100 s counts
+    assert probes.to_clear(100.0 + CLEAR_EVERY_S) == [2]
+    assert not probes.clear_due(100.0 + CLEAR_EVERY_S)
+
+
 def _publish(config: Settings, n: int) -> None:
     producer = Producer({**config.kafka_common(), "enable.idempotence": True, "linger.ms": 5})
     for i in range(n):
