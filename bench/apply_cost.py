@@ -103,16 +103,18 @@ def dump(r: redis.Redis, key: str) -> object:
     return kind
 
 
-def same_results(r: redis.Redis, shas: dict[str, str], board: Board, bodies: list[list[Body]]) -> None:
+def same_results(
+    r: redis.Redis, shas: dict[str, str], board: Board, bodies: dict[str, list[list[Body]]]
+) -> None:
     """Both scripts from empty boards, then every key compared (``updated_ms`` is the same ``now``)."""
     states = []
     for name, sha in shas.items():
         keys = Keys(f"parity-{name}")
         r.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
         sink = RedisSink(r, keys, [board])
-        apply(r, sha, sink, board, bodies, now="1")
-        apply(r, sha, sink, board, bodies[:1], now="1")  # a redelivery: skipped whole
-        states.append([dump(r, k) for k in state_keys(keys, board, bodies)])
+        apply(r, sha, sink, board, bodies[name], now="1")
+        apply(r, sha, sink, board, bodies[name][:1], now="1")  # a redelivery: skipped whole
+        states.append([dump(r, k) for k in state_keys(keys, board, bodies[name])])
     if states[0] != states[1]:
         raise RuntimeError("the two scripts wrote different boards")
 
@@ -182,6 +184,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--aggregation", choices=["sum", "best", "last"], default="sum")
     ap.add_argument("--budget", type=int, default=250, help="sorted-set updates per call (MAX_UPDATES)")
+    ap.add_argument("--after-budget", type=int, help="the after variant's budget (default --budget)")
     ap.add_argument("--after-file", type=Path, help="experiments: this apply.lua instead of the tree's one")
     args = ap.parse_args()
 
@@ -206,19 +209,20 @@ def main() -> int:
         keys = Keys("cost")
         r.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
         sink = RedisSink(r, keys, [board], max_updates=args.budget)
-        bodies = plan(sink, board, batches, args.budget)
+        budgets = {"before": args.budget, "after": args.after_budget or args.budget}
+        bodies = {name: plan(sink, board, batches, budget) for name, budget in budgets.items()}
         same_results(r, shas, board, bodies)
         fill(r, keys, board, args.players, now)
-        reset = [k for k in state_keys(keys, board, bodies) if r.type(k) != b"zset"]
+        reset = [k for k in state_keys(keys, board, bodies["after"]) if r.type(k) != b"zset"]
         # Warm-up: the day's and week's sets get their members once, so every timed run updates, not inserts.
-        apply(r, shas["after"], sink, board, bodies, now="0")
+        apply(r, shas["after"], sink, board, bodies["after"], now="0")
         results: dict[str, list[dict[str, float]]] = {name: [] for name in shas}
         for _ in range(args.runs):
             # Batch by batch in alternating order, so a neighbour's burst on the shared cores hits both.
             tallies = {name: Tally() for name in shas}
-            for i, calls in enumerate(bodies):
+            for i in range(len(batches)):
                 for name in list(shas) if i % 2 == 0 else list(reversed(shas)):
-                    measure(r, shas[name], sink, board, calls, reset, tallies[name])
+                    measure(r, shas[name], sink, board, bodies[name][i], reset, tallies[name])
             for name, tally in tallies.items():
                 results[name].append(tally.row())
         info = r.info("server")
@@ -226,13 +230,23 @@ def main() -> int:
 
     names = list(shas)
     metrics = [m for m in results[names[0]][0] if m not in {"updates", "calls"}]
+    label = {
+        "before": args.before_ref,
+        "after": "this tree" if args.after_file is None else args.after_file.name,
+    }
+    per = "; ".join(
+        f"{name}: <= {budgets[name]} updates per call, {results[name][0]['calls']:.0f} calls"
+        for name in names
+    )
     print(
         f"### apply.lua cost: {args.aggregation} board, {args.players:,} players in all-time and month,"
-        f" {args.batches} x {BATCH:,} events, <= {args.budget} updates per call,"
-        f" {results[names[0]][0]['calls']:.0f} calls and {results[names[0]][0]['updates']:,.0f} updates per"
-        f" application; redis {info['redis_version']}; medians of {args.runs}\n"
+        f" {args.batches} x {BATCH:,} events ({results[names[0]][0]['updates']:,.0f} updates) per run; {per};"
+        f" redis {info['redis_version']}; medians of {args.runs}\n"
     )
-    print(f"| metric | before ({args.before_ref}) | after (this tree) | after / before | runs before", end="")
+    print(
+        f"| metric | before ({label['before']}) | after ({label['after']}) | after / before | runs before",
+        end="",
+    )
     print(" | runs after |")
     print("|---|---|---|---|---|---|")
     for m in metrics:
