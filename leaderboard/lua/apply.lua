@@ -32,8 +32,10 @@
 -- keys it declared, and a flip changes both.
 -- Returns {"ok", applied_updates, behind, partials...}, {"nometa"}, {"defstale", def} or {"stale", writing};
 -- a partial is "gen|period|partition|wm". Only "ok" wrote anything.
--- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
--- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
+-- Each slot costs one variadic ZADD per CHUNK players (sum: after one ZMSCORE; last: after one HMGET of
+-- "lt"), not two calls per player. A best board's merge (the higher score wins) is ZADD GT itself, so it
+-- reads nothing. On large sets the skiplist now dominates Redis' CPU (bench/apply_cost.py,
+-- docs/benchmarks.md); the guard's per-command check costs nothing measurable there.
 -- SPAN, MAXP and the key_*/gkey_* functions come from the generated prelude (leaderboard.lua_scripts).
 local CHUNK = 1000             -- unpack() pushes 2 * CHUNK values; Redis' Lua stack allows ~8000
 local base = ARGV[1]
