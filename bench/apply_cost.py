@@ -1,7 +1,7 @@
 """Redis CPU per applied update of apply.lua: this tree's script against a git ref's, side by side.
 
     .venv/bin/python bench/apply_cost.py [--before-ref main] [--players 2000000] [--batches 6] [--runs 3]
-        [--aggregation sum|best|last] [--budget 250]
+        [--aggregation sum|best|last] [--budget 250] [--after-budget N] [--after-file experiment.lua]
 
 On a private redis-server, a board whose all-time and monthly sets hold ``--players`` players; the same
 ``--batches`` batches of 5,000 events (planned once by RedisSink at ``--budget`` sorted-set updates per
