@@ -21,7 +21,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.plan import Canonical
+from consumers.plan import Canonical, fold, scores
 from consumers.redis_sink import RedisSink
 from leaderboard import keys as keys_mod
 from leaderboard import ranking, scoring
@@ -167,6 +167,59 @@ def test_apply_lua_merges_as_the_python_definition(
         rows = redis_client.zrange(keys.board(board.id, 1, period), 0, -1, withscores=True)
         got = {m.decode(): int(s) for m, s in cast("list[tuple[bytes, float]]", rows)}
         assert got == want, period
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_best_against_scores_already_in_redis(
+    config: Settings, redis_client: redis.Redis, order: str
+) -> None:
+    """A best board's write (ZADD GT) against standings it did not write (a checkpoint load, say): a better
+    value stays, a worse one is replaced, and of equal values the larger (earlier) tie-break stays."""
+    board = Board(
+        id=f"b{uuid.uuid4().hex[:8]}",
+        aggregation="best",
+        order=order,  # type: ignore[arg-type]
+        value="score",
+        periods=(PeriodKind.ALL_TIME,),
+    )
+    keys = Keys(config.redis_prefix)
+    redis_client.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
+    at = BASE + timedelta(hours=1)
+    records = [
+        Canonical(
+            0,
+            i,
+            MatchWon(
+                event_id=str(uuid.uuid4()),
+                match_id="m",
+                player_id=f"p{i}",
+                game="g",
+                score=50,
+                occurred_at=at,
+            ),
+        )
+        for i in range(4)
+    ]
+    [period] = board.period_keys(at)
+    fresh = scores(board, fold(board, records))[(period, 0)]
+    _, tb = scoring.unpack(fresh["p0"])
+    assert 0 < tb < scoring.TIME_SPAN - 1  # room for a smaller and a larger tie-break
+    better, worse = (80, 20) if order == "desc" else (20, 80)
+    rule = board.rule
+    old = {
+        "p0": rule.pack(better, 0),
+        "p1": rule.pack(worse, scoring.TIME_SPAN - 1),
+        "p2": rule.pack(50, scoring.TIME_SPAN - 1),
+        "p3": rule.pack(50, 0),
+    }
+    zkey = keys.board(board.id, 1, period)
+    redis_client.zadd(zkey, old)
+    RedisSink(redis_client, keys, (board,)).apply(records)
+    got = {
+        m.decode(): int(s)
+        for m, s in cast("list[tuple[bytes, float]]", redis_client.zrange(zkey, 0, -1, withscores=True))
+    }
+    assert got == {"p0": old["p0"], "p1": fresh["p1"], "p2": old["p2"], "p3": fresh["p3"]}
 
 
 # -- around-me ----------------------------------------------------------------------------------------------

@@ -32,8 +32,10 @@
 -- keys it declared, and a flip changes both.
 -- Returns {"ok", applied_updates, behind, partials...}, {"nometa"}, {"defstale", def} or {"stale", writing};
 -- a partial is "gen|period|partition|wm". Only "ok" wrote anything.
--- Each slot costs one ZMSCORE and one variadic ZADD per CHUNK players, not two calls per player: the call
--- overhead, not the skiplist, dominated Redis' CPU (docs/benchmarks.md).
+-- Each slot costs one variadic ZADD per CHUNK players (sum: after one ZMSCORE; last: after one HMGET of
+-- "lt"), not two calls per player. A best board's merge (the higher score wins) is ZADD GT itself, so it
+-- reads nothing. On large sets the skiplist now dominates Redis' CPU (bench/apply_cost.py,
+-- docs/benchmarks.md); the guard's per-command check costs nothing measurable there.
 -- SPAN, MAXP and the key_*/gkey_* functions come from the generated prelude (leaderboard.lua_scripts).
 local CHUNK = 1000             -- unpack() pushes 2 * CHUNK values; Redis' Lua stack allows ~8000
 local base = ARGV[1]
@@ -54,6 +56,9 @@ else
 end
 local agg = payload.agg
 local asc = payload.asc == true
+local call = redis.call
+local floor, format = math.floor, string.format
+-- The rank key of a value: saturated at MAXP, flipped on asc boards (higher is always better).
 local function key_of(value)
   if value > MAXP then value = MAXP end
   if asc then return MAXP - value end
@@ -64,10 +69,9 @@ local function later(u1, q1, o1, u2, q2, o2)
   if q1 ~= q2 then return q1 > q2 end
   return o1 > o2
 end
-local function num(x) return string.format('%.0f', x) end
 local applied = 0
 local out = {'ok', 0, 0}
-local active = redis.call('HGET', KEYS[1], 'active')
+local active = call('HGET', KEYS[1], 'active')
 for _, gen in ipairs(gens) do
   local g = key_gen(base, gen)
   local floors = {}
@@ -80,10 +84,10 @@ for _, gen in ipairs(gens) do
       local pt = tostring(part.pt)
       local fl = floors[pt]
       if fl == nil then
-        fl = tonumber(redis.call('HGET', gkey_floor(g), pt) or '-1')
+        fl = tonumber(call('HGET', gkey_floor(g), pt) or '-1')
         floors[pt] = fl
       end
-      local wm = tonumber(redis.call('HGET', wkey, pt) or '-1')
+      local wm = tonumber(call('HGET', wkey, pt) or '-1')
       if fl > wm then wm = fl end
       if part.hi <= wm then
         -- already applied: redelivery, replay or a zombie
@@ -93,10 +97,21 @@ for _, gen in ipairs(gens) do
         for i = 1, count, CHUNK do
           local j = math.min(i + CHUNK - 1, count)
           local args = {}
-          if agg == 'last' then
+          local n = 0
+          if agg == 'best' then
+            -- The higher score wins, of equal keys the larger tie-break: exactly ZADD GT, no read needed.
+            n = 1
+            args[1] = 'GT'
+            for k = i, j do
+              args[n + 1] = key_of(v[k]) * SPAN + t[k]
+              args[n + 2] = m[k]
+              n = n + 2
+            end
+          elseif agg == 'last' then
             local u, q, o = part.u, part.q, part.o
-            local lts = redis.call('HMGET', lkey, unpack(m, i, j))
+            local lts = call('HMGET', lkey, unpack(m, i, j))
             local marks = {}
+            local nm = 0
             for k = i, j do
               local lt = lts[k - i + 1]
               local newer = true
@@ -105,54 +120,56 @@ for _, gen in ipairs(gens) do
                 newer = later(u[k], q[k], o[k], tonumber(ou), tonumber(oq), tonumber(oo))
               end
               if newer then
-                args[#args + 1] = key_of(v[k]) * SPAN + t[k]
-                args[#args + 1] = m[k]
-                marks[#marks + 1] = m[k]
-                marks[#marks + 1] = num(u[k]) .. ':' .. num(q[k]) .. ':' .. num(o[k])
+                args[n + 1] = key_of(v[k]) * SPAN + t[k]
+                args[n + 2] = m[k]
+                n = n + 2
+                marks[nm + 1] = m[k]
+                marks[nm + 2] = format('%.0f:%.0f:%.0f', u[k], q[k], o[k])
+                nm = nm + 2
               end
             end
-            if #marks > 0 then redis.call('HSET', lkey, unpack(marks)) end
+            if nm > 0 then call('HSET', lkey, unpack(marks, 1, nm)) end
           else
-            local olds = redis.call('ZMSCORE', zkey, unpack(m, i, j))
+            -- sum: add the values (saturating), keep the smaller tie-break; a member left as it was is
+            -- not rewritten (ZADD of its own score changes nothing).
+            local olds = call('ZMSCORE', zkey, unpack(m, i, j))
             for k = i, j do
-              local key, tb, old = key_of(v[k]), t[k], olds[k - i + 1]
+              local value, tb, old = v[k], t[k], olds[k - i + 1]
               if old then
                 old = tonumber(old)
-                local okey = math.floor(old / SPAN)
+                local okey = floor(old / SPAN)
                 local otb = old - okey * SPAN
-                if agg == 'best' then
-                  if okey > key or (okey == key and otb >= tb) then key = okey; tb = otb end
-                else
-                  local total = v[k]
-                  if asc then total = total + (MAXP - okey) else total = total + okey end
-                  key = key_of(total)
-                  if otb < tb then tb = otb end
-                end
+                if asc then value = value + (MAXP - okey) else value = value + okey end
+                if otb < tb then tb = otb end
               end
-              args[#args + 1] = key * SPAN + tb
-              args[#args + 1] = m[k]
+              local score = key_of(value) * SPAN + tb
+              if score ~= old then
+                args[n + 1] = score
+                args[n + 2] = m[k]
+                n = n + 2
+              end
             end
           end
-          if #args > 0 then redis.call('ZADD', zkey, unpack(args)) end
+          if n > 0 then call('ZADD', zkey, unpack(args, 1, n)) end
         end
         events = events + part.n
         applied = applied + count
-        redis.call('HSET', wkey, pt, part.hi)
+        call('HSET', wkey, pt, part.hi)
       else
         out[#out + 1] = gen .. '|' .. per.p .. '|' .. pt .. '|' .. wm
       end
     end
     if events > 0 then
-      redis.call('SADD', gkey_periods(g), per.p)
-      redis.call('HINCRBY', gkey_stats(g, per.p), 'events', events)
-      redis.call('HSET', gkey_stats(g, per.p), 'updated_ms', now)
+      call('SADD', gkey_periods(g), per.p)
+      call('HINCRBY', gkey_stats(g, per.p), 'events', events)
+      call('HSET', gkey_stats(g, per.p), 'updated_ms', now)
     end
   end
   for _, pos in ipairs(payload.pos) do
     local pt = tostring(pos[1])
-    local hi = tonumber(redis.call('HGET', gkey_position(g), pt) or '-1')
+    local hi = tonumber(call('HGET', gkey_position(g), pt) or '-1')
     if pos[3] and gen == active and hi < pos[3] then out[3] = 1 end
-    if pos[2] > hi then redis.call('HSET', gkey_position(g), pt, pos[2]) end
+    if pos[2] > hi then call('HSET', gkey_position(g), pt, pos[2]) end
   end
 end
 out[2] = applied
