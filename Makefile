@@ -6,6 +6,10 @@ PYTEST_ARGS ?=
 # order (tests/conftest.py puts the modules with slow tests first); PYTEST_WORKERS=0 runs it in one process.
 # Not --dist loadgroup: with pytest 9.2 xdist 3.8 no longer sees xdist_group marks (they are ignored).
 PYTEST_WORKERS ?= 2
+# The suite starts hundreds of `leaderboard ...` child processes: with PYTHONDONTWRITEBYTECODE set (some CI
+# images do) each of them, and each worker's assertion rewriting, compiles the project from source again.
+# Empty means unset to Python: the tests write __pycache__ (git-ignored) like any local run.
+TEST_ENV := PYTHONDONTWRITEBYTECODE=
 DEMO_ARGS ?=
 STACK := deploy/stack.sh
 
@@ -35,7 +39,7 @@ tools:
 	$(STACK) tools
 
 test: install up tools
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # G1+G2 (one test) and G5 against a local Redis Cluster of 3 masters + 3 replicas (deploy/stack.sh up
 # redis-cluster, nodes on REDIS_CLUSTER_PORT..+5), Kafka and PostgreSQL as for `make test`. One process: G5
@@ -44,7 +48,7 @@ CLUSTER_TESTS ?= tests/test_g1_g2_chaos.py tests/test_g5_redis_loss.py
 REDIS_CLUSTER_PORT ?= 7000
 test-cluster: install up
 	REDIS_CLUSTER_PORT=$(REDIS_CLUSTER_PORT) $(STACK) up redis-cluster
-	LEADERBOARD_REDIS_CLUSTER=true LEADERBOARD_REDIS_URL=redis://127.0.0.1:$(REDIS_CLUSTER_PORT)/0 \
+	$(TEST_ENV) LEADERBOARD_REDIS_CLUSTER=true LEADERBOARD_REDIS_URL=redis://127.0.0.1:$(REDIS_CLUSTER_PORT)/0 \
 		$(PY) -m pytest $(PYTEST_ARGS) $(CLUSTER_TESTS)
 
 lint: install

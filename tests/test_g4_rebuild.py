@@ -11,19 +11,22 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from leaderboard.keys import Keys
 from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
-from tests.conftest import env_of
+from tests.conftest import env_of, isolated
 from tests.procs import (
     ApiProcess,
     ConsumerProcess,
     caught_up,
+    end_offsets,
     leaderboard_cli,
     reset_offsets_to_earliest,
     wait_until,
@@ -81,55 +84,73 @@ class Reader(threading.Thread):
                     self.bad.append(f"{path}: {status} {body[:200]!r}")
 
 
-@pytest.fixture
-def live(config: Settings, tmp_path: Path) -> Iterator[tuple[ConsumerProcess, ApiProcess, Reader]]:
-    simulate(
-        config,
-        "--count",
-        "20000",
-        "--rate",
-        "0",
-        "--players",
-        "3000",
-        "--duplicate-ratio",
-        "0.05",
-        "--invalid-ratio",
-        "0.01",
-        "--seed",
-        "7",
-        "--start",
-        "2026-11-20T00:00:00Z",
-        "--spread",
-        "800000",
-        "--display-names",
-    )
-    consumer = ConsumerProcess(config, tmp_path, name="first", LEADERBOARD_BATCH_SIZE="300")
-    consumer.wait_ready()
-    time.sleep(0.8)
-    consumer.kill(signal.SIGKILL)  # a crash mid-stream, before the rebuilds
-    consumer.proc.wait(10)
-    consumer = ConsumerProcess(config, tmp_path, name="second")
-    api = ApiProcess(config, tmp_path)
-    reader = Reader(api)
-    try:
+@dataclass
+class Live:
+    """The module's services: a consumer (replaced when a test restarts it), an API and its reader."""
+
+    config: Settings
+    consumer: ConsumerProcess
+    api: ApiProcess
+    reader: Reader
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def live(
+    base_settings: Settings, admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """20,000 simulated records consumed through a crash, then served while a reader hammers the API.
+
+    Set up once for the module (it costs a simulate, a SIGKILL and the dead member's session timeout): each
+    test compares the boards against a snapshot it takes itself, so what an earlier test added (more events,
+    a new generation) is part of its "before"; the reader's errors accumulate over every test."""
+    tmp = tmp_path_factory.mktemp("g4")
+    with isolated(base_settings, admin, (12, 3, 3)) as config:
+        simulate(
+            config,
+            "--count",
+            "20000",
+            "--rate",
+            "0",
+            "--players",
+            "3000",
+            "--duplicate-ratio",
+            "0.05",
+            "--invalid-ratio",
+            "0.01",
+            "--seed",
+            "7",
+            "--start",
+            "2026-11-20T00:00:00Z",
+            "--spread",
+            "800000",
+            "--display-names",
+        )
+        consumer = ConsumerProcess(config, tmp, name="first", LEADERBOARD_BATCH_SIZE="300")
         consumer.wait_ready()
-        wait_until(lambda: caught_up(config), 120, "consumer caught up")
-        api.wait_ready()
-        reader.start()
-        yield consumer, api, reader
-    finally:
-        reader.stop_flag.set()
-        reader.join(10)
-        api.stop()
-        if consumer.alive():
-            consumer.stop()
+        time.sleep(0.8)
+        consumer.kill(signal.SIGKILL)  # a crash mid-stream, before the rebuilds
+        consumer.proc.wait(10)
+        consumer = ConsumerProcess(config, tmp, name="second")
+        api = ApiProcess(config, tmp)
+        world = Live(config, consumer, api, Reader(api), tmp)
+        try:
+            consumer.wait_ready()
+            wait_until(lambda: caught_up(config), 120, "consumer caught up")
+            api.wait_ready()
+            world.reader.start()
+            yield world
+        finally:
+            world.reader.stop_flag.set()
+            world.reader.join(10)
+            api.stop()
+            if world.consumer.alive():
+                world.consumer.stop()
 
 
 @pytest.mark.slow
-def test_rebuilds_from_kafka_and_postgres_equal_the_live_boards_while_serving(
-    config: Settings, live: tuple[ConsumerProcess, ApiProcess, Reader]
-) -> None:
-    _, _, reader = live
+def test_rebuilds_from_kafka_and_postgres_equal_the_live_boards_while_serving(live: Live) -> None:
+    config, reader = live.config, live.reader
     client = sync_client(config)
     gen0, before = snapshot(client, config)
     assert len(before) >= 4
@@ -155,10 +176,8 @@ def test_rebuilds_from_kafka_and_postgres_equal_the_live_boards_while_serving(
 
 
 @pytest.mark.slow
-def test_rebuild_under_live_traffic_ends_equal_to_postgres(
-    config: Settings, live: tuple[ConsumerProcess, ApiProcess, Reader]
-) -> None:
-    _, _, reader = live
+def test_rebuild_under_live_traffic_ends_equal_to_postgres(live: Live) -> None:
+    config, reader = live.config, live.reader
     traffic = subprocess.Popen(
         [
             sys.executable,
@@ -193,27 +212,25 @@ def test_rebuild_under_live_traffic_ends_equal_to_postgres(
 
 
 @pytest.mark.slow
-def test_offset_reset_to_earliest_changes_no_score(
-    config: Settings, live: tuple[ConsumerProcess, ApiProcess, Reader], tmp_path: Path
-) -> None:
-    consumer, _, _ = live
+def test_offset_reset_to_earliest_changes_no_score(live: Live) -> None:
+    config = live.config
     client = sync_client(config)
     gen, before = snapshot(client, config)
-    assert consumer.stop() == 0
+    assert live.consumer.stop() == 0
     reset_offsets_to_earliest(config)
     assert not caught_up(config)
-    replay = ConsumerProcess(config, tmp_path, name="replay")
-    try:
-        replay.wait_ready()
-        wait_until(lambda: caught_up(config), 120, "replay caught up")
-        # Everything read again. The counter moves just after each batch's commit, so the last batch may show
-        # committed before it is counted: wait for the count (bounded), never assume it.
-        wait_until(
-            lambda: replay.metric("leaderboard_consumer_events_consumed_total") >= 20000,
-            30,
-            "the replay to count every record",
-        )
-        assert snapshot(client, config) == (gen, before)
-    finally:
-        replay.stop()
+    records = sum(end_offsets(config, config.topic).values())  # every record, an earlier test's included
+    assert records >= 20000
+    replay = live.consumer = ConsumerProcess(config, live.tmp, name="replay")  # the module's from now on
+    replay.wait_ready()
+    wait_until(lambda: caught_up(config), 120, "replay caught up")
+    # Everything read again. The counter moves just after each batch's commit, so the last batch may show
+    # committed before it is counted: wait for the count (bounded), never assume it.
+    wait_until(
+        lambda: replay.metric("leaderboard_consumer_events_consumed_total") >= records,
+        30,
+        "the replay to count every record",
+    )
+    assert snapshot(client, config) == (gen, before)
+    assert live.reader.bad == []
     client.close()

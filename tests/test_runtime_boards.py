@@ -359,12 +359,35 @@ def test_a_malformed_definition_is_refused_naming_the_field_and_nothing_changes(
     assert _catalog_version(world) == version
 
 
+def boards_reloaded(consumer: ConsumerProcess, since: int) -> list[dict[str, int]]:
+    """The boards (id -> version) the consumer took up, per its "boards reloaded" log lines after byte
+    ``since`` of its log; a line still being written is read on the next call."""
+    with consumer.log_path.open("rb") as log:
+        log.seek(since)
+        lines = log.read().splitlines()
+    fed = []
+    for line in lines:
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if doc.get("msg") == "boards reloaded":
+            fed.append(cast("dict[str, int]", doc["boards"]))
+    return fed
+
+
 def test_a_retired_board_is_no_longer_fed_and_stays_readable(world: World) -> None:
     _, laps = catalog.parse_file(tomllib.loads(WINS_V1), "test")
     world.caught_up()
     frozen = world.standings(laps)
+    since = world.consumer.log_path.stat().st_size
     assert "retired" in world.ok("retire", "laps")
-    time.sleep(2.5)  # the consumer reloads within a second or two
+    wait_until(
+        lambda: any("laps" not in fed for fed in boards_reloaded(world.consumer, since)),
+        10,
+        "the consumer to take up the boards without laps",
+        interval=0.1,
+    )
     rnd = random.Random(99)
     world.publisher.send([{**_event(rnd, datetime.now(UTC)), "game": "go", "score": 1} for _ in range(200)])
     world.caught_up()
