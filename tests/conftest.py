@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the read-API world is imported by the tests that use it, no
 
     from tests.api_world import World
 
-# No per-example deadline: the suite runs on two workers over two cores beside real servers, so a first
+# No per-example deadline: the suite runs on three workers over two cores beside real servers, so a first
 # example that loads a time zone or warms a connection can take 100x its usual time.
 # Speed is the benchmarks' job.
 hypothesis_settings.register_profile("suite", deadline=None)
