@@ -90,8 +90,8 @@ class Cutoff:
                     "scheduler's postgresql call outlived its bound; breaking the connection",
                     extra={"bound_s": self.bound_s},
                 )
+                self.cuts += 1  # before the break: the cut call fails at once, and its caller may look
                 break_connection(conn)
-                self.cuts += 1
                 since = None
 
 
