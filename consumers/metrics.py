@@ -61,7 +61,8 @@ class ConsumerMetrics:
         )
         self.sink_errors = Counter(
             "leaderboard_consumer_sink_errors",
-            "Failed attempts to write a batch, by sink.",
+            "Failed calls to a sink by the batch loop (a batch's write, or the catalog and moderation"
+            " reads between batches), by sink.",
             ["sink"],
             registry=r,
         )

@@ -306,6 +306,7 @@ class Processor:
         try:
             fresh = self._watch.poll(self._conn() if conn is None else conn, force=force)
         except psycopg.Error as exc:
+            self.metrics.sink_errors.labels("postgres").inc()
             log.warning("cannot read the board catalog; keeping the boards", extra={"error": str(exc)[:300]})
             return False
         if fresh is None or fresh.fed == self.boards:
@@ -801,6 +802,8 @@ class Processor:
                 self.moderate()
                 self.readiness.set("moderation", None)
             except SinkError as exc:
+                # Counted like a batch's failure: a server that fails between batches shows at once.
+                self.metrics.sink_errors.labels(exc.sink).inc()
                 self.readiness.set("moderation", f"moderation not applied: {exc}")
         if now < self._next_idle_check:
             return
@@ -816,6 +819,7 @@ class Processor:
                     self._resume()
             self.readiness.set("idle", None)
         except FAILURES as exc:
+            self.metrics.sink_errors.labels("redis").inc()
             self.readiness.set("idle", f"redis unavailable: {exc}")
         self._sample_offsets(probe=True)
 
