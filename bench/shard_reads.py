@@ -21,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from leaderboard import scoring, shards  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
+from leaderboard.net import free_cluster_block  # noqa: E402
 from leaderboard.redis_client import SyncClient  # noqa: E402
 from leaderboard.shard_reads import ShardedReads  # noqa: E402
 from query_api.store import script_text  # noqa: E402
@@ -43,25 +43,6 @@ from tests.test_redis_cluster import Cluster  # noqa: E402
 
 PERIOD = "all_time"
 KEYS = Keys("benchshard")
-
-
-def _free_block(size: int) -> int:
-    """A base port with ``size`` consecutive free ports and their cluster bus ports (+10000)."""
-    for _ in range(100):
-        base = random.randrange(20_000, 22_700)  # bus ports below the kernel's ephemeral range (32768..)
-        ports = [p for i in range(size) for p in (base + i, base + i + 10_000)]
-        if all(_bindable(p) for p in ports):
-            return base
-    raise RuntimeError("no block of free ports found")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @contextlib.contextmanager
@@ -81,7 +62,7 @@ def private_redis(cluster: bool) -> Iterator[SyncClient]:
     from redis.cluster import RedisCluster  # noqa: PLC0415
 
     stack = Path(tempfile.mkdtemp(prefix="bench-rc-"))
-    base = _free_block(6)
+    base = free_cluster_block(6)
     nodes = Cluster(
         base, stack, {**os.environ, "LEADERBOARD_STACK_DIR": str(stack), "REDIS_CLUSTER_PORT": str(base)}
     )

@@ -127,6 +127,19 @@ def _definition(board: Board, records: list[Canonical]) -> dict[str, dict[str, i
     return result
 
 
+def apply_in_batches(sink: RedisSink, records: list[Canonical], cuts: list[int]) -> None:
+    """Apply ``records`` in batches of the sizes ``cuts`` cycles through, every third batch twice (a
+    redelivery: the watermarks must skip it)."""
+    i, k = 0, 0
+    while i < len(records):
+        batch = records[i : i + cuts[k % len(cuts)]]
+        sink.apply(batch)
+        if k % 3 == 1:
+            sink.apply(batch)
+        i += len(batch)
+        k += 1
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(_event, min_size=1, max_size=60),
@@ -155,14 +168,7 @@ def test_apply_lua_merges_as_the_python_definition(
     redis_client.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
     sink = RedisSink(redis_client, keys, (board,), max_updates=max_updates)
     records = _records(raw)
-    i, k = 0, 0
-    while i < len(records):
-        batch = records[i : i + cuts[k % len(cuts)]]
-        sink.apply(batch)
-        if k % 3 == 1:
-            sink.apply(batch)  # redelivered
-        i += len(batch)
-        k += 1
+    apply_in_batches(sink, records, cuts)
     for period, want in _definition(board, records).items():
         rows = redis_client.zrange(keys.board(board.id, 1, period), 0, -1, withscores=True)
         got = {m.decode(): int(s) for m, s in cast("list[tuple[bytes, float]]", rows)}

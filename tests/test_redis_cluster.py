@@ -9,10 +9,8 @@ is a 200 or a 503 problem document (never a 500) until its replica is promoted, 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from redis.cluster import RedisCluster
 from leaderboard import periods, scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
+from leaderboard.net import free_cluster_block
 from leaderboard.redis_client import SyncClient, sync_client
 from leaderboard.settings import Settings
 from query_api.app import create_app
@@ -72,27 +71,6 @@ class Cluster:
         )
 
 
-def _free_block(size: int) -> int:
-    """A base port with ``size`` consecutive free ports (and their cluster bus ports, +10000), all below the
-    kernel's ephemeral range (32768..): there an outgoing connection may take a port between this check and
-    the node's bind (a bench run saw a node abort on its bus port so)."""
-    for _ in range(50):
-        base = random.randrange(20_000, 22_700)
-        ports = [p for i in range(size) for p in (base + i, base + i + 10_000)]
-        if all(_free(p) for p in ports):
-            return base
-    raise RuntimeError("no block of free ports found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with started(tmp_path_factory) as c:
@@ -105,7 +83,7 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.fail("redis-server/redis-cli not installed (apt-get install redis-server redis-tools)")
     stack_dir = tmp_path_factory.mktemp("rc-stack")
-    base = _free_block(6)
+    base = free_cluster_block(6)
     env = {**os.environ, "LEADERBOARD_STACK_DIR": str(stack_dir), "REDIS_CLUSTER_PORT": str(base)}
     c = Cluster(base, stack_dir, env)
     up = c.stack("up")

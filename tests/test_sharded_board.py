@@ -36,6 +36,7 @@ from leaderboard.settings import Settings
 from leaderboard.shard_reads import ShardedReads
 from query_api.store import script_text
 from schemas.model import MatchWon
+from tests.test_lua_parity import apply_in_batches
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
 SHARDS = 3
@@ -113,14 +114,7 @@ def test_a_sharded_board_reads_as_the_unsharded_one(
         redis_client.hset(keys.meta(board.id), mapping={"active": 1, "writing": 1})
     sink = RedisSink(redis_client, keys, (plain, split), max_updates=max_updates)
     records = _records(raw)
-    i, k = 0, 0
-    while i < len(records):
-        batch = records[i : i + cuts[k % len(cuts)]]
-        sink.apply(batch)
-        if k % 3 == 1:
-            sink.apply(batch)  # redelivered: skipped per shard key by its watermarks
-        i += len(batch)
-        k += 1
+    apply_in_batches(sink, records, cuts)  # redeliveries skipped per shard key by its watermarks
 
     one = Unsharded(redis_client, keys, plain.id)
     many = ShardedReads(redis_client, keys, split)
