@@ -21,11 +21,11 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from leaderboard.net import free_cluster_block
 from leaderboard.settings import Settings, load
 from producers.publisher import Publisher
 from tests.factories import win
 from tests.services import kafka_libs
-from tests.test_redis_cluster import _free_block
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
     if (shared / ".stamp").is_file():  # reuse the assembled broker classpath instead of copying it again
         (stack_dir / "kafka").mkdir()
         (stack_dir / "kafka" / "libs").symlink_to(shared)
-    base, ctrl = _free_block(3), _free_block(3)
+    base, ctrl = free_cluster_block(3), free_cluster_block(3)
     env = {
         **os.environ,
         "LEADERBOARD_STACK_DIR": str(stack_dir),
