@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run.py            # make bench        (full: medians of 3 runs)
     .venv/bin/python bench/run.py --quick    # make bench-quick  (< 3 minutes: 1 run each, smaller sizes)
+    .venv/bin/python bench/run.py --only e2e --consumers 1,2,3,4   # end to end alone, 1-4 consumers
 
 Everything it creates is named after a fresh run id and removed at the end (topics ``bench-<run>*``, consumer
 groups ``bench-<run>*``, Redis keys ``bench<run>*``, PostgreSQL schema ``bench_<run>``); it never touches the
@@ -80,6 +81,11 @@ M_LATENCY = "leaderboard_consumer_visible_latency_seconds"
 M_ASSIGNED = "leaderboard_consumer_assigned_partitions"
 E2E_POLL_S = 0.2  # each /metrics scrape costs the consumer CPU: every 50 ms took ~8% of it
 
+SECTIONS = ("ceilings", "baseline", "e2e", "latency", "api")
+"""What one invocation measures, in this order; ``--only`` picks some (``e2e`` includes its load)."""
+DEFAULT_COUNTS = (1, 2)
+"""Consumer processes of the e2e runs unless ``--consumers`` says otherwise (the standing targets)."""
+
 TARGETS = {
     "e2e": 50_000.0,
     "vs_baseline": 20.0,
@@ -114,6 +120,10 @@ class Bench:
     run: str
     procs: Procs
     tmp: Path
+    counts: tuple[int, ...] = DEFAULT_COUNTS
+    """Consumer processes per e2e run, ascending."""
+    sections: tuple[str, ...] = SECTIONS
+    """The sections to run, in SECTIONS order."""
     schema: str = ""
     db_url: str = ""
     topics: list[str] = field(default_factory=list)
@@ -380,6 +390,12 @@ def kafka_ceilings(b: Bench) -> None:
     b.log(f"Kafka raw produce {fmt_runs(produce)} msg/s, consume {fmt_runs(consume)} msg/s")
 
 
+def ceilings(b: Bench) -> None:
+    redis_ceilings(b)
+    pg_copy_ceiling(b)
+    kafka_ceilings(b)
+
+
 # -- 2. baseline -----------------------------------------------------------------------------------------
 
 
@@ -539,7 +555,8 @@ def e2e_run(b: Bench, n: int, idx: int) -> dict[str, Any]:
         raise BenchError(f"e2e with {n} consumer(s): steady window only {t1.t - t0.t:.1f} s; use more events")
     wall = t1.t - t0.t
     done = sum(t1.consumed) - sum(t0.consumed)
-    stage_s = {st: value(total, f"{M_STAGE}_sum", stage=st) for st in STAGES}
+    stage_us = {st: value(total, f"{M_STAGE}_sum", stage=st) / count * 1e6 for st in STAGES}
+    cons_wall_us = n * (last.t - first.t) / (count - sum(first.consumed)) * 1e6
     return {
         "n": n,
         "rate": done / wall,
@@ -550,27 +567,31 @@ def e2e_run(b: Bench, n: int, idx: int) -> dict[str, Any]:
         "applied": value(total, M_APPLIED),
         "consumed": value(total, M_CONSUMED),
         "assigned": [value(s, M_ASSIGNED) for s in samples],
-        "stage_us": {st: v / count * 1e6 for st, v in stage_s.items()},
+        "stage_us": stage_us,
+        "other_us": cons_wall_us - sum(stage_us.values()),
         "batch_mean": value(total, "leaderboard_consumer_batch_size_events_sum")
         / max(1.0, value(total, "leaderboard_consumer_batch_size_events_count")),
-        "cons_wall_us": n * (last.t - first.t) / (count - sum(first.consumed)) * 1e6,
+        "cons_wall_us": cons_wall_us,
         "cons_cpu": [(c1 - c0) / wall for c1, c0 in zip(t1.cons_cpu, t0.cons_cpu, strict=True)],
         "cons_cpu_us": sum(c1 - c0 for c1, c0 in zip(t1.cons_cpu, t0.cons_cpu, strict=True)) / done * 1e6,
         "sys_busy": (t1.busy[0] - t0.busy[0]) / (t1.busy[1] - t0.busy[1]),
         "svc_cpu": {k: (t1.svc_cpu[k] - t0.svc_cpu[k]) / wall for k in SERVICES},
+        "svc_us": {k: (t1.svc_cpu[k] - t0.svc_cpu[k]) / done * 1e6 for k in SERVICES},
     }
 
 
-SERVICES = ("postgres", "redis-server", "java")
+COMPONENTS = (("postgres", "PostgreSQL"), ("redis-server", "Redis"), ("java", "Kafka (java)"))
+"""Service processes (by command name) whose CPU the e2e runs sample, and their names in the report."""
+SERVICES = tuple(name for name, _ in COMPONENTS)
 
 
 def e2e(b: Bench) -> None:
     b.log(f"publishing {b.sizes.events:,} events with the simulator")
     b.res["publish"] = publish(b, b.topic, b.sizes.events)
-    runs: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in b.counts}
     idx = 0
     for _ in range(b.sizes.reps):
-        for n in (1, 2):
+        for n in b.counts:  # counts alternate within each rep, so drifting load hits them alike
             idx += 1
             res = e2e_run(b, n, idx)
             runs[n].append(res)
@@ -808,221 +829,282 @@ def _ms_list(values: list[float | None]) -> str:
     return ", ".join(fmt_ms(v) for v in values)
 
 
+def _table(head: tuple[str, ...], rows: list[tuple[object, ...]]) -> list[str]:
+    """A markdown table and the blank line after it."""
+    return [row(*head), row(*(["---"] * len(head))), *(row(*r) for r in rows), ""]
+
+
+def _runs(b: Bench, n: int, key: str = "rate") -> list[float]:
+    """One e2e figure of every run with ``n`` consumers (empty if that count was not measured)."""
+    return [float(x[key]) for x in b.res.get("e2e", {}).get(n, [])]
+
+
+def _plural(n: int) -> str:
+    return f"{n} consumer" if n == 1 else f"{n} consumers"
+
+
+def _latency_figures(b: Bench) -> tuple[float, float, float, float]:
+    """(histogram p50, histogram p99, probe p50, probe p99) in seconds, medians over the runs."""
+    hist, probes = b.res["latency"]["hist"], b.res["latency"]["probes"]
+    return (
+        median([x[0] for x in hist if x[0] is not None]),
+        median([x[1] for x in hist if x[1] is not None]),
+        median([_pct(x, 50) for x in probes if x]) / 1000,
+        median([_pct(x, 99) for x in probes if x]) / 1000,
+    )
+
+
 def render(b: Bench, info: dict[str, str], command: str, elapsed: float) -> str:
-    s, res, med = b.sizes, b.res, median
-    lines: list[str] = []
-    add = lines.append
-    add(f"### {info['date']} — `{command}`{' (quick mode)' if b.quick else ''}\n")
-    add(
+    """The markdown of one invocation: only the tables whose sections ran (``--only``)."""
+    parts = [_render_head(b, info, command, elapsed), _render_targets(b)]
+    if "ceilings" in b.sections:
+        parts.append(_render_ceilings(b))
+    if "baseline" in b.sections:
+        parts.append(_render_baseline(b))
+    parts.append(_render_product(b))
+    if "e2e" in b.sections:
+        parts += [_render_stages(b), _render_by_count(b, info)]
+    return "\n".join(line for part in parts for line in part) + "\n"
+
+
+def _render_head(b: Bench, info: dict[str, str], command: str, elapsed: float) -> list[str]:
+    partial = ""
+    if b.sections != SECTIONS:
+        missing = ", ".join(s for s in SECTIONS if s not in b.sections)
+        partial = (
+            f" Only the section(s) {', '.join(b.sections)} ran; {missing} (and the targets that need them) "
+            "are in the last full run."
+        )
+    return [
+        f"### {info['date']} — `{command}`{' (quick mode)' if b.quick else ''}\n",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['ram']} RAM, kernel {info['kernel']}; "
         f"Python {info['python']}; Kafka {info['kafka']}, Redis {info['redis']}, "
-        f"PostgreSQL {info['postgres']}; git {info['commit']}. Every figure is the median of **{s.reps}** "
-        f"run(s) (runs in brackets), all from this one invocation ({elapsed / 60:.1f} min). The machine is "
-        "shared (other jobs ran concurrently): compare ratios within this table, not across runs.\n"
-    )
-    e1, e2 = res["e2e"][1], res["e2e"][2]
-    r1, r2 = [x["rate"] for x in e1], [x["rate"] for x in e2]
-    d1, d2 = [x["drain"] for x in e1], [x["drain"] for x in e2]
-    base = res["baseline"]
-    base_rps = [x.rps for x in base]
-    top_rps = [x.rps for x in res["api"]["top10"]]
-    hist, probes = res["latency"]["hist"], res["latency"]["probes"]
-    h50 = med([x[0] for x in hist if x[0] is not None])
-    h99 = med([x[1] for x in hist if x[1] is not None])
-    p50 = med([_pct(x, 50) for x in probes if x]) / 1000
-    p99 = med([_pct(x, 99) for x in probes if x]) / 1000
-    copy, kcons = med(res["pg_copy"]), med(res["kafka_consume"])
-    vs = med(r2) / med(base_rps)
-    worst_p99 = max(h99, p99)
+        f"PostgreSQL {info['postgres']}; git {info['commit']}. Every figure is the median of "
+        f"**{b.sizes.reps}** run(s) (runs in brackets), all from this one invocation "
+        f"({elapsed / 60:.1f} min). The machine is shared (other jobs ran concurrently): compare ratios "
+        f"within this table, not across runs.{partial}\n",
+    ]
 
-    add("#### Targets\n")
-    add(row("Target", "Measured (median)", "Met?"))
-    add(row("---", "---", "---"))
-    add(
-        row(
-            "end-to-end ≥ 50,000 events/s sustained with 2 consumers",
-            f"{fmt_num(med(r2))} events/s [{fmt_runs(r2)}]; whole drain incl. start-up and tail "
-            f"{fmt_num(med(d2))}",
-            met(med(r2) >= TARGETS["e2e"]),
-        )
-    )
-    add(
-        row(
-            "≥ 20x the synchronous baseline's events/s",
-            f"{vs:.1f}x ({fmt_num(med(r2))} / {fmt_num(med(base_rps))})",
-            met(vs >= TARGETS["vs_baseline"]),
-        )
-    )
-    add(
-        row(
-            "API top-10 ≥ 5,000 req/s",
-            f"{fmt_num(med(top_rps))} req/s [{fmt_runs(top_rps)}]",
-            met(med(top_rps) >= TARGETS["api_top"]),
-        )
-    )
-    add(
-        row(
-            "p99 event-to-visible < 250 ms at 5,000 events/s",
-            f"histogram {fmt_ms(h99)}; direct probes {fmt_ms(p99)}",
-            met(worst_p99 < TARGETS["p99"]),
-        )
-        + "\n"
-    )
 
-    add("#### Ceilings (no application code)\n")
-    add(row("Ceiling", "Median", "Runs", "Notes"))
-    add(row("---", "---", "---", "---"))
+def _render_targets(b: Bench) -> list[str]:
+    res, med = b.res, median
+    rows: list[tuple[object, ...]] = []
+    r2 = _runs(b, 2)
+    if r2:
+        rows.append(
+            (
+                "end-to-end ≥ 50,000 events/s sustained with 2 consumers",
+                f"{fmt_num(med(r2))} events/s [{fmt_runs(r2)}]; whole drain incl. start-up and tail "
+                f"{fmt_num(med(_runs(b, 2, 'drain')))}",
+                met(med(r2) >= TARGETS["e2e"]),
+            )
+        )
+        if "baseline" in b.sections:
+            base_rps = med([x.rps for x in res["baseline"]])
+            vs = med(r2) / base_rps
+            rows.append(
+                (
+                    "≥ 20x the synchronous baseline's events/s",
+                    f"{vs:.1f}x ({fmt_num(med(r2))} / {fmt_num(base_rps)})",
+                    met(vs >= TARGETS["vs_baseline"]),
+                )
+            )
+    if "api" in b.sections:
+        top_rps = [x.rps for x in res["api"]["top10"]]
+        rows.append(
+            (
+                "API top-10 ≥ 5,000 req/s",
+                f"{fmt_num(med(top_rps))} req/s [{fmt_runs(top_rps)}]",
+                met(med(top_rps) >= TARGETS["api_top"]),
+            )
+        )
+    if "latency" in b.sections:
+        _, h99, _, p99 = _latency_figures(b)
+        rows.append(
+            (
+                "p99 event-to-visible < 250 ms at 5,000 events/s",
+                f"histogram {fmt_ms(h99)}; direct probes {fmt_ms(p99)}",
+                met(max(h99, p99) < TARGETS["p99"]),
+            )
+        )
+    if not rows:
+        return []
+    return ["#### Targets\n", *_table(("Target", "Measured (median)", "Met?"), rows)]
+
+
+def _render_ceilings(b: Bench) -> list[str]:
+    s, res, med = b.sizes, b.res, median
+    rows: list[tuple[object, ...]] = []
     for name, modes in res["redis"].items():
-        add(
-            row(
+        rows.append(
+            (
                 f"redis-benchmark {name}, -P 64",
                 f"{fmt_num(med(modes['P64']))} ops/s",
                 fmt_runs(modes["P64"]),
                 f"50 clients, {s.rb_pipelined:,} ops, random members of ≤1M",
             )
         )
-        add(
-            row(
+        rows.append(
+            (
                 f"redis-benchmark {name}, not pipelined",
                 f"{fmt_num(med(modes['P1']))} ops/s",
                 fmt_runs(modes["P1"]),
                 f"p50 {med(modes['P1_p50']):.2f} ms, {s.rb_plain:,} ops",
             )
         )
-    add(
-        row(
+    rows.append(
+        (
             "PostgreSQL COPY into an `events`-shaped table (same 3 indexes)",
-            f"{fmt_num(copy)} rows/s",
+            f"{fmt_num(med(res['pg_copy']))} rows/s",
             fmt_runs(res["pg_copy"]),
             f"{s.copy_rows:,} rows, 5,000 per committed transaction, synchronous_commit on",
         )
     )
-    add(
-        row(
+    rows.append(
+        (
             "Kafka produce, confluent-kafka (acks=all, idempotent, lz4: the SDK's settings)",
             f"{fmt_num(med(res['kafka_produce']))} msg/s",
             fmt_runs(res["kafka_produce"]),
             f"{s.kafka_msgs:,} msgs of {res['msg_bytes']:.0f} B, 12 partitions",
         )
     )
-    add(
-        row(
+    rows.append(
+        (
             "Kafka consume, confluent-kafka (read_committed, batches of 5,000)",
-            f"{fmt_num(kcons)} msg/s",
+            f"{fmt_num(med(res['kafka_consume']))} msg/s",
             fmt_runs(res["kafka_consume"]),
             "no decoding",
         )
-        + "\n"
     )
+    return ["#### Ceilings (no application code)\n", *_table(("Ceiling", "Median", "Runs", "Notes"), rows)]
 
-    add("#### Baseline (bench/baseline_sync.py — NOT the product, not shipped)\n")
-    add(
-        "Synchronous design: `POST /scores` → PostgreSQL INSERT + COMMIT, then ZINCRBY on 4 board-periods, "
-        "inside the request; stdlib ThreadingHTTPServer, 2 processes (one per core); load by "
-        f"`wrk -t2 -c16` (keep-alive), {s.baseline_s} s per run.\n"
-    )
-    add(row("Baseline", "Median", "Runs"))
-    add(row("---", "---", "---"))
-    add(row("sustained wins/s", fmt_num(med(base_rps)), fmt_runs(base_rps)))
-    add(
-        row(
+
+def _render_baseline(b: Bench) -> list[str]:
+    base, med = b.res["baseline"], median
+    rows: list[tuple[object, ...]] = [
+        ("sustained wins/s", fmt_num(med([x.rps for x in base])), fmt_runs([x.rps for x in base])),
+        (
             "p50 / p99 latency",
             f"{fmt_ms(med([x.p50_s for x in base]))} / {fmt_ms(med([x.p99_s for x in base]))}",
             f"p99: {_ms_list([x.p99_s for x in base])}",
-        )
-    )
-    add(
-        row("errors (non-2xx + socket)", sum(x.bad for x in base), f"rows stored {res['baseline_rows']:,}")
-        + "\n"
-    )
+        ),
+        ("errors (non-2xx + socket)", sum(x.bad for x in base), f"rows stored {b.res['baseline_rows']:,}"),
+    ]
+    return [
+        "#### Baseline (bench/baseline_sync.py — NOT the product, not shipped)\n",
+        "Synchronous design: `POST /scores` → PostgreSQL INSERT + COMMIT, then ZINCRBY on 4 board-periods, "
+        "inside the request; stdlib ThreadingHTTPServer, 2 processes (one per core); load by "
+        f"`wrk -t2 -c16` (keep-alive), {b.sizes.baseline_s} s per run.\n",
+        *_table(("Baseline", "Median", "Runs"), rows),
+    ]
 
-    add("#### The product\n")
-    add(row("Measurement", "Median", "Runs", "vs ceiling / baseline (same run)"))
-    add(row("---", "---", "---", "---"))
-    add(
-        row(
-            "end-to-end, 1 `leaderboard consume`: sustained (steady window) / whole drain",
-            f"{fmt_num(med(r1))} / {fmt_num(med(d1))} events/s",
-            f"{fmt_runs(r1)} / {fmt_runs(d1)}",
-            f"{ratio(med(r1), med(base_rps))} baseline; {ratio(med(r1), copy)} of PG COPY; "
-            f"{ratio(med(r1), kcons)} of Kafka consume",
-        )
-    )
-    add(
-        row(
-            "end-to-end, 2 `leaderboard consume`: sustained (steady window) / whole drain",
-            f"{fmt_num(med(r2))} / {fmt_num(med(d2))} events/s",
-            f"{fmt_runs(r2)} / {fmt_runs(d2)}",
-            f"{ratio(med(r2), med(base_rps))} baseline; {ratio(med(r2), copy)} of PG COPY; "
-            f"{ratio(med(r2), kcons)} of Kafka consume; {ratio(med(r2), med(r1))} of 1 consumer",
-        )
-    )
-    add(
-        row(
-            "event-to-visible at 5,000 events/s, 2 caught-up consumers: consumer histogram "
-            "(Kafka record timestamp → Redis applied; interpolated in buckets 5,10,25,50,100,250 ms …)",
-            f"p50 {fmt_ms(h50)}, p99 {fmt_ms(h99)}",
-            f"p99: {_ms_list([x[1] for x in hist])}",
-            f"load by bench/paced_publish.py: {fmt_runs(res['latency']['rates'])} events/s sent",
-        )
-    )
-    add(
-        row(
-            "same, measured directly: next to the load, a probe win every 50 ms, published with the SDK's "
-            "producer settings (linger 10 ms); Redis ZSCORE polled every 1 ms",
-            f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)}",
-            f"p99: {_ms_list([_pct(x, 99) / 1000 for x in probes])}",
-            f"{sum(len(x) for x in probes)} probes",
-        )
-    )
-    ceil = med(res["redis"]["EVALSHA trivial script"]["P1"])
-    for name, label in (("top10", "top-10"), ("player", "player rank"), ("around", "around-me (radius 4)")):
-        runs = res["api"][name]
-        rps = [x.rps for x in runs]
-        add(
-            row(
-                f"API {label}: `wrk -t2 -c64 -d{s.wrk_s}s`, 2 API workers, "
-                f"board of {s.api_players:,} players",
-                f"{fmt_num(med(rps))} req/s, p50 {fmt_ms(med([x.p50_s for x in runs]))}, "
-                f"p99 {fmt_ms(med([x.p99_s for x in runs]))}",
-                f"{fmt_runs(rps)} (errors {sum(x.bad for x in runs)})",
-                f"{ratio(med(rps), ceil)} of non-pipelined EVALSHA",
+
+def _render_product(b: Bench) -> list[str]:
+    s, res, med = b.sizes, b.res, median
+    base_rps = med([x.rps for x in res.get("baseline", [])])
+    copy, kcons = med(res.get("pg_copy", [])), med(res.get("kafka_consume", []))
+    one = med(_runs(b, 1))
+    rows: list[tuple[object, ...]] = []
+    for n in (1, 2):  # the standing report's headline rows; every measured count is in its own table below
+        rates, drains = _runs(b, n), _runs(b, n, "drain")
+        if not rates:
+            continue
+        vs = [f"{ratio(med(rates), base_rps)} baseline"] if "baseline" in b.sections else []
+        if "ceilings" in b.sections:
+            vs += [f"{ratio(med(rates), copy)} of PG COPY", f"{ratio(med(rates), kcons)} of Kafka consume"]
+        if n > 1:
+            vs.append(f"{ratio(med(rates), one)} of 1 consumer")
+        rows.append(
+            (
+                f"end-to-end, {n} `leaderboard consume`: sustained (steady window) / whole drain",
+                f"{fmt_num(med(rates))} / {fmt_num(med(drains))} events/s",
+                f"{fmt_runs(rates)} / {fmt_runs(drains)}",
+                "; ".join(vs) or "n/a (no ceilings or baseline in this run)",
             )
         )
-    fixed = res["api"]["top10_1000"]
-    add(
-        row(
-            f"API top-10 at a fixed 1,000 req/s: `hey -z {s.wrk_s}s -c 4 -q 250`, 2 API workers "
-            "(target: p99 < 10 ms)",
-            f"{fmt_num(med([x.rps for x in fixed]))} req/s, p50 {fmt_ms(med([x.p50_s for x in fixed]))}, "
-            f"p99 {fmt_ms(med([x.p99_s for x in fixed]))}",
-            f"p99: {', '.join(fmt_ms(x.p99_s) for x in fixed)} (errors {sum(x.bad for x in fixed)})",
-            met(med([x.p99_s for x in fixed]) < 0.010),
+    if "latency" in b.sections:
+        h50, h99, p50, p99 = _latency_figures(b)
+        hist, probes = res["latency"]["hist"], res["latency"]["probes"]
+        rows.append(
+            (
+                "event-to-visible at 5,000 events/s, 2 caught-up consumers: consumer histogram "
+                "(Kafka record timestamp → Redis applied; interpolated in buckets 5,10,25,50,100,250 ms …)",
+                f"p50 {fmt_ms(h50)}, p99 {fmt_ms(h99)}",
+                f"p99: {_ms_list([x[1] for x in hist])}",
+                f"load by bench/paced_publish.py: {fmt_runs(res['latency']['rates'])} events/s sent",
+            )
         )
-    )
-    mem = res["memory"]
-    scaled = f" (measured on {mem['players']:,}, scaled to 1M)" if mem["players"] != 1_000_000 else ""
-    add(
-        row(
-            "Redis memory per 1,000,000 ranked players, one board-period",
-            f"MEMORY USAGE {mem['zset'] / 2**20:.1f} MiB; used_memory delta {mem['delta'] / 2**20:.1f} MiB"
-            + scaled,
-            "1",
-            f"≈ {mem['zset'] / 1e6:.0f} B per player (used_memory is shared with other jobs)",
+        rows.append(
+            (
+                "same, measured directly: next to the load, a probe win every 50 ms, published with the "
+                "SDK's producer settings (linger 10 ms); Redis ZSCORE polled every 1 ms",
+                f"p50 {fmt_ms(p50)}, p99 {fmt_ms(p99)}",
+                f"p99: {_ms_list([_pct(x, 99) / 1000 for x in probes])}",
+                f"{sum(len(x) for x in probes)} probes",
+            )
         )
-    )
-    pg = res["pg_bytes"]
-    add(
-        row(
-            "PostgreSQL bytes per event: pg_total_relation_size(events) / rows, after the last e2e run",
-            f"{pg['total']:.0f} B",
-            f"{pg['rows']:,} rows",
-            f"heap alone {pg['heap']:.0f} B",
+    if "api" in b.sections:
+        ceil = med(res.get("redis", {}).get("EVALSHA trivial script", {}).get("P1", []))
+        for name, label in (
+            ("top10", "top-10"),
+            ("player", "player rank"),
+            ("around", "around-me (radius 4)"),
+        ):
+            runs = res["api"][name]
+            rps = [x.rps for x in runs]
+            rows.append(
+                (
+                    f"API {label}: `wrk -t2 -c64 -d{s.wrk_s}s`, 2 API workers, "
+                    f"board of {s.api_players:,} players",
+                    f"{fmt_num(med(rps))} req/s, p50 {fmt_ms(med([x.p50_s for x in runs]))}, "
+                    f"p99 {fmt_ms(med([x.p99_s for x in runs]))}",
+                    f"{fmt_runs(rps)} (errors {sum(x.bad for x in runs)})",
+                    f"{ratio(med(rps), ceil)} of non-pipelined EVALSHA",
+                )
+            )
+        fixed = res["api"]["top10_1000"]
+        rows.append(
+            (
+                f"API top-10 at a fixed 1,000 req/s: `hey -z {s.wrk_s}s -c 4 -q 250`, 2 API workers "
+                "(target: p99 < 10 ms)",
+                f"{fmt_num(med([x.rps for x in fixed]))} req/s, p50 {fmt_ms(med([x.p50_s for x in fixed]))}, "
+                f"p99 {fmt_ms(med([x.p99_s for x in fixed]))}",
+                f"p99: {', '.join(fmt_ms(x.p99_s) for x in fixed)} (errors {sum(x.bad for x in fixed)})",
+                met(med([x.p99_s for x in fixed]) < 0.010),
+            )
         )
-        + "\n"
-    )
+        mem = res["memory"]
+        scaled = f" (measured on {mem['players']:,}, scaled to 1M)" if mem["players"] != 1_000_000 else ""
+        rows.append(
+            (
+                "Redis memory per 1,000,000 ranked players, one board-period",
+                f"MEMORY USAGE {mem['zset'] / 2**20:.1f} MiB; "
+                f"used_memory delta {mem['delta'] / 2**20:.1f} MiB{scaled}",
+                "1",
+                f"≈ {mem['zset'] / 1e6:.0f} B per player (used_memory is shared with other jobs)",
+            )
+        )
+    if "e2e" in b.sections:
+        pg = res["pg_bytes"]
+        rows.append(
+            (
+                "PostgreSQL bytes per event: pg_total_relation_size(events) / rows, after the last e2e run",
+                f"{pg['total']:.0f} B",
+                f"{pg['rows']:,} rows",
+                f"heap alone {pg['heap']:.0f} B",
+            )
+        )
+    if not rows:
+        return []
+    lines = [
+        "#### The product\n",
+        *_table(("Measurement", "Median", "Runs", "vs ceiling / baseline (same run)"), rows),
+    ]
+    if "e2e" not in b.sections:
+        return lines
     pub = res["publish"]
-    add(
+    batches = " / ".join(f"{med(_runs(b, n, 'batch_mean')):,.0f} ({_plural(n)})" for n in b.counts)
+    lines.append(
         f"End-to-end method: {s.events:,} events pre-published by `leaderboard simulate --rate 0 "
         "--players 100000 --skew 0.8 --seed 1 --display-names` (every win carries a display name, so every "
         f"batch also upserts players; {fmt_num(pub.get('rate'))} events/s), "
@@ -1033,49 +1115,96 @@ def render(b: Bench, info: dict[str, str], command: str, elapsed: float) -> str:
         "assigned, each process owning some) until the first consumer has drained its partitions; the "
         "*whole drain* runs from the first committed batch to the last record and so also counts the "
         "start-up rebalance (one consumer alone, then ~1 s of cooperative hand-over) and the one-consumer "
-        "tail. CPU figures below are sampled over the steady window. 1- and 2-consumer runs alternate. "
-        "Mean batch "
-        f"{med([x['batch_mean'] for x in e1]):,.0f} events (1 consumer) / "
-        f"{med([x['batch_mean'] for x in e2]):,.0f} (2). Default boards: 1 board with 4 periods, so every "
-        "event is 4 sorted-set updates.\n"
+        "tail. CPU figures below are sampled over the steady window. The runs with "
+        f"{', '.join(str(n) for n in b.counts)} consumer(s) alternate. Mean batch, events: {batches}. "
+        "Default boards: 1 board with 4 periods, so every event is 4 sorted-set updates.\n"
     )
+    return lines
 
-    add("#### Where the consumer's time goes (µs per event, medians)\n")
-    add(row("Stage", "1 consumer", "2 consumers (summed over both)"))
-    add(row("---", "---", "---"))
 
-    def both(key: str, sub: str | None = None, digits: int = 1) -> tuple[str, str]:
+def _render_stages(b: Bench) -> list[str]:
+    runs = b.res["e2e"]
+
+    def per_count(key: str, sub: str | None = None, digits: int = 1) -> tuple[str, ...]:
         def pick(x: dict[str, Any]) -> float:
             v = x[key]
             return float(v[sub] if sub is not None else (sum(v) if isinstance(v, list) else v))
 
-        return f"{med([pick(x) for x in e1]):.{digits}f}", f"{med([pick(x) for x in e2]):.{digits}f}"
+        return tuple(f"{median([pick(x) for x in runs[n]]):.{digits}f}" for n in b.counts)
 
-    for st in STAGES:
-        add(row(st, *both("stage_us", st)))
-    for x in (*e1, *e2):
-        x["other_us"] = x["cons_wall_us"] - sum(x["stage_us"].values())
-    add(
-        row(
-            "outside the stages (consume/poll, bookkeeping; with 2, also the start-up hand-over and the "
-            "idle tail of the first consumer to finish)",
-            *both("other_us"),
-        )
+    head = (
+        "Stage",
+        *(
+            _plural(n) + ("" if n == 1 else f" (summed over {'both' if n == 2 else f'all {n}'})")
+            for n in b.counts
+        ),
     )
-    add(row("**consumer wall time per event** (whole drain x processes)", *both("cons_wall_us")))
-    add(row("consumer CPU time per event", *both("cons_cpu_us")))
-    add(row("consumer processes' CPU use (cores)", *both("cons_cpu", digits=2)))
-    busy1, busy2 = both("sys_busy", digits=2)
-    add(row("whole machine busy (fraction of all cores)", busy1, busy2))
-    for svc in SERVICES:
-        add(row(f"`{svc}` processes' CPU (cores; includes other jobs' load)", *both("svc_cpu", svc, 2)))
-    for x in (*e1, *e2):
-        per_event = x["win_us"]  # wall µs per event of the steady window, where the CPU was sampled
-        x["svc_us"] = {k: v * per_event for k, v in x["svc_cpu"].items()}
-    for svc in SERVICES:
-        add(row(f"`{svc}` CPU µs per event (upper bound: includes other jobs)", *both("svc_us", svc)))
-    add("")
-    return "\n".join(lines) + "\n"
+    rows: list[tuple[object, ...]] = [(st, *per_count("stage_us", st)) for st in STAGES]
+    rows += [
+        (
+            "outside the stages (consume/poll, bookkeeping; with several, also the start-up hand-over and "
+            "the idle tail of the first consumer to finish)",
+            *per_count("other_us"),
+        ),
+        ("**consumer wall time per event** (whole drain x processes)", *per_count("cons_wall_us")),
+        ("consumer CPU time per event", *per_count("cons_cpu_us")),
+        ("consumer processes' CPU use (cores)", *per_count("cons_cpu", digits=2)),
+        ("whole machine busy (fraction of all cores)", *per_count("sys_busy", digits=2)),
+    ]
+    rows += [
+        (f"`{svc}` processes' CPU (cores; includes other jobs' load)", *per_count("svc_cpu", svc, 2))
+        for svc in SERVICES
+    ]
+    rows += [
+        (f"`{svc}` CPU µs per event (upper bound: includes other jobs)", *per_count("svc_us", svc))
+        for svc in SERVICES
+    ]
+    return ["#### Where the consumer's time goes (µs per event, medians)\n", *_table(head, rows)]
+
+
+def _render_by_count(b: Bench, info: dict[str, str]) -> list[str]:
+    """Issue 17: throughput and CPU per event per component for every measured consumer count."""
+    runs, med = b.res["e2e"], median
+    one = med(_runs(b, 1))
+    rows: list[tuple[object, ...]] = []
+    for n in b.counts:
+        rates = _runs(b, n)
+        svc = {k: med([x["svc_us"][k] for x in runs[n]]) for k, _ in COMPONENTS}
+        total = med([x["cons_cpu_us"] + sum(x["svc_us"].values()) for x in runs[n]])
+        rows.append(
+            (
+                n,
+                f"{fmt_num(med(rates))} [{fmt_runs(rates)}]",
+                fmt_num(med(_runs(b, n, "drain"))),
+                ratio(med(rates), one),
+                f"{med(_runs(b, n, 'cons_cpu_us')):.1f}",
+                *(f"{svc[k]:.1f}" for k, _ in COMPONENTS),
+                f"{total:.1f}",
+                f"{med(_runs(b, n, 'sys_busy')):.0%}",
+            )
+        )
+    head = (
+        "Consumer processes",
+        "Sustained events/s (median) [runs]",
+        "Whole drain events/s",
+        "Sustained vs 1 consumer (same run)",
+        "CPU µs/event: consumers (summed)",
+        *(f"CPU µs/event: {label}" for _, label in COMPONENTS),
+        "CPU µs/event: all",
+        f"Machine busy (share of {info['cores']} cores)",
+    )
+    return [
+        "#### End-to-end by consumer count\n",
+        "Same runs as above (steady window; CPU µs per event = the component's CPU seconds over the window / "
+        "events consumed in it; PostgreSQL, Redis and Kafka are every `postgres`, `redis-server` and `java` "
+        "process on the machine, so they are upper bounds when other jobs use the services).\n",
+        *_table(head, rows),
+        f"This machine has {info['cores']} cores for the consumers and the three services together, so "
+        "once they keep it busy a further consumer process only splits the same CPU more ways: the rates "
+        "with more processes than cores say nothing about a bigger machine, while the CPU µs per event per "
+        "component is the figure that transfers (still an upper bound, as oversubscribed consumers also pay "
+        "for context switches and smaller batches).\n",
+    ]
 
 
 DOC_HEAD = """# Benchmarks
@@ -1092,6 +1221,10 @@ load still comes from `bench/paced_publish.py` (same record shape, the SDK's pro
 Events are keyed by `player_id` (DESIGN.md), so skew decides partition balance: with the simulator's default
 Zipf exponent 1.1 over 100,000 players the hottest partition carries ~25% of all events and a second consumer
 barely helps; the end-to-end runs use exponent 0.8, where the hottest player wins well under 1% of matches.
+
+`bench/run.py --only e2e --consumers 1,2,3,4` measures only the end-to-end part, for each consumer count
+(issue 17: CPU µs per event per component, the figure docs/scaling.md builds on); such a partial run
+has no targets table.
 
 Targets: end-to-end ≥ 50,000 events/s sustained with 2 consumers; ≥ 20x the baseline's events/s; API
 top-10 ≥ 5,000 req/s; p99 event-to-visible < 250 ms at 5,000 events/s. Each run says whether they were met.
@@ -1139,13 +1272,60 @@ def interrupts_as_exceptions() -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def main() -> int:
+def consumer_counts(text: str) -> tuple[int, ...]:
+    """``--consumers 1,2,3,4``: distinct counts of consumer processes, each owning at least one partition."""
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    bad = [n for n in counts if not 1 <= n <= PARTITIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"{bad[0]} is not between 1 and {PARTITIONS} (the topic's partitions)"
+        )
+    if len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a count")
+    return tuple(sorted(counts))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, 1 run each, < 3 minutes")
     parser.add_argument("--no-doc", action="store_true", help="print only; do not touch docs/benchmarks.md")
-    args = parser.parse_args()
-    for tool, package in (("redis-benchmark", "redis-tools"), ("wrk", "wrk"), ("hey", "hey")):
-        if shutil.which(tool) is None:
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only these sections ({', '.join(SECTIONS)}; default: all)",
+    )
+    parser.add_argument(
+        "--consumers",
+        type=consumer_counts,
+        metavar="N,N,...",
+        help="consumer processes of the e2e runs, e.g. 1,2,3,4 (default: "
+        f"{','.join(map(str, DEFAULT_COUNTS))}; each count is run `reps` times, alternating)",
+    )
+    args = parser.parse_args(argv)
+    args.sections = tuple(s for s in SECTIONS if args.only is None or s in args.only)
+    if args.consumers is not None and "e2e" not in args.sections:
+        parser.error("--consumers needs the e2e section (add e2e to --only)")
+    args.counts = args.consumers or DEFAULT_COUNTS
+    return args
+
+
+TOOLS = (
+    ("redis-benchmark", "redis-tools", ("ceilings",)),
+    ("wrk", "wrk", ("baseline", "api")),
+    ("hey", "hey", ("api",)),
+)
+"""(tool, Debian package, the sections that run it)."""
+
+
+def main() -> int:
+    args = parse_args()
+    for tool, package, needed_by in TOOLS:
+        if set(needed_by) & set(args.sections) and shutil.which(tool) is None:
             print(
                 f"bench: {tool} not found: `make tools` installs it (apt-get install -y {package})",
                 file=sys.stderr,
@@ -1153,31 +1333,34 @@ def main() -> int:
             return 2
     run = f"{int(time.time()) & 0xFFFFFF:06x}{os.getpid() & 0xFF:02x}"
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{run}-"))
-    b = Bench(args.quick, QUICK if args.quick else FULL, run, Procs(tmp), tmp)
-    make = os.environ.get("MAKELEVEL") is not None
+    sizes = QUICK if args.quick else FULL
+    b = Bench(args.quick, sizes, run, Procs(tmp), tmp, counts=args.counts, sections=args.sections)
+    options = (" --quick" if args.quick else "") + (f" --only {' '.join(args.only)}" if args.only else "")
+    if args.consumers is not None:
+        options += f" --consumers {','.join(map(str, args.counts))}"
+    make = os.environ.get("MAKELEVEL") is not None and options in ("", " --quick")
     command = (
         ("make bench-quick" if args.quick else "make bench")
         if make
-        else (".venv/bin/python bench/run.py" + (" --quick" if args.quick else ""))
+        else f".venv/bin/python bench/run.py{options}"
     )
+    steps = {
+        "ceilings": ("ceilings: redis-benchmark, PostgreSQL COPY, Kafka", ceilings),
+        "baseline": ("baseline", baseline),
+        "e2e": (f"product: end to end with {', '.join(map(str, b.counts))} consumer(s)", e2e),
+        "latency": ("product: latency at 5,000 events/s", latency),
+        "api": ("product: API", api),
+    }
     started = time.monotonic()
     b.log(f"run {run}: logs in {tmp}")
     try:
         with interrupts_as_exceptions():
             info = machine_info(b)
             setup(b)
-            b.log("ceilings: redis-benchmark")
-            redis_ceilings(b)
-            pg_copy_ceiling(b)
-            kafka_ceilings(b)
-            b.log("baseline")
-            baseline(b)
-            b.log("product: end to end")
-            e2e(b)
-            b.log("product: latency at 5,000 events/s")
-            latency(b)
-            b.log("product: API")
-            api(b)
+            for name in b.sections:
+                label, step = steps[name]
+                b.log(label)
+                step(b)
             section = render(b, info, command, time.monotonic() - started)
     except KeyboardInterrupt:
         b.log("interrupted: stopping everything")
