@@ -1243,18 +1243,24 @@ docs/adr/0007-consumer-hot-path.md lists the changes behind it.
 """
 
 
-def write_doc(section: str) -> Path:
-    path = ROOT / "docs" / "benchmarks.md"
-    old = path.read_text() if path.exists() else ""
-    latest, previous = "", ""
+def merge_doc(old: str, section: str) -> str:
+    """docs/benchmarks.md with ``section`` as the latest run: the head is rewritten, the sections others
+    wrote by hand between the head and "## Latest run" are kept, the former latest run joins the history."""
+    kept, latest, previous = "", "", ""
     if "## Latest run" in old:
-        after = old.split("## Latest run", 1)[1]
+        before, after = old.split("## Latest run", 1)
+        heading = re.search(r"^## ", before, re.MULTILINE)
+        kept = before[heading.start() :].strip() + "\n\n" if heading else ""
         latest, _, previous = after.partition("## Previous runs")
     elif old.strip():
         previous = old  # an unstructured older file: keep it all as history
     history = "\n\n".join(part.strip() for part in (latest, previous) if part.strip())
-    text = f"{DOC_HEAD}\n## Latest run\n\n{section}\n## Previous runs\n\n{history or '(none yet)'}\n"
-    path.write_text(text)
+    return f"{DOC_HEAD}\n{kept}## Latest run\n\n{section}\n## Previous runs\n\n{history or '(none yet)'}\n"
+
+
+def write_doc(section: str) -> Path:
+    path = ROOT / "docs" / "benchmarks.md"
+    path.write_text(merge_doc(path.read_text() if path.exists() else "", section))
     return path
 
 
