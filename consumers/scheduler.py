@@ -52,12 +52,18 @@ def break_connection(conn: psycopg.Connection | None) -> None:
 
 
 class Cutoff:
-    """A thread that breaks a connection whose work (a statement or a transaction) outlives ``bound_s``."""
+    """A thread that breaks a connection whose work (a statement or a transaction) outlives ``bound_s``.
+
+    It samples the connection every _WATCH_EVERY_S, so back-to-back statements look like one stretch of
+    work; the owner calls :meth:`mark` where new work begins (each run, each step of a fold), and the bound
+    starts again there (a starved watcher once timed a new run from the previous run's start).
+    """
 
     def __init__(self, conn: Callable[[], psycopg.Connection | None], bound_s: float) -> None:
         self._conn = conn
         self.bound_s = bound_s
         self.cuts = 0
+        self._marks = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="scheduler-pg-cutoff", daemon=True)
 
@@ -69,10 +75,17 @@ class Cutoff:
         if self._thread.ident is not None:
             self._thread.join(timeout=5)
 
+    def mark(self) -> None:
+        """New work begins on the connection: its bound counts from now."""
+        self._marks += 1
+
     def _loop(self) -> None:
         since: float | None = None
         watched: psycopg.Connection | None = None
+        marks = self._marks
         while not self._stop.wait(_WATCH_EVERY_S):
+            if self._marks != marks:
+                since, marks = None, self._marks
             conn = self._conn()
             busy = (
                 conn is not None
@@ -155,6 +168,7 @@ class Scheduler:
 
     def run_once(self) -> list[tuple[str, str]]:
         """One run if no other member is running one; the (board, period) closed."""
+        self.cutoff.mark()
         conn = self._conn()
         # Per schema (advisory locks are per database): a group in another schema never makes this one skip.
         got = conn.execute(
@@ -169,7 +183,8 @@ class Scheduler:
 
     def _run(self, conn: psycopg.Connection) -> list[tuple[str, str]]:
         for board in self.boards:
-            checkpoints.advance(conn, board)
+            checkpoints.advance(conn, board, progress=lambda _steps: self.cutoff.mark())
+        self.cutoff.mark()
         now = checkpoints.clock(conn)
         self.runs += 1
         if now is None or not self.config.auto_close_periods:
@@ -183,9 +198,11 @@ class Scheduler:
                         "period left to an operator: it ended before the close lookback",
                         extra={"board": board.id, "period": period, "clock": now.isoformat()},
                     )
+        self.cutoff.mark()
         closed, _ = closing.run_closes(  # a failed announcement is retried on the next run
             conn, self._redis, self._producer, self.config, self.boards, now=now, lookback=self.lookback
         )
+        self.cutoff.mark()
         wall = datetime.now(UTC)
         for board in self.boards:  # checkpoint rows nothing reads any more: closed, out of Redis retention
             checkpoints.drop_periods(conn, board.id, retired_periods(conn, board, wall))
