@@ -13,7 +13,7 @@ import pytest
 from consumers import pg_sink
 from consumers.migrate import migrate
 from consumers.plan import Canonical
-from consumers.scheduler import Scheduler
+from consumers.scheduler import Cutoff, Scheduler
 from leaderboard.boards import Board
 from leaderboard.settings import Settings
 from tests.factories import win
@@ -77,3 +77,37 @@ def test_a_frozen_postgres_cannot_hang_the_scheduler(config: Settings) -> None:
                 ).fetchall() == [(1,)]
         finally:
             scheduler.stop()
+
+
+def test_the_cutoff_times_each_marked_stretch_of_work_not_the_whole_run(config: Settings) -> None:
+    """A statement that outlives the bound is cut; one that lasts as long, but in stretches the owner marks
+    as new work, is not (the watcher samples, so back-to-back work looks like one stretch unless marked)."""
+    bound = 2.0
+    with psycopg.connect(config.database_url, autocommit=True) as conn:
+        cutoff = Cutoff(lambda: conn, bound)
+        cutoff.start()
+        try:
+            stop = threading.Event()
+
+            def marking() -> None:
+                while not stop.wait(0.2):
+                    cutoff.mark()
+
+            marker = threading.Thread(target=marking, daemon=True)
+            marker.start()
+            try:
+                started = time.monotonic()
+                conn.execute("SELECT pg_sleep(%s)", (2 * bound,))
+            finally:
+                stop.set()
+                marker.join()
+            assert time.monotonic() - started >= 2 * bound
+            assert cutoff.cuts == 0
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT pg_sleep(%s)", (4 * bound,))
+            took = time.monotonic() - started
+            assert bound <= took < 2 * bound + 1, took
+            assert cutoff.cuts == 1
+        finally:
+            cutoff.stop()
