@@ -129,6 +129,19 @@ def dead_letters(
     return letters
 
 
+def _batch_facts(records: Sequence[Record], outcome: pg_sink.Outcome, letters: int) -> dict[str, object]:
+    """One committed batch for the debug log: per partition its first and last offset and how many records
+    (fewer than the span: the batch skipped offsets), and how PostgreSQL classified them."""
+    spans = spans_of((r.partition, r.offset) for r in records)
+    counts = Counter(r.partition for r in records)
+    return {
+        "partitions": {str(p): [lo, hi - 1, counts[p]] for p, (lo, hi) in sorted(spans.items())},
+        "canonical": len(outcome.canonical),
+        "duplicates": outcome.duplicates,
+        "dead_letters": letters,
+    }
+
+
 class NotCaughtUp(UserError):
     """``--until-caught-up`` ran out of time (or was stopped first): the CLI prints this one line, exit 1."""
 
@@ -477,6 +490,8 @@ class Processor:
             m.visible_latency.observe(max(0.0, now - rec.timestamp_ms / 1000))
         letters = dead_letters(records, outcome.period_closed, refused, outcome.too_old)
         self._commit(letters, {p: o + 1 for p, o in pos.items()})
+        if log.isEnabledFor(logging.DEBUG):  # what a lost or doubled event is traced back to
+            log.debug("batch committed", extra=_batch_facts(records, outcome, len(letters)))
         m.stage.labels("commit").observe(time.perf_counter() - t2)
         m.last_commit.set(time.time())
         m.consumed.inc(len(records))
@@ -786,6 +801,10 @@ class Processor:
             if msg is not None and msg.error() is None:
                 # A partition assigned between pause and poll: rewind so nothing is skipped.
                 tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+                log.debug(
+                    "record fetched while paused; rewound to it",
+                    extra={"partition": tp.partition, "offset": tp.offset},
+                )
                 self.consumer.seek(tp)
                 self.consumer.pause([tp])
 
