@@ -129,9 +129,12 @@ def dead_letters(
     return letters
 
 
-def _batch_facts(records: Sequence[Record], outcome: pg_sink.Outcome, letters: int) -> dict[str, object]:
+def _batch_facts(
+    records: Sequence[Record], outcome: pg_sink.Outcome, letters: int, updates: int
+) -> dict[str, object]:
     """One committed batch for the debug log: per partition its first and last offset and how many records
-    (fewer than the span: the batch skipped offsets), and how PostgreSQL classified them."""
+    (fewer than the span: the batch skipped offsets), how PostgreSQL classified them and how many sorted-set
+    updates Redis made (0 for canonical events: the watermarks said they were applied already)."""
     spans = spans_of((r.partition, r.offset) for r in records)
     counts = Counter(r.partition for r in records)
     return {
@@ -139,6 +142,7 @@ def _batch_facts(records: Sequence[Record], outcome: pg_sink.Outcome, letters: i
         "canonical": len(outcome.canonical),
         "duplicates": outcome.duplicates,
         "dead_letters": letters,
+        "redis_updates": updates,
     }
 
 
@@ -479,7 +483,7 @@ class Processor:
         m.stage.labels("postgres").observe(t1 - t0)
         pos = positions(records)
         try:
-            self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=self._keep)
+            updates = self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=self._keep)
         except FAILURES as exc:  # on a cluster also RedisClusterException (no node for a slot)
             raise SinkError("redis", exc) from exc
         t2 = time.perf_counter()
@@ -491,7 +495,7 @@ class Processor:
         letters = dead_letters(records, outcome.period_closed, refused, outcome.too_old)
         self._commit(letters, {p: o + 1 for p, o in pos.items()})
         if log.isEnabledFor(logging.DEBUG):  # what a lost or doubled event is traced back to
-            log.debug("batch committed", extra=_batch_facts(records, outcome, len(letters)))
+            log.debug("batch committed", extra=_batch_facts(records, outcome, len(letters), updates))
         m.stage.labels("commit").observe(time.perf_counter() - t2)
         m.last_commit.set(time.time())
         m.consumed.inc(len(records))

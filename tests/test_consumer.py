@@ -141,6 +141,13 @@ def mismatch(
         wins = sorted((part, off, pts) for who, pts, part, off in placed if who == player)
         where = ", ".join(f"p{part}@{off}:{pts}" for part, off, pts in wins[:12])
         lines.append(f"  {player}: {want.get(player)}/{got.get(player)}; wins at {where}")
+    with psycopg.connect(config.database_url) as conn:
+        stored = conn.execute(
+            "SELECT player_id, kafka_partition, kafka_offset, points FROM events WHERE player_id = ANY(%s)"
+            " ORDER BY 2, 3",
+            (players[:10],),
+        ).fetchall()
+    lines.append("in PostgreSQL: " + ", ".join(f"{p} p{part}@{off}:{pts}" for p, part, off, pts in stored))
     lines.append(f"committed offsets: {committed(config)}")
     lines.append(f"consumer log tail:\n{consumer.tail(6000)}")
     return "\n".join(lines)
