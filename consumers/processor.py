@@ -129,6 +129,23 @@ def dead_letters(
     return letters
 
 
+def _batch_facts(
+    records: Sequence[Record], outcome: pg_sink.Outcome, letters: int, updates: int
+) -> dict[str, object]:
+    """One committed batch for the debug log: per partition its first and last offset and how many records
+    (fewer than the span: the batch skipped offsets), how PostgreSQL classified them and how many sorted-set
+    updates Redis made (0 for canonical events: the watermarks said they were applied already)."""
+    spans = spans_of((r.partition, r.offset) for r in records)
+    counts = Counter(r.partition for r in records)
+    return {
+        "partitions": {str(p): [lo, hi - 1, counts[p]] for p, (lo, hi) in sorted(spans.items())},
+        "canonical": len(outcome.canonical),
+        "duplicates": outcome.duplicates,
+        "dead_letters": letters,
+        "redis_updates": updates,
+    }
+
+
 class NotCaughtUp(UserError):
     """``--until-caught-up`` ran out of time (or was stopped first): the CLI prints this one line, exit 1."""
 
@@ -467,7 +484,7 @@ class Processor:
         m.stage.labels("postgres").observe(t1 - t0)
         pos = positions(records)
         try:
-            self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=self._keep)
+            updates = self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=self._keep)
         except FAILURES as exc:  # on a cluster also RedisClusterException (no node for a slot)
             raise SinkError("redis", exc) from exc
         t2 = time.perf_counter()
@@ -478,6 +495,8 @@ class Processor:
             m.visible_latency.observe(max(0.0, now - rec.timestamp_ms / 1000))
         letters = dead_letters(records, outcome.period_closed, refused, outcome.too_old)
         self._commit(letters, {p: o + 1 for p, o in pos.items()})
+        if log.isEnabledFor(logging.DEBUG):  # what a lost or doubled event is traced back to
+            log.debug("batch committed", extra=_batch_facts(records, outcome, len(letters), updates))
         m.stage.labels("commit").observe(time.perf_counter() - t2)
         m.last_commit.set(time.time())
         m.consumed.inc(len(records))
@@ -787,6 +806,10 @@ class Processor:
             if msg is not None and msg.error() is None:
                 # A partition assigned between pause and poll: rewind so nothing is skipped.
                 tp = TopicPartition(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+                log.debug(
+                    "record fetched while paused; rewound to it",
+                    extra={"partition": tp.partition, "offset": tp.offset},
+                )
                 self.consumer.seek(tp)
                 self.consumer.pause([tp])
 

@@ -93,7 +93,11 @@ class _CliChild:
             timeout,
             f"{self.name} ready",
         )
-        assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+        assert self.proc.poll() is None, self.tail()
+
+    def tail(self, chars: int = 3000) -> str:
+        """The end of the process's log, for an assertion message."""
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self, timeout: float = 30) -> int:
         try:

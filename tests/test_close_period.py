@@ -94,7 +94,7 @@ def consumer(cfg: Settings, tmp_path: Path) -> Iterator[ConsumerProcess]:
             proc.wait_ready(90)
             wait_until(lambda: caught_up(cfg), 120, "consumer to commit every offset")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\nconsumer log:\n{proc.log_path.read_text()[-3000:]}") from None
+            raise AssertionError(f"{exc}\nconsumer log:\n{proc.tail()}") from None
         yield proc
     finally:
         assert proc.stop() == 0

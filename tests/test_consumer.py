@@ -7,12 +7,13 @@ import random
 import threading
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from leaderboard import scoring
 from leaderboard.keys import Keys
@@ -21,6 +22,7 @@ from leaderboard.settings import Settings
 from tests.procs import (
     ConsumerProcess,
     caught_up,
+    committed,
     consume_until_caught_up,
     dumps,
     read_topic,
@@ -70,13 +72,34 @@ INVALID = [
 ]
 
 
-def produce_stream(config: Settings, n: int, seed: int) -> tuple[dict[str, int], int, Counter[str]]:
-    """Publish n valid wins (plus duplicates and invalid records) with a plain client; returns the truth."""
+Placed = list[tuple[str, int, int, int]]
+"""(player, points, partition, offset) of each valid win as the broker acknowledged it."""
+
+
+def produce_stream(
+    config: Settings, n: int, seed: int, placed: Placed | None = None
+) -> tuple[dict[str, int], int, Counter[str]]:
+    """Publish n valid wins (plus duplicates and invalid records) with a plain client; returns the truth.
+
+    Raises unless the broker acknowledged every record: ``flush`` returns 0 also when records FAILED (their
+    delivery reports carry the error), and a truth holding unwritten records would look like a lost event.
+    ``placed`` collects where each valid win landed (for a mismatch's message)."""
     rnd = random.Random(seed)
     producer = Producer({**config.kafka_common(), "enable.idempotence": True, "linger.ms": 5})
     truth: dict[str, int] = defaultdict(int)
     sent: list[tuple[bytes, bytes]] = []
     reasons: Counter[str] = Counter()
+    failed: list[str] = []
+
+    def report(player: str, points: int) -> Callable[[KafkaError | None, Message], None]:
+        def done(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failed.append(f"{player}: {err}")
+            elif placed is not None and points:
+                placed.append((player, points, msg.partition() or 0, msg.offset() or 0))
+
+        return done
+
     for i in range(n):
         player = f"player-{min(int(rnd.paretovariate(1.2)), 500)}"
         points = rnd.randint(1, 5)
@@ -93,17 +116,41 @@ def produce_stream(config: Settings, n: int, seed: int) -> tuple[dict[str, int],
         )
         truth[player] += points
         sent.append((player.encode(), body))
-        producer.produce(config.topic, body, player.encode())
+        producer.produce(config.topic, body, player.encode(), on_delivery=report(player, points))
         if rnd.random() < 0.05:  # the same event again, later in the stream
             key, value = rnd.choice(sent)
-            producer.produce(config.topic, value, key)
+            producer.produce(config.topic, value, key, on_delivery=report(key.decode(), 0))
         if rnd.random() < 0.02:
             value, reason = rnd.choice(INVALID)
-            producer.produce(config.topic, value, b"bad")
+            producer.produce(config.topic, value, b"bad", on_delivery=report("bad", 0))
             reasons[reason] += 1
         producer.poll(0)
     assert producer.flush(30) == 0
+    assert not failed, f"{len(failed)} record(s) not written to {config.topic}: {failed[:5]}"
     return dict(truth), n, reasons
+
+
+def mismatch(
+    want: dict[str, int], got: dict[str, int], placed: Placed, config: Settings, consumer: ConsumerProcess
+) -> str:
+    """Why a board differs from the truth: the players that differ, where their wins sit in the topic, what
+    the group committed, and the consumer's log tail (its batches with LEADERBOARD_LOG_LEVEL=DEBUG)."""
+    players = sorted(p for p in want.keys() | got.keys() if want.get(p) != got.get(p))
+    lines = [f"{len(players)} player(s) differ (player: want/got):"]
+    for player in players[:10]:
+        wins = sorted((part, off, pts) for who, pts, part, off in placed if who == player)
+        where = ", ".join(f"p{part}@{off}:{pts}" for part, off, pts in wins[:12])
+        lines.append(f"  {player}: {want.get(player)}/{got.get(player)}; wins at {where}")
+    with psycopg.connect(config.database_url) as conn:
+        stored = conn.execute(
+            "SELECT player_id, kafka_partition, kafka_offset, points FROM events WHERE player_id = ANY(%s)"
+            " ORDER BY 2, 3",
+            (players[:10],),
+        ).fetchall()
+    lines.append("in PostgreSQL: " + ", ".join(f"{p} p{part}@{off}:{pts}" for p, part, off, pts in stored))
+    lines.append(f"committed offsets: {committed(config)}")
+    lines.append(f"consumer log tail:\n{consumer.tail(6000)}")
+    return "\n".join(lines)
 
 
 def board(client: SyncClient, config: Settings, period: str, name: str = "global") -> dict[str, int]:
@@ -115,13 +162,16 @@ def board(client: SyncClient, config: Settings, period: str, name: str = "global
 def test_events_land_once_in_both_sinks_and_invalid_ones_in_the_dead_letter_topic(
     config: Settings, redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    truth, n, reasons = produce_stream(config, 3000, seed=11)
-    consumer = ConsumerProcess(config, tmp_path, LEADERBOARD_BATCH_SIZE="400")
+    placed: Placed = []
+    truth, n, reasons = produce_stream(config, 3000, seed=11, placed=placed)
+    # DEBUG: the log shows each committed batch's offsets, so a mismatch names the batches around it.
+    consumer = ConsumerProcess(config, tmp_path, LEADERBOARD_BATCH_SIZE="400", LEADERBOARD_LOG_LEVEL="DEBUG")
     try:
         consumer.wait_ready()
         wait_until(lambda: caught_up(config), 90, "consumer to commit every offset")
-        assert board(redis_client, config, "all_time") == truth
-        assert board(redis_client, config, "monthly:2026-11") == truth
+        for period in ("all_time", "monthly:2026-11"):
+            got = board(redis_client, config, period)
+            assert got == truth, f"{period}: " + mismatch(truth, got, placed, config, consumer)
         assert consumer.metric("leaderboard_consumer_events_applied_total") == n
         assert consumer.get("/readyz")[0] == 200
     finally:
