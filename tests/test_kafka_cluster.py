@@ -64,8 +64,8 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
         "KAFKA_CLUSTER_PORT": str(base),
         "KAFKA_CLUSTER_CONTROLLER_PORT": str(ctrl),
     }
-    up = _stack("up", env)
-    try:
+    try:  # `down` also after an `up` that timed out: its brokers already run, detached from the script
+        up = _stack("up", env)
         assert up.returncode == 0, up.stderr + up.stdout
         yield KafkaCluster(",".join(f"127.0.0.1:{base + i}" for i in range(3)), stack_dir)
     finally:

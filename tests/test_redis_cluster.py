@@ -86,8 +86,8 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = free_cluster_block(6)
     env = {**os.environ, "LEADERBOARD_STACK_DIR": str(stack_dir), "REDIS_CLUSTER_PORT": str(base)}
     c = Cluster(base, stack_dir, env)
-    up = c.stack("up")
-    try:
+    try:  # `down` also after an `up` that timed out: its nodes already run, detached from the script
+        up = c.stack("up")
         assert up.returncode == 0, up.stderr + up.stdout
         yield c
     finally:
