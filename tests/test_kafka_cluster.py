@@ -50,6 +50,12 @@ def _stack(cmd: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _log_tails(stack_dir: Path) -> str:
+    """The end of every node's log: the stack directory, logs included, is removed after a failed start."""
+    logs = sorted((stack_dir / "logs").glob("*.log")) if (stack_dir / "logs").is_dir() else []
+    return "".join(f"\n--- {log.name} ---\n{log.read_text(errors='replace')[-1500:]}" for log in logs)
+
+
 @pytest.fixture(scope="module")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     stack_dir = tmp_path_factory.mktemp("kc-stack")
@@ -57,7 +63,8 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
     if (shared / ".stamp").is_file():  # reuse the assembled broker classpath instead of copying it again
         (stack_dir / "kafka").mkdir()
         (stack_dir / "kafka" / "libs").symlink_to(shared)
-    base, ctrl = free_cluster_block(3), free_cluster_block(3)
+    base = free_cluster_block(6)  # one block: brokers, then controllers (two draws could overlap)
+    ctrl = base + 3
     env = {
         **os.environ,
         "LEADERBOARD_STACK_DIR": str(stack_dir),
@@ -66,7 +73,7 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
     }
     try:  # `down` also after an `up` that timed out: its brokers already run, detached from the script
         up = _stack("up", env)
-        assert up.returncode == 0, up.stderr + up.stdout
+        assert up.returncode == 0, up.stderr + up.stdout + _log_tails(stack_dir)
         yield KafkaCluster(",".join(f"127.0.0.1:{base + i}" for i in range(3)), stack_dir)
     finally:
         down = _stack("down", env)
