@@ -22,7 +22,7 @@ import orjson
 from redis.cluster import RedisCluster
 
 from consumers import names as display_names
-from consumers.plan import Canonical, Fold, Slot, fold, payload, positions, targets
+from consumers.plan import BUCKET_S, Canonical, Fold, Slot, fold, payload, positions, targets
 from leaderboard import lanes, shards
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -411,6 +411,7 @@ def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list
     out: list[list[Canonical]] = []
     cur: list[Canonical] = []
     seen: set[tuple[int, str, str]] = set()
+    groups: set[tuple[int, int, str]] = set()  # (partition, 15-minute bucket, player) of cur: same keys
     start = 0  # where the current lane's records begin in cur
     lane: tuple[int, int] | None = None
     for rec in ordered:
@@ -421,6 +422,10 @@ def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list
         here = (rec.partition, lanes.lane_of(e.player_id))
         if here != lane:
             lane, start = here, len(cur)
+        group = (rec.partition, int(e.occurred_at.timestamp()) // BUCKET_S, e.player_id)
+        if group in groups:  # the player again in the same bucket: no new update
+            cur.append(rec)
+            continue
         new = {(rec.partition, key, e.player_id) for key, _, _ in keys} - seen
         if cur and len(seen) + len(new) > max_updates:
             if start > 0:  # move the lane's head to the next chunk, whole
@@ -430,20 +435,28 @@ def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list
                 out.append(cur)
                 cur = []
             start = 0
-            seen = {
-                (r.partition, key, r.event.player_id) for r in cur for key, _, _ in targets(board, r.event)
-            }
+            seen, groups = _updates(board, cur)
             new = {(rec.partition, key, e.player_id) for key, _, _ in keys} - seen
             if cur and len(seen) + len(new) > max_updates:  # the moved head plus this record: still over
                 out.append(cur)
-                cur, seen = [], set()
+                cur, seen, groups = [], set(), set()
                 new = {(rec.partition, key, e.player_id) for key, _, _ in keys}
         cur.append(rec)
         seen |= new
+        groups.add(group)
     out.append(cur)
     return out
 
 
-def _updates(board: Board, records: Sequence[Canonical]) -> set[tuple[int, str, str]]:
-    """The (partition, period key, player) updates the records' fold makes."""
-    return {(r.partition, key, r.event.player_id) for r in records for key, _, _ in targets(board, r.event)}
+def _updates(
+    board: Board, records: Sequence[Canonical]
+) -> tuple[set[tuple[int, str, str]], set[tuple[int, int, str]]]:
+    """The (partition, period key, player) updates the records' fold makes, and their (partition,
+    15-minute bucket, player) groups."""
+    updates = {
+        (r.partition, key, r.event.player_id) for r in records for key, _, _ in targets(board, r.event)
+    }
+    groups = {
+        (r.partition, int(r.event.occurred_at.timestamp()) // BUCKET_S, r.event.player_id) for r in records
+    }
+    return updates, groups
