@@ -76,6 +76,11 @@ def test_migration_converts_an_unpartitioned_log_keeping_every_row(pg: psycopg.C
     ).fetchone()
     assert indexed is not None
     assert "(kafka_partition, kafka_offset)" in indexed[0]
+    occurred = pg.execute(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'events' AND indexname = 'events_occurred_at'"
+    ).fetchone()
+    assert occurred is not None
+    assert "USING brin (occurred_at)" in occurred[0]  # migration 0016: kept on every insert for one check
     # The converted log still decides canonical copies: the stored copy of an old event stays canonical.
     again = pg_sink.write_batch(pg, [old[0], Canonical(5, 9, old[2].event)], BOARDS)
     assert [(c.partition, c.offset) for c in again.canonical] == [(0, 0)]
