@@ -410,8 +410,12 @@ def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list
     """
     out: list[list[Canonical]] = []
     cur: list[Canonical] = []
+    # The updates and (partition, 15-minute bucket, player) groups of cur, and of the current lane's records
+    # in cur: a player is in one lane, so the lane's updates are its own and move with its records.
     seen: set[tuple[int, str, str]] = set()
-    groups: set[tuple[int, int, str]] = set()  # (partition, 15-minute bucket, player) of cur: same keys
+    groups: set[tuple[int, int, str]] = set()
+    lane_seen: set[tuple[int, str, str]] = set()
+    lane_groups: set[tuple[int, int, str]] = set()
     start = 0  # where the current lane's records begin in cur
     lane: tuple[int, int] | None = None
     for rec in ordered:
@@ -419,44 +423,35 @@ def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list
         keys = targets(board, e)
         if not keys:
             continue
-        here = (rec.partition, lanes.lane_of(e.player_id))
+        player = e.player_id
+        here = (rec.partition, lanes.lane_of(player))
         if here != lane:
             lane, start = here, len(cur)
-        group = (rec.partition, int(e.occurred_at.timestamp()) // BUCKET_S, e.player_id)
-        if group in groups:  # the player again in the same bucket: no new update
+            lane_seen, lane_groups = set(), set()
+        group = (rec.partition, int(e.occurred_at.timestamp()) // BUCKET_S, player)
+        if group in groups:  # the player again in the same bucket: the same keys, no new update
             cur.append(rec)
             continue
-        new = {(rec.partition, key, e.player_id) for key, _, _ in keys} - seen
+        mine = [(rec.partition, key, player) for key, _, _ in keys]
+        new = [u for u in mine if u not in seen]
         if cur and len(seen) + len(new) > max_updates:
             if start > 0:  # move the lane's head to the next chunk, whole
                 out.append(cur[:start])
                 cur = cur[start:]
+                seen, groups = set(lane_seen), set(lane_groups)
             else:  # the lane alone is over the bound: cut it here
                 out.append(cur)
-                cur = []
+                cur, seen, groups, lane_seen, lane_groups = [], set(), set(), set(), set()
             start = 0
-            seen, groups = _updates(board, cur)
-            new = {(rec.partition, key, e.player_id) for key, _, _ in keys} - seen
+            new = [u for u in mine if u not in seen]
             if cur and len(seen) + len(new) > max_updates:  # the moved head plus this record: still over
                 out.append(cur)
-                cur, seen, groups = [], set(), set()
-                new = {(rec.partition, key, e.player_id) for key, _, _ in keys}
+                cur, seen, groups, lane_seen, lane_groups = [], set(), set(), set(), set()
+                new = mine
         cur.append(rec)
-        seen |= new
+        seen.update(new)
+        lane_seen.update(new)
         groups.add(group)
+        lane_groups.add(group)
     out.append(cur)
     return out
-
-
-def _updates(
-    board: Board, records: Sequence[Canonical]
-) -> tuple[set[tuple[int, str, str]], set[tuple[int, int, str]]]:
-    """The (partition, period key, player) updates the records' fold makes, and their (partition,
-    15-minute bucket, player) groups."""
-    updates = {
-        (r.partition, key, r.event.player_id) for r in records for key, _, _ in targets(board, r.event)
-    }
-    groups = {
-        (r.partition, int(r.event.occurred_at.timestamp()) // BUCKET_S, r.event.player_id) for r in records
-    }
-    return updates, groups
