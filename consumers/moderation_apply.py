@@ -20,7 +20,6 @@ import orjson
 import psycopg
 
 from consumers.plan import EVENT_COLUMNS, Canonical, canonical_rows, entries, fold, latest_mark, targets
-from leaderboard import lanes
 from leaderboard.aggregate import LAST_US
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -65,18 +64,16 @@ class Standings:
 
 
 def standings(
-    board: Board, events: Sequence[Canonical], v: View, marks: dict[str, dict[str, int]]
+    board: Board, events: Sequence[Canonical], v: View, marks: dict[str, dict[int, int]]
 ) -> dict[str, Standings]:
     """Pure: period -> the standings of the events that count on ``board`` under ``v`` and that the
-    period's watermarks already cover (``marks``: period -> watermark field -> offset, leaderboard.lanes;
-    a partition's base field already raised to the floor), folded and packed by the board's rule
-    (consumers.plan.fold and entries: leaderboard.aggregate.Rule)."""
+    period's watermarks (``marks``: period -> partition -> offset) already cover, folded and packed by the
+    board's rule (consumers.plan.fold and entries: leaderboard.aggregate.Rule)."""
     by_period: dict[str, list[Canonical]] = {}
     for r in events:
         if v.counts(r.event, board.id):
-            lane = lanes.lane_of(r.event.player_id)
             for period, _, _ in targets(board, r.event):
-                if r.offset <= lanes.mark(marks.get(period, {}), r.partition, lane):
+                if r.offset <= marks.get(period, {}).get(r.partition, -1):
                     by_period.setdefault(period, []).append(r)
     last = board.aggregation == "last"
     out: dict[str, Standings] = {}
@@ -139,20 +136,14 @@ class Recomputer:
                 pipe.hgetall(keys.watermark(board.id, gen, period))
             raw = pipe.execute()
             floor = {int(k): int(x) for k, x in raw[0].items()}
-            marks: dict[str, dict[str, int]] = {}
-            read: dict[str, dict[str, int]] = {}
+            marks: dict[str, dict[int, int]] = {}
+            read: dict[str, dict[int, int]] = {}
             for period, wm in zip(periods, raw[1:], strict=True):
-                have = read[period] = {_text(k): int(x) for k, x in wm.items()}
-                marks[period] = dict(have)
-                for p, low in floor.items():
-                    marks[period][str(p)] = max(have.get(str(p), -1), low)
+                read[period] = {int(k): int(x) for k, x in wm.items()}
+                have = read[period]
+                marks[period] = {p: max(have.get(p, -1), floor.get(p, -1)) for p in set(have) | set(floor)}
             events = player_events(conn, players)  # after the marks: see recompute.lua
             parts = sorted({r.partition for r in events})
-            # The fields an apply of these players' events moves (their lanes) and the bases they start from.
-            fields = sorted(
-                {str(p) for p in parts}
-                | {lanes.field(r.partition, lanes.lane_of(r.event.player_id)) for r in events}
-            )
             scores = standings(board, events, v, marks)
             body = {
                 "floor": {str(p): str(floor[p]) if p in floor else "" for p in parts},
@@ -160,7 +151,7 @@ class Recomputer:
                 "periods": [
                     {
                         "p": period,
-                        "wm": {f: str(read[period][f]) if f in read[period] else "" for f in fields},
+                        "wm": {str(p): str(read[period][p]) if p in read[period] else "" for p in parts},
                         "set": [x for p, s in scores[period].scores.items() for x in (str(s), p)],
                         "lt": [x for p, m in scores[period].marks.items() for x in (p, m)],
                         "rem": [p for p in players if p not in scores[period].scores],

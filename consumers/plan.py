@@ -214,41 +214,13 @@ _value, _at, _events = itemgetter(VALUE), itemgetter(AT), itemgetter(EVENTS)
 
 
 def payload(
-    board: Board,
-    folded: Fold,
-    gen: int | None = None,
-    pos: dict[int, int] | None = None,
-    *,
-    lanes: Sequence[tuple[int, Fold]] = (),
+    board: Board, folded: Fold, gen: int | None = None, pos: dict[int, int] | None = None
 ) -> dict[str, object] | None:
-    """The apply.lua payload for a fold, or None when it has nothing to apply and no position to record.
-
-    ``lanes``: further folds, each of one watermark lane's players (leaderboard.lanes); their parts carry
-    the lane (``b``) and apply.lua keeps their watermarks per lane."""
-    if not folded and not lanes and not pos:
+    """The apply.lua payload for a fold, or None when it has nothing to apply and no position to record."""
+    if not folded and not pos:
         return None
-    periods: dict[str, list[dict[str, object]]] = {}
-    for lane, part_fold in [(None, folded), *lanes]:
-        for key, part in _parts(board, part_fold):
-            if lane is not None:
-                part["b"] = lane
-            periods.setdefault(key, []).append(part)
-    body: dict[str, object] = {
-        "agg": board.aggregation,
-        "asc": board.order == "asc",
-        "periods": [{"p": key, "parts": parts} for key, parts in periods.items()],
-        "pos": [[p, o] for p, o in (pos or {}).items()],
-    }
-    if gen is not None:
-        body["gen"] = gen
-    if board.version is not None:
-        body["def"] = board.version
-    return body
-
-
-def _parts(board: Board, folded: Fold) -> Iterator[tuple[str, dict[str, object]]]:
-    """(period key, apply.lua part) of every slot of a fold."""
     last = board.aggregation == "last"
+    periods: dict[str, list[dict[str, object]]] = {}
     for (key, partition), slot in folded.items():
         values = list(slot.players.values())
         origin, unit = origin_of(board, key)
@@ -267,7 +239,18 @@ def _parts(board: Board, folded: Fold) -> Iterator[tuple[str, dict[str, object]]
             part["u"] = [v[LAST_US] for v in values]
             part["q"] = [v[LAST_PART] for v in values]
             part["o"] = [v[LAST_OFF] for v in values]
-        yield key, part
+        periods.setdefault(key, []).append(part)
+    body: dict[str, object] = {
+        "agg": board.aggregation,
+        "asc": board.order == "asc",
+        "periods": [{"p": key, "parts": parts} for key, parts in periods.items()],
+        "pos": [[p, o] for p, o in (pos or {}).items()],
+    }
+    if gen is not None:
+        body["gen"] = gen
+    if board.version is not None:
+        body["def"] = board.version
+    return body
 
 
 def scores(board: Board, folded: Fold) -> dict[tuple[str, int], dict[str, int]]:

@@ -2,11 +2,9 @@
 
 A script holds Redis while it runs, so one call per 5,000-event batch stalled every reader for ~60 ms on a
 5M-player board. Each board's share of a batch is therefore cut into chunks of at most ``max_updates``
-sorted-set updates, in (partition, lane, offset) order: a lane (leaderboard.lanes) is a hash of the player
-with its own watermark, so a chunk holds all of the batch's records of its players and they fold into one
-update each, however the batch is cut. Every chunk moves the watermarks it touches to its own last offsets,
-atomically with its writes, so a failure between chunks leaves a prefix applied and the retried batch skips
-exactly that prefix (a chunk whose predecessor did not land is refused, see ``apply``).
+sorted-set updates, in offset order per partition. Every chunk moves the watermarks it touches to its own
+last offsets, atomically with its writes, so a failure between chunks leaves a prefix applied and the
+retried batch skips exactly that prefix (a chunk whose predecessor did not land is refused, see ``apply``).
 The batch's positions (``pos``) go with a board's FIRST chunk: the batch is committed to PostgreSQL by then,
 and flip.lua waits until a rebuilt generation's position reaches the live one's, so a flip that falls
 between two chunks cannot leave the new generation without the chunks applied before it.
@@ -23,7 +21,7 @@ from redis.cluster import RedisCluster
 
 from consumers import names as display_names
 from consumers.plan import BUCKET_S, Canonical, Fold, Slot, fold, payload, positions, targets
-from leaderboard import lanes, shards
+from leaderboard import shards
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
@@ -145,7 +143,7 @@ class RedisSink:
             return 0
         live = gen is None
         now = str(int(time.time() * 1000))
-        ordered = sorted(records, key=lane_order)
+        ordered = sorted(records, key=_position)
         pipe = self._r.pipeline(transaction=False)
         check_names = live and bool(self._names_seen)
         # The names position only rises (a rewind replays lower offsets): what this sink wrote bounds it.
@@ -217,16 +215,10 @@ class RedisSink:
         """Payloads of a board's chunks, with ``after`` guards; the first carries the positions (with what
         this sink saw accepted, when ``check``)."""
         out: list[Body] = []
-        last: dict[tuple[str, int, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
         for k, part in enumerate(parts):
-            by_lane: dict[int, list[Canonical]] = {}
-            for rec in part:
-                by_lane.setdefault(lanes.lane_of(rec.event.player_id), []).append(rec)
-            folds = [
-                (lane, fold(board, recs) if keep is None else _fold_kept(board, recs, keep))
-                for lane, recs in by_lane.items()
-            ]
-            body = payload(board, {}, gen, pos if k == 0 else None, lanes=folds)
+            folded = fold(board, part) if keep is None else _fold_kept(board, part, keep)
+            body = payload(board, folded, gen, pos if k == 0 else None)
             if body is None:
                 continue
             if k == 0 and check and self.seen:
@@ -237,7 +229,7 @@ class RedisSink:
                 ]
             for period in cast("list[dict[str, Any]]", body["periods"]):
                 for slot in period["parts"]:
-                    key = (str(period["p"]), int(slot["pt"]), int(slot["b"]))
+                    key = (str(period["p"]), int(slot["pt"]))
                     if key in last:
                         slot["after"] = last[key]
                     last[key] = int(slot["hi"])
@@ -326,25 +318,16 @@ class RedisSink:
         overlapped (zombie or rewind) or that waited behind such a chunk."""
         applied = 0
         for _ in range(_MAX_PARTIAL_ROUNDS):
-            by_gen: dict[int, dict[tuple[str, int, int], int]] = {}
+            by_gen: dict[int, dict[tuple[str, int], int]] = {}
             for item in partials:
-                gen_text, period, name, wm = item.rsplit("|", 3)
-                partition, lane = lanes.parse(name)
-                if lane is None:
-                    raise ValueError(f"apply.lua answered a partial without a lane: {item!r}")
+                gen_text, period, partition, wm = item.rsplit("|", 3)
                 marks = by_gen.setdefault(int(gen_text), {})
-                slot = (period, partition, lane)
+                slot = (period, int(partition))
                 marks[slot] = min(int(wm), marks.get(slot, int(wm)))
             partials = []
             for target, above in by_gen.items():
                 for slot, mark in sorted(above.items()):
-                    past = [
-                        r
-                        for r in ordered
-                        if r.partition == slot[1]
-                        and r.offset > mark
-                        and lanes.lane_of(r.event.player_id) == slot[2]
-                    ]
+                    past = [r for r in ordered if r.partition == slot[1] and r.offset > mark]
                     for body in self._bodies(board, chunks(board, past, self._max), target, None, keep=keep):
                         only = _only(body.data, slot)
                         if only is None:
@@ -376,12 +359,12 @@ def _fold_kept(board: Board, part: Sequence[Canonical], keep: Callable[[Board, C
     return folded
 
 
-def _only(body: bytes, slot: tuple[str, int, int]) -> bytes | None:
-    """The payload cut down to one (period, partition, lane) slot, or None if it has nothing for it."""
+def _only(body: bytes, slot: tuple[str, int]) -> bytes | None:
+    """The payload cut down to one (period, partition) slot, or None if it has nothing for it."""
     doc = orjson.loads(body)
     for period in doc["periods"]:
         if period["p"] == slot[0]:
-            period["parts"] = [s for s in period["parts"] if (s["pt"], s["b"]) == slot[1:]]
+            period["parts"] = [s for s in period["parts"] if s["pt"] == slot[1]]
             if period["parts"]:
                 doc["periods"] = [period]
                 return orjson.dumps(doc)
@@ -394,64 +377,35 @@ def _raise(marks: dict[int, int], pos: Mapping[int, int]) -> None:
             marks[p] = o
 
 
-def lane_order(rec: Canonical) -> tuple[int, int, int]:
-    """The order ``apply`` hands a board's records to :func:`chunks`: by partition, lane, offset."""
-    return rec.partition, lanes.lane_of(rec.event.player_id), rec.offset
+def _position(rec: Canonical) -> tuple[int, int]:
+    return rec.partition, rec.offset
 
 
 def chunks(board: Board, ordered: Sequence[Canonical], max_updates: int) -> list[list[Canonical]]:
-    """The records ``board`` accepts, in the order given ((partition, lane, offset) from ``apply``), cut into
-    chunks whose fold makes at most ``max_updates`` sorted-set updates (a single event's periods may exceed it
-    alone; it still gets a chunk).
+    """The records ``board`` accepts, cut in (partition, offset) order into chunks whose fold makes at most
+    ``max_updates`` sorted-set updates (a single event's periods may exceed it alone; it still gets a chunk).
 
-    Cuts fall between lanes, so a player's records of the batch fold into one update; a lane is cut by
-    offset only when it alone exceeds the bound. The weight is exact: one per (partition, period key,
-    player) new to the chunk. Always at least one chunk, so there is a call to carry the batch's positions.
+    The weight counts what ``fold`` turns into one update: a player once per (partition, 15-minute bucket),
+    times the period keys of that bucket - an upper bound, since two buckets may share a period key.
+    Always at least one chunk, so there is a call to carry the batch's positions.
     """
     out: list[list[Canonical]] = []
     cur: list[Canonical] = []
-    # The updates and (partition, 15-minute bucket, player) groups of cur, and of the current lane's records
-    # in cur: a player is in one lane, so the lane's updates are its own and move with its records.
-    seen: set[tuple[int, str, str]] = set()
-    groups: set[tuple[int, int, str]] = set()
-    lane_seen: set[tuple[int, str, str]] = set()
-    lane_groups: set[tuple[int, int, str]] = set()
-    start = 0  # where the current lane's records begin in cur
-    lane: tuple[int, int] | None = None
+    seen: set[tuple[int, int, str]] = set()
+    weight = 0
     for rec in ordered:
         e = rec.event
         keys = targets(board, e)
         if not keys:
             continue
-        player = e.player_id
-        here = (rec.partition, lanes.lane_of(player))
-        if here != lane:
-            lane, start = here, len(cur)
-            lane_seen, lane_groups = set(), set()
-        group = (rec.partition, int(e.occurred_at.timestamp()) // BUCKET_S, player)
-        if group in groups:  # the player again in the same bucket: the same keys, no new update
-            cur.append(rec)
-            continue
-        mine = [(rec.partition, key, player) for key, _, _ in keys]
-        new = [u for u in mine if u not in seen]
-        if cur and len(seen) + len(new) > max_updates:
-            if start > 0:  # move the lane's head to the next chunk, whole
-                out.append(cur[:start])
-                cur = cur[start:]
-                seen, groups = set(lane_seen), set(lane_groups)
-            else:  # the lane alone is over the bound: cut it here
-                out.append(cur)
-                cur, seen, groups, lane_seen, lane_groups = [], set(), set(), set(), set()
-            start = 0
-            new = [u for u in mine if u not in seen]
-            if cur and len(seen) + len(new) > max_updates:  # the moved head plus this record: still over
-                out.append(cur)
-                cur, seen, groups, lane_seen, lane_groups = [], set(), set(), set(), set()
-                new = mine
+        group = (rec.partition, int(e.occurred_at.timestamp()) // BUCKET_S, e.player_id)
+        cost = 0 if group in seen else len(keys)
+        if cur and weight + cost > max_updates:
+            out.append(cur)
+            cur, seen, weight = [], set(), 0
+            cost = len(keys)
         cur.append(rec)
-        seen.update(new)
-        lane_seen.update(new)
-        groups.add(group)
-        lane_groups.add(group)
+        seen.add(group)
+        weight += cost
     out.append(cur)
     return out

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.plan import Canonical, fold
-from consumers.redis_sink import RedisLost, RedisSink, chunks, lane_order
-from leaderboard import lanes, scoring
+from consumers.redis_sink import RedisLost, RedisSink, chunks
+from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.settings import Settings
@@ -198,7 +198,7 @@ def test_failure_between_chunks_then_retry_counts_every_event_once(
     with pytest.raises(redis.ConnectionError, match="injected"):
         broken.apply(records)
     assert flaky.sent is not None
-    assert flaky.sent == len(chunks(boards[0], sorted(records, key=lane_order), first))  # one call per chunk
+    assert flaky.sent == len(chunks(boards[0], sorted(records, key=_key), first))  # one call per chunk
     marks_before = watermarks(redis_client, keys)
     healthy = RedisSink(redis_client, keys, boards, max_updates=retry)
     healthy.apply(records)
@@ -210,26 +210,8 @@ def test_failure_between_chunks_then_retry_counts_every_event_once(
     assert board_points(redis_client, keys, "global", "weekly:2026-W45") == weekly
 
 
-def test_a_partitions_own_field_is_the_base_of_its_lanes_and_only_lane_fields_move(
-    sink: RedisSink, redis_client: redis.Redis, config: Settings
-) -> None:
-    """A watermark written before lanes (or a load's position) is the field "<partition>": every lane starts
-    there, so those records are not applied again; the batch moves only the lanes' fields."""
-    keys = Keys(config.redis_prefix)
-    wkey = keys.watermark("global", 1, "all_time")
-    redis_client.hset(wkey, "0", 5)  # offsets 0-5 of partition 0 were applied by a writer before lanes
-    records = [Canonical(0, off, win(f"p{off % 4}", BASE, 1)) for off in range(10)]
-    sink.apply(records)
-    assert board_points(redis_client, keys, "global", "all_time") == truth(records[6:])
-    marks = {k.decode(): int(v) for k, v in cast("dict[bytes, bytes]", redis_client.hgetall(wkey)).items()}
-    assert marks["0"] == 5
-    want: dict[str, int] = {}
-    for r in records[6:]:
-        name = lanes.field(0, lanes.lane_of(r.event.player_id))
-        want[name] = max(want.get(name, -1), r.offset)
-    assert {k: v for k, v in marks.items() if k != "0"} == want
-    sink.apply(records)  # a replay: every lane is at its last offset
-    assert board_points(redis_client, keys, "global", "all_time") == truth(records[6:])
+def _key(rec: Canonical) -> tuple[int, int]:
+    return rec.partition, rec.offset
 
 
 def watermarks(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], int]:
@@ -243,29 +225,12 @@ def watermarks(client: redis.Redis, keys: Keys) -> dict[tuple[str, str], int]:
 
 @settings(max_examples=200, deadline=None)
 @given(seed=st.integers(0, 10_000), budget=st.integers(1, 50))
-def test_chunks_keep_order_bound_every_call_and_cut_a_lane_only_when_it_alone_is_over(
-    seed: int, budget: int
-) -> None:
+def test_chunks_keep_offset_order_and_bound_the_updates_of_every_call(seed: int, budget: int) -> None:
     board = Board(id="global")
-    records = sorted(stream(150, seed), key=lane_order)
+    records = sorted(stream(150, seed), key=_key)
     parts = chunks(board, records, budget)
-    assert [r for c in parts for r in c] == records  # every record once, in the order given
-
-    def updates(recs: list[Canonical]) -> int:
-        return sum(len(slot.players) for slot in fold(board, recs).values())
-
+    assert [r for c in parts for r in c] == records  # every record once, in (partition, offset) order
     for chunk in parts:
-        # Over the bound only for one player's events of one 15-minute bucket (one event's periods).
-        one = {(r.partition, int(r.event.occurred_at.timestamp()) // 900, r.event.player_id) for r in chunk}
-        assert updates(chunk) <= budget or len(one) == 1
-    assert len(parts) > 1 or updates(records) <= budget
-    cut: dict[tuple[int, int], set[int]] = {}
-    for i, chunk in enumerate(parts):
-        for r in chunk:
-            cut.setdefault((r.partition, lanes.lane_of(r.event.player_id)), set()).add(i)
-    for lane, where in cut.items():
-        if len(where) > 1:  # split: its records fold to more than one call may carry
-            assert (
-                updates([r for r in records if (r.partition, lanes.lane_of(r.event.player_id)) == lane])
-                > budget
-            )
+        updates = sum(len(slot.players) for slot in fold(board, chunk).values())
+        assert updates <= budget or len(chunk) == 1
+    assert len(parts) > 1 or sum(len(s.players) for s in fold(board, records).values()) <= budget

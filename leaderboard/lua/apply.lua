@@ -8,9 +8,8 @@
 --          it); another "writing" now (a rebuild started or flipped) -> {"stale", writing}: declare again.
 -- payload: {agg="sum"|"best"|"last", asc=<bool>, gen=<optional target generation>, def=<optional version>,
 --           pos=[[partition, last offset, seen], ...],
---           periods=[{p=<period key>, parts=[{pt=<partition>, b=<optional lane>, lo=<first offset>,
---                                             hi=<last offset>, n=<events>, after=<optional>,
---                                             m=[player, ...], v=[value, ...], t=[tb, ...],
+--           periods=[{p=<period key>, parts=[{pt=<partition>, lo=<first offset>, hi=<last offset>, n=<events>,
+--                                             after=<optional>, m=[player, ...], v=[value, ...], t=[tb, ...],
 --                                             u=[us, ...], q=[partition, ...], o=[offset, ...]}]}]}
 -- v are values (the board's points or scores), folded per player by leaderboard.aggregate; u/q/o (``last``
 -- boards only) are the microsecond instant and Kafka position of each player's latest event.
@@ -24,8 +23,6 @@
 -- failover to a replica that had not received them, a restart from an old AOF): reported as behind = 1.
 -- Per key and partition the watermark decides: hi <= wm -> already applied (skip); lo > wm -> apply all;
 -- otherwise the batch overlaps what was applied and the caller resends only offsets > wm ("partial").
--- With a lane b (leaderboard.lanes: the part holds only that lane's players) the watermark is the larger of
--- the fields "<pt>" (a load's position, older writers) and "<pt>.<b>", and only "<pt>.<b>" moves.
 -- A part may carry after=<last offset an earlier chunk of the same batch had for this slot>: while the
 -- watermark is below it, that chunk has not landed, so this one is a partial too (never skip records).
 -- def (boards managed at runtime, docs/adr/0019): the definition version the caller's board has. Without
@@ -34,7 +31,7 @@
 -- The definition fence is checked before the writing one: a call under another rule is refused whatever
 -- keys it declared, and a flip changes both.
 -- Returns {"ok", applied_updates, behind, partials...}, {"nometa"}, {"defstale", def} or {"stale", writing};
--- a partial is "gen|period|field|wm" (field: "<pt>" or "<pt>.<b>"). Only "ok" wrote anything.
+-- a partial is "gen|period|partition|wm". Only "ok" wrote anything.
 -- Each slot costs one variadic ZADD per CHUNK players (sum: after one ZMSCORE; last: after one HMGET of
 -- "lt"), not two calls per player. A best board's merge (the higher score wins) is ZADD GT itself, so it
 -- reads nothing. On large sets the skiplist now dominates Redis' CPU (bench/apply_cost.py,
@@ -85,22 +82,12 @@ for _, gen in ipairs(gens) do
     local events = 0
     for _, part in ipairs(per.parts) do
       local pt = tostring(part.pt)
-      local field = pt
       local fl = floors[pt]
       if fl == nil then
         fl = tonumber(call('HGET', gkey_floor(g), pt) or '-1')
         floors[pt] = fl
       end
-      local wm
-      if part.b then
-        field = pt .. '.' .. part.b
-        local marks = call('HMGET', wkey, pt, field)
-        wm = tonumber(marks[1] or '-1')
-        local lane = tonumber(marks[2] or '-1')
-        if lane > wm then wm = lane end
-      else
-        wm = tonumber(call('HGET', wkey, pt) or '-1')
-      end
+      local wm = tonumber(call('HGET', wkey, pt) or '-1')
       if fl > wm then wm = fl end
       if part.hi <= wm then
         -- already applied: redelivery, replay or a zombie
@@ -167,9 +154,9 @@ for _, gen in ipairs(gens) do
         end
         events = events + part.n
         applied = applied + count
-        call('HSET', wkey, field, part.hi)
+        call('HSET', wkey, pt, part.hi)
       else
-        out[#out + 1] = gen .. '|' .. per.p .. '|' .. field .. '|' .. wm
+        out[#out + 1] = gen .. '|' .. per.p .. '|' .. pt .. '|' .. wm
       end
     end
     if events > 0 then

@@ -2,9 +2,9 @@
 -- (moderation: consumers/moderation_apply.py), only if no apply moved a watermark since they were read.
 -- KEYS[1] meta hash, then the generation's keys for the payload's periods (leaderboard.keys.Keys.generation)
 -- ARGV[1] key base   ARGV[2] generation   ARGV[3] JSON payload
--- payload: {last=<bool>, periods=[{p=<period>, wm={field=offset,...}, set=[score, member, ...],
+-- payload: {last=<bool>, periods=[{p=<period>, wm={partition=offset,...}, set=[score, member, ...],
 --           lt=[member, "us:partition:offset", ...], rem=[member, ...]}], floor={partition=offset,...}}
---           (offset "" = absent; wm fields: the players' partitions and their lanes, leaderboard.lanes)
+--           (offset "" = absent; only the partitions of the players' events)
 -- Scores are Redis scores the caller packed with the board's rule (leaderboard.aggregate.Rule.pack: the rank
 -- key, MAXP - value on asc boards, and the tie-break), so nothing here depends on the order or aggregation.
 -- On a ``last`` board (last=true) the period's "lt" hash follows: lt gives the event each set member now
