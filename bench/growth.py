@@ -55,6 +55,7 @@ from leaderboard import scoring  # noqa: E402
 from leaderboard import settings as settings_mod  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
+from query_api.store import script_text  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
 from tests.services import PostgresServer, RedisServer  # noqa: E402
 
@@ -453,10 +454,19 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
 READS = ("top10", "around")
 
 
-def reader(url: str, zkey: str, players: int, ready: Any, stop: Any, queue: Any) -> None:  # noqa: PLR0917
-    """Times top-10 reads and around-me reads (rank, then +-5 around it) in turn until ``stop``; sends
-    {kind: latencies in s}."""
+def reader(url: str, prefix: str, period: str, players: int, ready: Any, stop: Any, queue: Any) -> None:  # noqa: PLR0917
+    """Times top-10 and around-me (radius 5) reads in turn until ``stop``, each one EVALSHA of the API's
+    own read script (query_api.store); sends {kind: latencies in s}."""
     r = redis.Redis.from_url(url)
+    keys = Keys(prefix)
+    declared = [
+        keys.meta(BOARD.id),
+        keys.board(BOARD.id, 1, period),
+        keys.stats(BOARD.id, 1, period),
+        keys.periods(BOARD.id, 1),
+        keys.names(),
+    ]
+    scripts = {k: r.register_script(script_text("top" if k == "top10" else k)) for k in READS}
     rng = random.Random(3)
     out: dict[str, list[float]] = {k: [] for k in READS}
     r.ping()
@@ -466,14 +476,12 @@ def reader(url: str, zkey: str, players: int, ready: Any, stop: Any, queue: Any)
     while not stop.is_set():
         kind = READS[i % 2]
         i += 1
+        args: list[str | int] = ["1", 0, 10] if kind == "top10" else ["1", f"p{rng.randrange(players)}", 5]
         t0 = time.perf_counter()
-        if kind == "top10":
-            r.zrevrange(zkey, 0, 9, withscores=True)
-        else:
-            rank = cast("int | None", r.zrevrank(zkey, f"p{rng.randrange(players)}"))
-            if rank is not None:
-                r.zrevrange(zkey, max(0, rank - 5), rank + 5, withscores=True)
+        reply = scripts[kind](keys=declared, args=args)
         out[kind].append(time.perf_counter() - t0)
+        if b'"s":"ok"' not in reply:
+            raise RuntimeError(f"{kind} read did not answer ok: {reply[:200]!r}")
         time.sleep(0.002)
     # The reader's own CPU share: a reader starved of a core on a shared machine shows up here, not in Redis.
     out["cpu"] = [(time.process_time() - cpu0) / (time.perf_counter() - wall0)]
@@ -510,16 +518,19 @@ def bench_redis(args: argparse.Namespace) -> str:
     planning process kept up on a shared machine. ``idle`` is the same reader with nothing applied.
     """
     budgets = [int(b) for b in args.budgets.split(",")]
-    variants: list[int | None] = [None, *budgets]
+    trips = [int(t) for t in args.trips.split(",")]
+    variants: list[tuple[int, int] | None] = [None, *itertools.product(budgets, trips)]
     rows = []
     per: dict[str, dict[str, list[float]]] = {}
     now = datetime.now(UTC)
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url)
+        apply_sha = RedisSink(r, Keys("sha"), [BOARD])._apply.sha.encode()
         r.config_set("slowlog-log-slower-than", 0)
         r.config_set("slowlog-max-len", 1_000_000)
         keys = Keys(f"g{RUN}")
         r.hset(keys.meta(BOARD.id), mapping={"active": 1, "writing": 1})
+        all_time = BOARD.period_keys(now)[0]
         big = [keys.board(BOARD.id, 1, k) for k in BOARD.period_keys(now)]
         rng = random.Random(2)
         for zkey in big[:2]:  # all-time and this month hold every player
@@ -532,9 +543,13 @@ def bench_redis(args: argparse.Namespace) -> str:
         rate = args.updates
         offset = 0
         for run in range(args.runs):
-            for budget in variants:
+            for variant in variants:
+                budget, trip = variant or (None, 1)
                 label = (
-                    "idle" if budget is None else "one call per batch" if budget >= 10**6 else f"<= {budget}"
+                    "idle"
+                    if budget is None
+                    else ("one call per batch" if budget >= 10**6 else f"<= {budget}")
+                    + (", one pipeline per batch" if trip >= 10**6 else f", {trip} per trip")
                 )
                 n_batches = max(1, int(args.seconds * rate / BATCH))
                 batches = []
@@ -543,12 +558,13 @@ def bench_redis(args: argparse.Namespace) -> str:
                         events(BATCH, args.board_players, now - timedelta(minutes=5), 300, 0, offset, rng)
                     )
                     offset += BATCH
-                sink = RedisSink(r, keys, [BOARD], max_updates=budget or 1)
+                sink = RedisSink(r, keys, [BOARD], max_updates=budget or 1, calls_per_trip=trip)
                 bodies, plan_cpu = plan_batches(sink, batches) if budget is not None else ([], 0.0)
                 ready, stop = mp.Event(), mp.Event()
                 queue: mp.Queue[dict[str, list[float]]] = mp.Queue()
                 proc = mp.Process(
-                    target=reader, args=(server.url, big[0], args.board_players, ready, stop, queue)
+                    target=reader,
+                    args=(server.url, f"g{RUN}", all_time, args.board_players, ready, stop, queue),
                 )
                 proc.start()
                 if not ready.wait(60):
@@ -565,10 +581,9 @@ def bench_redis(args: argparse.Namespace) -> str:
                     wait = t0 + i * BATCH / rate - time.perf_counter()
                     if wait > 0:
                         time.sleep(wait)
-                    pipe = r.pipeline(transaction=False)
-                    for body in calls:
-                        sink.call(BOARD, body, None, stamp, pipe)
-                    updates += sum(int(res[1]) for res in pipe.execute())
+                    queued = [(BOARD, b) for b in calls]
+                    replies = sink.send(r.pipeline(transaction=False), queued, None, stamp)
+                    updates += sum(int(res[1]) for res in replies)
                 window_s = time.perf_counter() - t0
                 cpu_s = redis_cpu(r) - cpu0
                 stop.set()
@@ -577,7 +592,7 @@ def bench_redis(args: argparse.Namespace) -> str:
                 scripts = [
                     e["duration"] / 1000
                     for e in r.slowlog_get(1_000_000)
-                    if e["command"].lower().startswith(b"evalsha")
+                    if e["command"].lower().startswith(b"evalsha " + apply_sha)  # not the reader's scripts
                 ]
                 applied = 0 if budget is None else n_batches * BATCH / window_s
                 cells = {
@@ -679,6 +694,9 @@ def main() -> int:
         "--budgets",
         default="1000000000,2000,1000,500,250",
         help="sorted-set updates per apply.lua call to compare (redis scenario)",
+    )
+    p.add_argument(
+        "--trips", default="1", help="apply.lua calls per round trip to compare (redis; 1000000 = all)"
     )
     p.add_argument("--write-rows", type=int, default=200_000, help="rows per write-rate run")
     p.add_argument("--close-events", type=int, default=5_000_000)

@@ -76,14 +76,25 @@ MAX_UPDATES = 250
 bench-growth redis): 250 halves the longest call against 500 and lowers read p99, for ~15% more Redis CPU
 per event (each call's fixed work); Redis still has headroom at that rate. x2 while a rebuild's generation
 is written too."""
+CALLS_PER_TRIP = 2
+"""Script calls sent per round trip. Redis reads a client's socket 16 KiB at a time and runs every whole
+command it read before it serves anyone else, so one pipeline of a batch's calls holds a reader behind
+several of them. On a 5M-player board at ~26k updates/s (docs/benchmarks.md, 2026-12-02 06:00 UTC) read p99
+was 6 / 11 / 19 / 24 ms at 1 / 2 / 4 / all calls per trip; at 2, one consumer keeps 0.92 of the pipelined
+rate (Redis and the consumer pay per trip). 2 keeps reads well under the 20 ms target."""
 
 
 class RedisSink:
     def __init__(
-        self, client: SyncClient, keys: Keys, boards: Sequence[Board], max_updates: int = MAX_UPDATES
+        self,
+        client: SyncClient,
+        keys: Keys,
+        boards: Sequence[Board],
+        max_updates: int = MAX_UPDATES,
+        calls_per_trip: int = CALLS_PER_TRIP,
     ) -> None:
-        if max_updates < 1:
-            raise ValueError("max_updates must be >= 1")
+        if max_updates < 1 or calls_per_trip < 1:
+            raise ValueError("max_updates and calls_per_trip must be >= 1")
         self._r = client
         self._keys = keys
         self._shards: dict[str, tuple[int, int]] = {}
@@ -98,6 +109,7 @@ class RedisSink:
         """The boards as stored: a sharded board as one board per shard (leaderboard.shards), each with its
         own meta, generations and watermarks, one apply.lua call per chunk on its own slot."""
         self._max = max_updates
+        self._per_trip = calls_per_trip
         self._source = script("apply")
         self._apply = client.register_script(script("apply"))
         self._cluster = isinstance(client, RedisCluster)
@@ -128,8 +140,8 @@ class RedisSink:
 
         Idempotent: records at or below a board-period's watermark for their partition are skipped.
         ``pos`` is the batch's last offset per partition (invalid and duplicate records included).
-        Every chunk of every board goes in one pipeline (one round trip; Redis serves other clients between
-        the calls). A chunk names, per slot, the last offset an earlier chunk of the batch had for it
+        The chunks go ``calls_per_trip`` per round trip (:meth:`send`), so a reader waits behind at most
+        that many calls. A chunk names, per slot, the last offset an earlier chunk of the batch had for it
         (``after``): if that one did not land, the script refuses this one too (a partial), so no watermark
         moves past records still owed. Partials are then resent in order, one call at a time.
         ``keep`` (moderation): which records count on a board; the others are stored but not applied.
@@ -159,16 +171,10 @@ class RedisSink:
                 board, chunks(board, mine[board.id], self._max), gen, pos, check=live, keep=keep
             )
             sent[board.id] = bodies
-            for body in bodies:
-                self.call(board, body, gen, now, pipe)
-                calls.append(board)
+            calls += [board] * len(bodies)
         if not calls and not skip:
             return 0
-        try:
-            out = pipe.execute()
-        except FAILURES:
-            recover(self._r)
-            raise
+        out = self.send(pipe, [(b, body) for b in self._boards for body in sent[b.id]], gen, now)
         results = out[skip:]
         if any(res[0] == b"stale" for res in results):
             results = self._redeclare(calls, results, sent, gen, now)
@@ -296,14 +302,48 @@ class RedisSink:
             keys += self._keys.generation(board.id, g, periods, latest=last)
         return keys, [writing] if gen is None else []
 
-    def call(self, board: Board, body: Body, gen: int | None, now: str, pipe: Any = None) -> Any:
-        """One apply.lua call (queued on ``pipe`` if given), every key it may touch declared."""
+    def send(self, pipe: Any, calls: Sequence[tuple[Board, Body]], gen: int | None, now: str) -> list[Any]:
+        """What ``pipe`` holds, then ``calls`` in order, ``calls_per_trip`` per round trip; every reply.
+
+        A failed trip raises (after ``recover``); the trips before it landed, which the watermarks make safe
+        to send again."""
+        out: list[Any] = []
+        try:
+            if len(pipe) or self._per_trip > 1:
+                # redis-py checks (SCRIPT EXISTS) and loads a pipeline's scripts before it sends them: once
+                # here, so a restarted Redis gets the script back; the later trips send bare EVALSHAs.
+                head, calls = calls[: self._per_trip], calls[self._per_trip :]
+                for board, body in head:
+                    self.call(board, body, gen, now, pipe)
+                out += pipe.execute()
+            for i in range(0, len(calls), self._per_trip):
+                trip = calls[i : i + self._per_trip]
+                if len(trip) == 1:
+                    out.append(self.call(trip[0][0], trip[0][1], gen, now))
+                    continue
+                pipe = self._r.pipeline(transaction=False)
+                for board, body in trip:
+                    self.call(board, body, gen, now, pipe, bare=True)
+                out += pipe.execute()
+        except FAILURES:
+            recover(self._r)
+            raise
+        return out
+
+    def call(
+        self, board: Board, body: Body, gen: int | None, now: str, pipe: Any = None, *, bare: bool = False
+    ) -> Any:
+        """One apply.lua call (queued on ``pipe`` if given), every key it may touch declared. ``bare``: as
+        an EVALSHA the pipeline does not check first (the script was just loaded; a NOSCRIPT fails the
+        batch, whose retry loads it again)."""
         keys, writing = self.declared(board, body.periods, gen)
         args: list[str | bytes] = [self._keys.base(board.id), body.data, now, *writing]
         if pipe is not None and self._cluster:
             # redis-py refuses EVALSHA in a cluster pipeline (it cannot load the script on the nodes there);
             # EVAL carries the source, which also spares a replica promoted since, that never loaded it.
             return pipe.execute_command("EVAL", self._source, len(keys), *keys, *args)
+        if pipe is not None and bare:
+            return pipe.execute_command("EVALSHA", self._apply.sha, len(keys), *keys, *args)
         return self._apply(keys=keys, args=args, client=pipe)
 
     def _resolve_partials(

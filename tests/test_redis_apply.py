@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.commands.core import Script
 
 from consumers.plan import Canonical, fold
 from consumers.redis_sink import RedisLost, RedisSink, chunks
@@ -20,6 +21,7 @@ from leaderboard.keys import Keys
 from leaderboard.settings import Settings
 from tests.factories import win
 from tests.procs import zscores
+from tests.services import RedisServer
 
 BASE = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -138,29 +140,53 @@ def test_ties_list_first_to_reach_first_and_share_a_competition_rank(
 
 
 class _Flaky:
-    """A Redis client whose first pipeline of script calls dies part-way: Redis runs its first ``ran``
-    commands (names and chunk calls), then the connection is lost before any reply - a crash between two
-    chunks. (The sink's read of the boards' ``writing`` generations before it goes through.)"""
+    """A Redis client whose round trips of script calls die once Redis has run ``ran`` of their commands
+    (names and chunk calls): the trip that reaches it runs its first commands up to it, then the connection
+    is lost before any reply - a crash between two chunks. (The sink's read of the boards' ``writing``
+    generations before it goes through.) ``trips`` counts the round trips that carried script calls."""
 
     def __init__(self, client: redis.Redis, ran: int) -> None:
         self._client = client
         self.ran = ran
-        self.sent: int | None = None
+        self.landed = 0
+        self.trips = 0
+        self.dead = False
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._client, name)
 
+    def register_script(self, text: str) -> Script:
+        self._client.script_load(text)  # loaded: no NOSCRIPT retry to count as a second trip
+        return Script(self, text)  # type: ignore[arg-type]  # so that a call on its own comes through evalsha below
+
+    def evalsha(self, *args: Any) -> Any:
+        """A script called on its own: a round trip of one command."""
+        if self.dead:
+            return self._client.evalsha(*args)
+        self.trips += 1
+        if self.landed + 1 < self.ran:
+            self.landed += 1
+            return self._client.evalsha(*args)
+        if self.landed < self.ran:
+            self._client.evalsha(*args)
+        self.landed, self.dead = self.ran, True
+        raise redis.ConnectionError("injected: connection lost between chunks")
+
     def pipeline(self, transaction: bool = False) -> object:
         pipe = self._client.pipeline(transaction=transaction)
-        if self.sent is not None:
+        if self.dead:
             return pipe
         real = pipe.execute
 
         def execute(raise_on_error: bool = True) -> list[object]:
             if not any(args[0] in {"EVAL", "EVALSHA"} for args, _ in pipe.command_stack):
                 return real(raise_on_error)
-            self.sent = len(pipe.command_stack)
-            del pipe.command_stack[self.ran :]
+            self.trips += 1
+            if self.landed + len(pipe.command_stack) < self.ran:
+                self.landed += len(pipe.command_stack)
+                return real(raise_on_error)
+            del pipe.command_stack[self.ran - self.landed :]
+            self.landed, self.dead = self.ran, True
             if pipe.command_stack:
                 real(raise_on_error)
             raise redis.ConnectionError("injected: connection lost between chunks")
@@ -175,6 +201,7 @@ class _Flaky:
     first=st.integers(1, 12),
     retry=st.integers(1, 40),
     ran=st.integers(0, 60),
+    per_trip=st.sampled_from([1, 3, 10**6]),
 )
 def test_failure_between_chunks_then_retry_counts_every_event_once(
     redis_client: redis.Redis,
@@ -183,22 +210,24 @@ def test_failure_between_chunks_then_retry_counts_every_event_once(
     first: int,
     retry: int,
     ran: int,
+    per_trip: int,
 ) -> None:
-    """A batch cut into chunks of ``first`` updates dies after Redis ran ``ran`` of its calls; the retry (cut
-    differently) and a replay of the whole batch leave every board equal to the truth, and no watermark
-    ever moves backwards."""
+    """A batch cut into chunks of ``first`` updates, sent ``per_trip`` calls per round trip, dies after Redis
+    ran ``ran`` of its calls; the retry (cut differently) and a replay of the whole batch leave every board
+    equal to the truth, and no watermark ever moves backwards."""
     keys = Keys(config.redis_prefix)
     for key in redis_client.scan_iter(match=f"{config.redis_prefix}:{{global}}:g1:*"):
         redis_client.delete(key)
     redis_client.hset(keys.meta("global"), mapping={"active": 1, "writing": 1})
     boards = [Board(id="global")]
     records = stream(120, seed)
-    flaky = _Flaky(redis_client, ran)
-    broken = RedisSink(flaky, keys, boards, max_updates=first)  # type: ignore[arg-type]
+    calls = len(chunks(boards[0], sorted(records, key=_key), first))  # one call per chunk
+    flaky = _Flaky(redis_client, min(ran, calls))
+    broken = RedisSink(flaky, keys, boards, max_updates=first, calls_per_trip=per_trip)  # type: ignore[arg-type]
     with pytest.raises(redis.ConnectionError, match="injected"):
         broken.apply(records)
-    assert flaky.sent is not None
-    assert flaky.sent == len(chunks(boards[0], sorted(records, key=_key), first))  # one call per chunk
+    assert flaky.landed == min(ran, calls)
+    assert flaky.trips == max(1, -(-min(ran, calls) // per_trip))  # trips until the one that reached it
     marks_before = watermarks(redis_client, keys)
     healthy = RedisSink(redis_client, keys, boards, max_updates=retry)
     healthy.apply(records)
@@ -234,3 +263,24 @@ def test_chunks_keep_offset_order_and_bound_the_updates_of_every_call(seed: int,
         updates = sum(len(slot.players) for slot in fold(board, chunk).values())
         assert updates <= budget or len(chunk) == 1
     assert len(parts) > 1 or sum(len(s.players) for s in fold(board, records).values()) <= budget
+
+
+def test_a_restarted_redis_gets_the_script_again_before_the_bare_trips() -> None:
+    """Only a batch's first trip lets redis-py check and load apply.lua; the later ones send bare EVALSHAs.
+    After a Redis restart (data back from the AOF, scripts gone) a batch of many trips still lands."""
+    keys = Keys("restart")
+    board = Board(id="global")
+    records = stream(60, 7)
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        client.hset(keys.meta("global"), mapping={"active": 1, "writing": 1})
+        sink = RedisSink(client, keys, [board], max_updates=2, calls_per_trip=2)
+        sink.apply(records[:30])
+        client.close()
+        server.stop()
+        server.start()
+        assert not client.script_exists(sink._apply.sha)[0]
+        sink.apply(records[30:])
+        assert len(chunks(board, sorted(records[30:], key=_key), 2)) > 4  # several bare trips
+        assert board_points(client, keys, "global", "all_time") == truth(records)
+        client.close()

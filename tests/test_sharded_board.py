@@ -235,12 +235,19 @@ def test_a_boards_file_with_a_sharded_board_is_refused_until_it_is_served(tmp_pa
 
 
 class _Counting:
-    """The number of commands in each pipeline a client executes (one node or a cluster: the client itself
-    stays what it is, so the sink still sees which kind it is)."""
+    """The number of commands in each round trip a client makes: a pipeline's, 1 for a script called on
+    its own (one node or a cluster: the client stays what it is, so the sink still sees which kind it is)."""
 
     def __init__(self, client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sizes: list[int] = []
         make = client.pipeline
+        evalsha = client.evalsha
+
+        def alone(*args: Any, **kwargs: Any) -> Any:
+            self.sizes.append(1)
+            return evalsha(*args, **kwargs)
+
+        monkeypatch.setattr(client, "evalsha", alone)
 
         def pipeline(transaction: bool = False) -> Any:
             pipe = make(transaction=transaction)
@@ -259,18 +266,22 @@ class _Counting:
 def test_a_batch_is_one_pipeline_for_every_shard(
     config: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No round trip per event or per shard: a batch is one pipeline holding one call per chunk and shard."""
+    """No round trip per event: a batch is one call per chunk and shard, ``calls_per_trip`` of them per round
+    trip (so a reader waits behind that many calls at most)."""
     keys = Keys(config.redis_prefix)
     split = Board(id=f"s{uuid.uuid4().hex[:8]}", shards=SHARDS)
     for part in shards.parts(split):
         redis_client.hset(keys.meta(part.id), mapping={"active": 1, "writing": 1})
     counting = _Counting(redis_client, monkeypatch)
-    sink = RedisSink(redis_client, keys, [split])
-    records = _records([(p, 0, 1, p % 3) for p in range(200)])
+    sink = RedisSink(redis_client, keys, [split], calls_per_trip=SHARDS)
+    records = _records([(p, 0, 1, p % 3) for p in range(300)])
     sink.apply(records[:100])  # the first batch also reads the shards' generations: one HGET per shard
     assert counting.sizes == [SHARDS, SHARDS]  # then one apply.lua call per shard (one chunk each here)
-    sink.apply(records[100:])
+    sink.apply(records[100:200])
     assert counting.sizes == [SHARDS, SHARDS, SHARDS]
+    one_by_one = RedisSink(redis_client, keys, [split], calls_per_trip=1)
+    one_by_one.apply(records[200:])
+    assert counting.sizes == [SHARDS, SHARDS, SHARDS, SHARDS, *[1] * SHARDS]
     monkeypatch.undo()
     reads = ShardedReads(redis_client, keys, split)
-    assert reads.total("all_time") == 200
+    assert reads.total("all_time") == 300
