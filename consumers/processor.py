@@ -484,7 +484,8 @@ class Processor:
         m.stage.labels("postgres").observe(t1 - t0)
         pos = positions(records)
         try:
-            updates = self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=self._keep)
+            keep = None if view is None or view.empty else self._keep  # nothing moderated: all count
+            updates = self.sink.apply(outcome.canonical, pos=pos, names=outcome.names, keep=keep)
         except FAILURES as exc:  # on a cluster also RedisClusterException (no node for a slot)
             raise SinkError("redis", exc) from exc
         t2 = time.perf_counter()

@@ -388,7 +388,10 @@ def _fold_kept(board: Board, part: Sequence[Canonical], keep: Callable[[Board, C
     """fold of the records ``keep`` lets count, with every slot's offsets spanning ALL the chunk's records
     (a slot of only moderated records has no players): the watermarks move past moderated events too, so
     a moderation recompute knows they were processed (and counts them once they count again)."""
-    folded = fold(board, [r for r in part if keep(board, r)])
+    kept = [r for r in part if keep(board, r)]
+    folded = fold(board, kept)
+    if len(kept) == len(part):
+        return folded  # fold's slots already span every record that feeds them
     for rec in part:
         for key, _, _ in targets(board, rec.event):
             slot = folded.get((key, rec.partition))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from redis.commands.core import Script
 
 from consumers.plan import Canonical, fold
-from consumers.redis_sink import RedisLost, RedisSink, chunks
+from consumers.redis_sink import RedisLost, RedisSink, _fold_kept, chunks
 from leaderboard import scoring
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -284,3 +284,13 @@ def test_a_restarted_redis_gets_the_script_again_before_the_bare_trips() -> None
         assert len(chunks(board, sorted(records[30:], key=_key), 2)) > 4  # several bare trips
         assert board_points(client, keys, "global", "all_time") == truth(records)
         client.close()
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), budget=st.integers(1, 50))
+def test_a_keep_that_keeps_everything_folds_as_no_keep(seed: int, budget: int) -> None:
+    """Why the processor passes no ``keep`` when nothing is moderated, and why ``_fold_kept`` stops early
+    when every record counts: the payloads are the same as with a predicate that keeps them all."""
+    board = Board(id="global")
+    for part in chunks(board, sorted(stream(150, seed), key=_key), budget):
+        assert _fold_kept(board, part, lambda _b, _r: True) == fold(board, part)
