@@ -79,7 +79,7 @@ is written too."""
 CALLS_PER_TRIP = 2
 """Script calls sent per round trip. Redis reads a client's socket 16 KiB at a time and runs every whole
 command it read before it serves anyone else, so one pipeline of a batch's calls holds a reader behind
-several of them. On a 5M-player board at ~26k updates/s (docs/benchmarks.md, 2026-12-02 06:00 UTC) read p99
+several of them. On a 5M-player board at ~26k updates/s (docs/benchmarks.md, 2026-12-02 05:50 UTC) read p99
 was 6 / 11 / 19 / 24 ms at 1 / 2 / 4 / all calls per trip; at 2, one consumer keeps 0.92 of the pipelined
 rate (Redis and the consumer pay per trip). 2 keeps reads well under the 20 ms target."""
 
