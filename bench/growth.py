@@ -55,6 +55,7 @@ from leaderboard import scoring  # noqa: E402
 from leaderboard import settings as settings_mod  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
+from leaderboard.lua_scripts import script  # noqa: E402
 from query_api.store import script_text  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
 from tests.services import PostgresServer, RedisServer  # noqa: E402
@@ -517,15 +518,14 @@ def bench_redis(args: argparse.Namespace) -> str:
     sends script calls, paced: the read latencies then show what the scripts do to Redis, not whether the
     planning process kept up on a shared machine. ``idle`` is the same reader with nothing applied.
     """
-    budgets = [int(b) for b in args.budgets.split(",")]
-    trips = [int(t) for t in args.trips.split(",")]
+    budgets, trips = args.budgets, args.trips
     variants: list[tuple[int, int] | None] = [None, *itertools.product(budgets, trips)]
     rows = []
     per: dict[str, dict[str, list[float]]] = {}
     now = datetime.now(UTC)
     with RedisServer() as server:
         r = redis.Redis.from_url(server.url)
-        apply_sha = RedisSink(r, Keys("sha"), [BOARD])._apply.sha.encode()
+        apply_sha = r.register_script(script("apply")).sha.encode()  # SLOWLOG entries of the writer's calls
         r.config_set("slowlog-log-slower-than", 0)
         r.config_set("slowlog-max-len", 1_000_000)
         keys = Keys(f"g{RUN}")
@@ -665,7 +665,7 @@ def bench_close(args: argparse.Namespace, schemas: Schemas) -> str:
         proc.start()
         time.sleep(2)
         with psycopg.connect(url, autocommit=True) as conn:
-            # What the scheduler does all along (checkpoint_interval), here all of the day at once: the
+            # What the scheduler does every LEADERBOARD_CLOSE_INTERVAL_S, here all of the day at once: the
             # close then folds only the tail.
             f0 = time.monotonic()
             checkpoints.advance(conn, BOARD)
@@ -707,6 +707,17 @@ def bench_close(args: argparse.Namespace, schemas: Schemas) -> str:
 # -- main ------------------------------------------------------------------------------------------------
 
 
+def counts(text: str) -> list[int]:
+    """A comma list of whole numbers >= 1 (--budgets, --trips)."""
+    try:
+        out = [int(x) for x in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of whole numbers >= 1")
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=20_000_000, help="large stored size (small = a tenth)")
@@ -716,11 +727,15 @@ def main() -> int:
     p.add_argument("--updates", type=int, default=25_000, help="events/s offered to Redis")
     p.add_argument(
         "--budgets",
+        type=counts,
         default="1000000000,2000,1000,500,250",
         help="sorted-set updates per apply.lua call to compare (redis scenario)",
     )
     p.add_argument(
-        "--trips", default="1", help="apply.lua calls per round trip to compare (redis; 1000000 = all)"
+        "--trips",
+        type=counts,
+        default="1",
+        help="apply.lua calls per round trip to compare (redis; 1000000 = all)",
     )
     p.add_argument("--write-rows", type=int, default=200_000, help="rows per write-rate run")
     p.add_argument("--close-events", type=int, default=5_000_000)
