@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import LiteralString
 
 import psycopg
 from psycopg import sql
@@ -112,21 +113,27 @@ class Archived:
     path: Path
 
 
-def _attached(conn: psycopg.Connection) -> list[datetime]:
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'events'::regclass"
-    ).fetchall()
+def _month_tables(conn: psycopg.Connection, query: LiteralString) -> list[datetime]:
+    """The months of the tables a catalog query names (one relname per row), oldest first."""
+    rows = conn.execute(query).fetchall()
     return sorted(m for (name,) in rows if (m := table_month(str(name))) is not None)
+
+
+def _attached(conn: psycopg.Connection) -> list[datetime]:
+    return _month_tables(
+        conn,
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'events'::regclass",
+    )
 
 
 def _detached(conn: psycopg.Connection) -> list[datetime]:
     """Month tables left detached by an archive that stopped before dropping them."""
-    rows = conn.execute(
+    return _month_tables(
+        conn,
         "SELECT c.relname FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace"
-        " AND c.relkind = 'r' AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$' AND NOT c.relispartition"
-    ).fetchall()
-    return sorted(m for (name,) in rows if (m := table_month(str(name))) is not None)
+        " AND c.relkind = 'r' AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$' AND NOT c.relispartition",
+    )
 
 
 def _floor(conn: psycopg.Connection) -> datetime:

@@ -27,6 +27,8 @@ from leaderboard.catalog_store import CatalogError, UnknownBoard
 from leaderboard.settings import Settings
 
 PREFIX = "/v1/admin/boards"
+# 401/403 as query_api/admin.py's _AUTH_RESPONSES: the same admin-token check guards both, and consumers/
+# does not import query_api/.
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Invalid parameter (board id, period, top) or a body that is not JSON"},
     401: {"description": "No `Authorization: Bearer <admin token>` header"},
@@ -133,6 +135,7 @@ def make_router(  # noqa: C901 - one closure per route
             }
         )
 
+    # :plan and :apply are declared alike on purpose: one documented route each; what they share is _apply.
     @router.post(
         ":plan",
         summary="What apply would do with these definitions (nothing is written)",

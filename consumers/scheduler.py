@@ -64,6 +64,7 @@ class Cutoff:
         self.bound_s = bound_s
         self.cuts = 0
         self._marks = 0
+        # Thread plumbing as in watchdog.Watchdog: two independent daemon threads, too little to share a base.
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="scheduler-pg-cutoff", daemon=True)
 

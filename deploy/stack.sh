@@ -349,6 +349,7 @@ up_kafka_cluster() {
     sed -e "s|@NODE_ID@|$id|" -e "s|@LOG_DIR@|$dir/data|" -e "s|@PORT@|$(kc_port "$id")|" \
       -e "s|@CONTROLLER_PORT@|$((KAFKA_CLUSTER_CONTROLLER_PORT + id - 1))|" \
       -e "s|@VOTERS@|$(IFS=,; echo "${voters[*]}")|" "$DEPLOY/kafka/cluster.properties" >"$conf"
+    # Same format-once-then-start steps as start_kafka, per node: own cluster id, heap, log and pid file.
     if [[ ! -f $dir/data/meta.properties ]]; then # format exactly once
       "$java" -Xmx256m "-Dlog4j2.configurationFile=$DEPLOY/kafka/tools-log4j2.properties" -cp "$STACK/kafka/libs/*" \
         kafka.tools.StorageTool format -t "$KAFKA_CLUSTER_ID_3" -c "$conf" >>"$log" 2>&1 ||

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -296,20 +297,30 @@ def read_toml(path: Path, where: str) -> dict[str, Any]:
         raise BoardsError(f"{where}: invalid TOML: {exc}") from None
 
 
+def board_tables(data: Mapping[str, object], where: str) -> list[dict[str, object]]:
+    """The ``[[board]]`` tables of a boards file (TOML as data); BoardsError (naming ``where``) when none."""
+    raw = data.get("board")
+    if not isinstance(raw, list) or not raw or not all(isinstance(b, dict) for b in raw):
+        raise BoardsError(f"{where}: expected one or more [[board]] tables")
+    return raw
+
+
+def check_unique_ids(boards: Sequence[Board], where: str) -> None:
+    """BoardsError (naming ``where``) when two boards of one file share an id."""
+    ids = [b.id for b in boards]
+    if len(set(ids)) != len(ids):
+        raise BoardsError(f"{where}: duplicate board ids in {ids}")
+
+
 def load(path: Path | None) -> tuple[Board, ...]:
     """Boards from a TOML file with ``[[board]]`` tables, or the default board."""
     if path is None:
         return DEFAULT_BOARDS
     where = f"boards file {path} (LEADERBOARD_BOARDS_FILE)"
-    data = read_toml(path, where)
-    raw_boards = data.get("board")
-    if not isinstance(raw_boards, list) or not raw_boards or not all(isinstance(b, dict) for b in raw_boards):
-        raise BoardsError(f"{where}: expected one or more [[board]] tables")
+    raw_boards = board_tables(read_toml(path, where), where)
     try:
         boards = tuple(_board(b) for b in raw_boards)
     except BoardsError as exc:
         raise BoardsError(f"{where}: {exc}") from None
-    ids = [b.id for b in boards]
-    if len(set(ids)) != len(ids):
-        raise BoardsError(f"{where}: duplicate board ids in {ids}")
+    check_unique_ids(boards, where)
     return boards

@@ -189,18 +189,13 @@ def plan(catalog: Catalog, wanted: Iterable[Board]) -> list[Change]:
 
 def parse_file(data: Mapping[str, object], where: str) -> list[Board]:
     """The ``[[board]]`` tables of a boards file (TOML as data), each checked; BoardsError names the place."""
-    raw = data.get("board")
-    if not isinstance(raw, list) or not raw or not all(isinstance(b, dict) for b in raw):
-        raise BoardsError(f"{where}: expected one or more [[board]] tables")
     out: list[Board] = []
-    for i, table in enumerate(raw):
+    for i, table in enumerate(boards_mod.board_tables(data, where)):
         try:
             out.append(parse(table))
         except BoardsError as exc:
             raise BoardsError(f"{where}: [[board]] #{i + 1}: {exc}") from None
-    ids = [b.id for b in out]
-    if len(set(ids)) != len(ids):
-        raise BoardsError(f"{where}: duplicate board ids in {ids}")
+    boards_mod.check_unique_ids(out, where)
     return out
 
 

@@ -40,9 +40,9 @@ class Settings:
     dlq_topic: str = "match-won.v1.dlq"
     period_closed_topic: str = "period-closed.v1"
     moderation_topic: str = "moderation.v1"
+    """Moderation actions (schemas/moderation.v1.json), published after PostgreSQL holds them."""
     period_corrected_topic: str = "period-corrected.v1"
     """Corrections of closed periods' standings (moderation after the close): who moved, old and new."""
-    """Moderation actions (schemas/moderation.v1.json), published after PostgreSQL holds them."""
     consumer_group: str = "leaderboard"
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -118,6 +118,7 @@ class LookupResult(Span):
     absent: list[str] = Field(description="Requested ids with no score on the board-period.")
 
 
+# Body models list their fields in full on purpose (board, period, source repeat): each reads as its body.
 class RangePage(Span):
     board: str
     period: str

@@ -38,6 +38,7 @@ def _bounded_put(cache: dict[K, V], key: K, value: V) -> None:
     cache[key] = value
 
 
+# Field lines like schemas/model.py's MatchWon by chance: a row of closed_periods, not an event.
 @dataclass(frozen=True, slots=True)
 class Closed:
     board: str

@@ -31,7 +31,7 @@ from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
 from leaderboard.redis_client import FAILURES, AsyncClient
 from query_api.problems import Problem
-from query_api.snapshots import Snapshots
+from query_api.snapshots import Closed, Snapshots
 
 SCRIPTS = ("top", "player", "around", "lookup", "range", "stats", "periods", "version")
 RETRY_AFTER_S = "5"
@@ -240,6 +240,14 @@ class Store:
             return False
         return await self.snapshots.closed(board.id, period) is not None
 
+    async def _closed_row(self, board: Board, period: str, player_id: str) -> tuple[tuple[Any, ...], Closed]:
+        """The player's snapshot row of a closed period, and the period; 404 when the player is not in it."""
+        row = await self.snapshots.player(board.id, period, player_id)
+        closed = await self.snapshots.closed(board.id, period)
+        if row is None or closed is None:
+            raise not_ranked(board.id, period, player_id)
+        return row, closed
+
     def _head(self, board: Board, period: str, snapshot: bool) -> dict[str, Any]:
         return {
             "board": board.id,
@@ -278,10 +286,7 @@ class Store:
             )
             return Result(doc, False)
         if res["s"] == "absent" and await self._closed(board, period):
-            row = await self.snapshots.player(board.id, period, player_id)
-            closed = await self.snapshots.closed(board.id, period)
-            if row is None or closed is None:
-                raise not_ranked(board.id, period, player_id)
+            row, closed = await self._closed_row(board, period, player_id)
             doc = self._head(board, period, True)
             doc.update(
                 player_id=player_id,
@@ -304,10 +309,7 @@ class Store:
             doc["entries"] = entries(res, first, await self._rows_named(res), board.rule)
             return Result(doc, False)
         if res["s"] == "absent" and await self._closed(board, period):
-            me = await self.snapshots.player(board.id, period, player_id)
-            closed = await self.snapshots.closed(board.id, period)
-            if me is None or closed is None:
-                raise not_ranked(board.id, period, player_id)
+            me, closed = await self._closed_row(board, period, player_id)
             index = int(me[6])
             lo, hi = ranking.window(index, closed.players, radius)
             doc = self._head(board, period, True)

@@ -183,6 +183,7 @@ async def _events(request: Request, hub: Hub, poller: Poller, sub: Subscriber) -
 router = APIRouter(prefix="/v1", tags=["leaderboards"])
 
 
+# Declared like the routes in routes.py on purpose: FastAPI validates and documents each from its signature.
 @router.get(
     "/leaderboards/{board}/entries/stream",
     responses={

@@ -69,6 +69,8 @@ class MatchWon(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     schema_version: Literal[1] = 1
 
 
+# _Wire repeats MatchWon's fields on purpose: it types them as the wire carries them (occurred_at as text,
+# points and score as JSON numbers); _event() checks the rest and builds the MatchWon.
 class _Wire(msgspec.Struct, frozen=True, kw_only=True):
     """What the decoder validates: occurred_at still as text, checked against the schema's grammar."""
 

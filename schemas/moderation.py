@@ -69,6 +69,7 @@ class Exclude(Action, frozen=True, tag="exclude"):
         return self.player_id
 
 
+# Same fields as Exclude on purpose: reinstate names what exclude named; each kind is its own tagged struct.
 class Reinstate(Action, frozen=True, tag="reinstate"):
     """End a hold on the boards named (``all``: every hold of the player)."""
 

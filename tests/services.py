@@ -333,6 +333,7 @@ class KafkaServer(_ChildServer):
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    # Exit check then port probe, as RedisServer._ping: each readiness probe speaks its server's protocol.
     def _answers(self) -> bool:
         """A metadata request lists this broker (the port alone opens before the broker is usable)."""
         if not self.running:

@@ -158,6 +158,7 @@ def test_unknown_route_and_method_are_problems(api: TestClient) -> None:
     problem_of(api.delete("/v1/leaderboards"), 405, "method-not-allowed")
 
 
+# Same arrange-request-validate steps as the top test on purpose: each read test names its route and model.
 def test_player_rank_score_percentile(world: World, api: TestClient) -> None:
     ties(world)
     resp = api.get("/v1/leaderboards/global/players/p3", params={"period": f"daily:{DAY}"})

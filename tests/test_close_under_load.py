@@ -88,6 +88,7 @@ def test_commits_never_pause_while_a_period_closes(config: Settings, tmp_path: P
         assert len(gaps) > 20, "too few samples to say anything about commit pauses"
         assert max(gaps) < COMMIT_GAP_S, f"commits paused {max(gaps):.2f} s while the period closed"
         print(f"close took {took:.1f} s; longest commit gap {max(gaps):.3f} s over {len(gaps)} samples")
+        # Checked in PostgreSQL as test_auto_close does, each test with the query its own claim needs.
         with psycopg.connect(cfg.database_url) as conn:
             row = conn.execute(
                 "SELECT players, standings_at IS NOT NULL FROM closed_periods WHERE board = 'global'"

@@ -50,6 +50,7 @@ def test_redis_wiped_is_rebuilt_from_postgres_without_an_operator(
     own_redis: tuple[Settings, RedisServer | None], how: str, tmp_path: Path
 ) -> None:
     config, rs = own_redis
+    # Produce, start, catch up: test_consumer's restart test opens alike; each fault test states its own.
     truth, _, _ = produce_stream(config, 2000, seed=51)
     consumer = ConsumerProcess(config, tmp_path, LEADERBOARD_BATCH_SIZE="500")
     try:

@@ -38,6 +38,7 @@ from leaderboard.settings import Settings
 from schemas import moderation as m
 from schemas.model import MatchWon
 from tests.procs import zscores
+from tests.test_moderation import action
 
 PERIODS = (PeriodKind.ALL_TIME, PeriodKind.MONTHLY, PeriodKind.DAILY)
 BOARDS = (Board(id="sum", periods=PERIODS), Board(id="best", periods=PERIODS, aggregation="best"))
@@ -354,30 +355,12 @@ def test_a_best_board_falls_back_to_the_best_remaining_event_and_unvoid_restores
     live.batch(wins)
     best = ("best", "all_time")
     assert live.boards()[best] == {"ann": 9}
-    void = m.validate(
-        {
-            "kind": "void",
-            "action_id": str(uuid.uuid4()),
-            "actor": "t",
-            "reason": "bugged match",
-            "at": m.utc_text(datetime.now(UTC)),
-            "match_ids": ["x1"],
-        }
-    )
+    void = action("void", reason="bugged match", match_ids=["x1"])
     service.submit(config, void, BOARD_IDS)
     live.moderate()
     assert live.boards()[best] == {"ann": 6}
     assert live.boards()[("sum", "all_time")] == {"ann": 10}
-    unvoid = m.validate(
-        {
-            "kind": "unvoid",
-            "action_id": str(uuid.uuid4()),
-            "actor": "t",
-            "reason": "not bugged after all",
-            "at": m.utc_text(datetime.now(UTC)),
-            "target": void.action_id,
-        }
-    )
+    unvoid = action("unvoid", reason="not bugged after all", target=void.action_id)
     service.submit(config, unvoid, BOARD_IDS)
     live.moderate()
     assert live.boards()[best] == {"ann": 9}

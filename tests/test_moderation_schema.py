@@ -48,6 +48,7 @@ def test_valid_examples(path: Path) -> None:
     assert moderation.decode(wire) == action
 
 
+# Same corpus check as test_schema_corpus.py's on purpose: each schema's corpus runs against its own model.
 @pytest.mark.parametrize("path", files("invalid"), ids=[p.stem for p in files("invalid")])
 def test_invalid_examples(path: Path) -> None:
     raw = path.read_bytes()

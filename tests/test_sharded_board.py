@@ -87,6 +87,8 @@ class Unsharded:
         return cast("dict[str, Any]", json.loads(self._scripts[name](keys=keys, args=[1, *args])))
 
 
+# Shaped like test_lua_parity's merge test (strategy, _records, signature) on purpose: each property test
+# draws its own events (here 4 fields: no microseconds, 25 players) and sizes.
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(_event, min_size=1, max_size=80),

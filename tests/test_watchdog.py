@@ -218,6 +218,7 @@ def test_watchdog_flags_records_waiting_with_no_commit() -> None:
     fake = Fake()
     dog, p, readiness, metrics = watchdog(fake)
     fake.waiting = 500
+    # Ticks the fake clock as the stuck-batch test does: each watchdog test drives its own scenario.
     for t in range(0, 17):
         fake.now = float(t)
         p.alive(fake.now)

@@ -3,13 +3,11 @@
 -- the other side at the edges.
 -- JSON: {s: nometa} | {s: stale, gen} | {s: absent, ...} | {s: missing, gen, updated, total}
 --     | {s: ok, gen, updated, total, first_rank, first, index, rows, names} (first, index: 0-based).
-local gen, updated = open()
+local gen, updated, total = open_period()
 if not gen then return updated end
 local z = KEYS[2]
-local total = redis.call('ZCARD', z)
-if total == 0 then return absent(gen, updated) end
 local idx = redis.call('ZREVRANK', z, ARGV[2])
-if not idx then return cjson.encode({s = 'missing', gen = gen, updated = updated, total = total}) end
+if not idx then return missing(gen, updated, total) end
 local r = tonumber(ARGV[3])
 local count = 2 * r + 1
 if count > total then count = total end

@@ -30,6 +30,18 @@ local function open()
   return gen, redis.call('HGET', KEYS[3], 'updated_ms') or ''
 end
 local function absent(gen, updated) return cjson.encode({s = 'absent', gen = gen, updated = updated}) end
+local function missing(gen, updated, total)
+  return cjson.encode({s = 'missing', gen = gen, updated = updated, total = total})
+end
+-- open(), then the period's player count: gen, updated, total; or nil and the reply to return as is (also
+-- absent when the period has no players).
+local function open_period()
+  local gen, updated = open()
+  if not gen then return nil, updated end
+  local total = redis.call('ZCARD', KEYS[2])
+  if total == 0 then return nil, absent(gen, updated) end
+  return gen, updated, total
+end
 -- Competition rank of a packed score: 1 + players with strictly more points.
 local function rank_of(z, packed)
   local pts = math.floor(tonumber(packed) / SPAN)

@@ -1,11 +1,9 @@
 -- Several players at once: ARGV[2..] player ids.
 -- JSON: {s: nometa} | {s: stale, gen} | {s: absent, ...} | {s: ok, gen, updated, total, scores, ranks, names};
 -- per requested id: score false and rank 0 when not on the board.
-local gen, updated = open()
+local gen, updated, total = open_period()
 if not gen then return updated end
 local z = KEYS[2]
-local total = redis.call('ZCARD', z)
-if total == 0 then return absent(gen, updated) end
 local ids = {}
 for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
 local scores = redis.call('ZMSCORE', z, unpack(ids))

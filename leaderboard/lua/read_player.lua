@@ -1,13 +1,11 @@
 -- One player: ARGV[2] player id.
 -- JSON: {s: nometa} | {s: stale, gen} | {s: absent, ...} | {s: missing, gen, updated, total}
 --     | {s: ok, gen, updated, total, score, rank, below, names}; below = players with strictly fewer points.
-local gen, updated = open()
+local gen, updated, total = open_period()
 if not gen then return updated end
 local z = KEYS[2]
-local total = redis.call('ZCARD', z)
-if total == 0 then return absent(gen, updated) end
 local s = redis.call('ZSCORE', z, ARGV[2])
-if not s then return cjson.encode({s = 'missing', gen = gen, updated = updated, total = total}) end
+if not s then return missing(gen, updated, total) end
 local pts = math.floor(tonumber(s) / SPAN)
 local above = redis.call('ZCOUNT', z, num((pts + 1) * SPAN), '+inf')
 local atleast = redis.call('ZCOUNT', z, num(pts * SPAN), '+inf')

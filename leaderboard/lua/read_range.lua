@@ -2,11 +2,9 @@
 -- (inclusive), ARGV[4] offset, ARGV[5] limit.
 -- JSON: {s: nometa} | {s: stale, gen} | {s: absent, ...}
 --     | {s: ok, gen, updated, total, matching, first_rank, first (0-based position), rows, names}.
-local gen, updated = open()
+local gen, updated, total = open_period()
 if not gen then return updated end
 local z = KEYS[2]
-local total = redis.call('ZCARD', z)
-if total == 0 then return absent(gen, updated) end
 local matching = redis.call('ZCOUNT', z, ARGV[2], ARGV[3])
 local rows = redis.call('ZRANGE', z, ARGV[3], ARGV[2], 'BYSCORE', 'REV', 'LIMIT', ARGV[4], ARGV[5], 'WITHSCORES')
 local first, pos = 0, 0

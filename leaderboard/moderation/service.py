@@ -119,6 +119,7 @@ def investigate(
         ).fetchall()
     out: list[dict[str, object]] = []
     for eid, match, pid, game, mode, region, points, score, at in rows:
+        # One keyword per field, like leaderboard/boards.py's Board(...) by chance: a different record.
         event = MatchWon(
             event_id=eid,
             match_id=match,

@@ -218,6 +218,7 @@ def _apply(conn: psycopg.Connection, action: m.AnyAction, plan: rules.Plan) -> N
             " SELECT %s, b, %s, %s FROM unnest(%s::text[]) AS b",
             (player, aid, m.instant(action.at), list(plan.exclude)),
         )
+    # One INSERT per void kind on purpose: each fills its own table, keyed by its own column and type.
     if plan.void_events:
         conn.execute(
             "INSERT INTO moderation_void_events (event_id, action_id)"
