@@ -14,7 +14,7 @@ TEST_ENV := PYTHONDONTWRITEBYTECODE=
 DEMO_ARGS ?=
 STACK := deploy/stack.sh
 
-.PHONY: install up down status tools test test-cluster lint demo bench bench-quick bench-growth clean-stack
+.PHONY: install up down status tools test test-cluster lint demo bench bench-quick bench-growth bench-close clean-stack
 
 install: .venv/.installed
 
@@ -69,6 +69,11 @@ bench-quick: install up tools
 GROWTH_ARGS ?=
 bench-growth: install up
 	$(PY) bench/growth.py $(GROWTH_ARGS)
+
+# A day of 5M events closing while 2 consumers serve 5,000 events/s: event-to-visible and commit gaps
+# (~10 min a run); smaller: CLOSE_ARGS="--events 500000 --players 100000".
+bench-close: install up
+	$(PY) bench/close_live.py $(CLOSE_ARGS)
 
 clean-stack: down
 	rm -rf .stack

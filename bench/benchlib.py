@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+import psycopg
+import redis
+from confluent_kafka.admin import AdminClient
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 
@@ -105,6 +109,47 @@ def wait_for(what: str, check: Callable[[], bool], timeout_s: float, every_s: fl
             pass
         time.sleep(every_s)
     raise BenchError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def remove_world(
+    admin: AdminClient,
+    r: redis.Redis,
+    database_url: str,
+    *,
+    groups: Sequence[str],
+    topics: Sequence[str],
+    key_match: str,
+    schema: str,
+) -> None:
+    """Best effort, each step on its own (one failing must not keep the others from running): a benchmark's
+    consumer groups, topics, Redis keys matching ``key_match`` (for at most 120 s) and PostgreSQL schema."""
+    with contextlib.suppress(Exception):
+        if groups:
+            for fut in admin.delete_consumer_groups(list(groups), request_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    fut.result(30)
+    with contextlib.suppress(Exception):
+        if topics:
+            for fut in admin.delete_topics(list(topics), operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    fut.result(60)
+    with contextlib.suppress(Exception):
+        deadline = time.monotonic() + 120
+        batch: list[bytes] = []
+        for key in r.scan_iter(match=key_match, count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                r.unlink(*batch)
+                batch = []
+            if time.monotonic() > deadline:
+                break
+        if batch:
+            r.unlink(*batch)
+    with (
+        contextlib.suppress(Exception),
+        psycopg.connect(database_url, autocommit=True, connect_timeout=5) as c,
+    ):
+        c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:

@@ -17,7 +17,6 @@ them into docs/benchmarks.md under "Board kinds and runtime boards".
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
@@ -30,7 +29,19 @@ from pathlib import Path
 
 import psycopg
 import redis
-from benchlib import ROOT, VENV_BIN, BenchError, Procs, http_get, median, run_cmd, scrape, value, wait_for
+from benchlib import (  # much of bench/run.py's list: each script imports the helpers it uses
+    ROOT,
+    VENV_BIN,
+    BenchError,
+    Procs,
+    http_get,
+    median,
+    remove_world,
+    run_cmd,
+    scrape,
+    value,
+    wait_for,
+)
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 sys.path.insert(0, str(ROOT))
@@ -43,6 +54,7 @@ from leaderboard.settings import Settings
 
 PARTITIONS = 12
 GAMES = "chess,go,poker,darts"
+# Four [[board]] tables of one shape on purpose: each is another board kind the run compares.
 FOUR = """
 [[board]]
 id = "sum-ab"
@@ -117,24 +129,15 @@ class Run:
 
     def cleanup(self) -> None:
         self.procs.close()
-        with contextlib.suppress(Exception):
-            for fut in self.admin.delete_consumer_groups(self.groups, request_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    fut.result(30)
-        with contextlib.suppress(Exception):
-            topics = [self.topic, f"{self.topic}.dlq", f"{self.topic}.closed"]
-            for fut in self.admin.delete_topics(topics, operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    fut.result(60)
-        with contextlib.suppress(Exception):
-            batch = list(self.r.scan_iter(match=f"bench{self.id}*", count=5000))
-            for i in range(0, len(batch), 5000):
-                self.r.unlink(*batch[i : i + 5000])
-        with (
-            contextlib.suppress(Exception),
-            psycopg.connect(self.config.database_url, autocommit=True) as conn,
-        ):
-            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        remove_world(
+            self.admin,
+            self.r,
+            self.config.database_url,
+            groups=self.groups,
+            topics=[self.topic, f"{self.topic}.dlq", f"{self.topic}.closed"],
+            key_match=f"bench{self.id}*",
+            schema=self.schema,
+        )
 
     def publish(self, count: int) -> None:
         argv = [str(VENV_BIN / "leaderboard"), "simulate", "--count", str(count), "--rate", "0"]

@@ -5,8 +5,8 @@
 
 Scenarios (``--only`` picks some; each prints one markdown table, medians of ``--runs``):
   write     PostgreSQL batch writes (pg_sink.write_batch, 5,000 rows per commit): the write path of git
-            ``--before-ref`` vs this tree on fresh schemas in alternation, then this tree with ``--events``
-            stored events; disk (heap + indexes) and WAL per event.
+            ``--before-ref`` vs this tree on fresh schemas of a private PostgreSQL in alternation, each also
+            with ``--events`` stored events (``--no-stored-before``: this tree only); disk and WAL per event.
   rebuild   ``leaderboard rebuild --from postgres`` and ``leaderboard verify`` as child processes: wall time
             and peak RSS at ``--events``/10 and at ``--events`` stored events over ``--players`` players.
             Redis-loss recovery runs the same rebuild_from_checkpoint (consumers/generations.py).
@@ -18,7 +18,8 @@ Scenarios (``--only`` picks some; each prints one markdown table, medians of ``-
   close     closing.close_one of a day of ``--close-events`` events while a writer process commits 5,000
             events/s: the close's time and the longest gap between two of the writer's commits.
 
-Everything lives in PostgreSQL schemas ``growth_<run>_*`` (dropped at the end) and private redis-servers.
+Everything lives in PostgreSQL schemas ``growth_<run>_*`` (dropped at the end), private PostgreSQL servers
+(write, rebuild) and private redis-servers.
 """
 
 from __future__ import annotations
@@ -128,9 +129,12 @@ class Schemas:
                 conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
-def fill(url: str, n: int, players: int, days: int, end: datetime | None = None) -> float:
+def fill(  # noqa: PLR0917 - a generator's knobs
+    url: str, n: int, players: int, days: int, end: datetime | None = None, first_partition: int = 0
+) -> float:
     """``n`` stored events over ``players`` players in the ``days`` days before ``end`` (default: now),
-    generated inside PostgreSQL (12 Kafka partitions, offsets from 0). Returns seconds taken."""
+    generated inside PostgreSQL (12 Kafka partitions from ``first_partition``, offsets from 0). Returns
+    seconds taken."""
     t0 = time.perf_counter()
     end = end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(days=days)
@@ -151,14 +155,24 @@ def fill(url: str, n: int, players: int, days: int, end: datetime | None = None)
                 " kafka_partition, kafka_offset)"
                 " SELECT gen_random_uuid(), 'm' || g, 'p' || ((g * 7919) %% %(players)s), 'chess',"
                 " 1 + g %% 7,"
-                " %(start)s + (g::float8 / %(n)s) * %(span)s * interval '1 second', g %% 12, g / 12"
+                " %(start)s + (g::float8 / %(n)s) * %(span)s * interval '1 second', %(p0)s + g %% 12, g / 12"
                 " FROM generate_series(%(lo)s::bigint, %(hi)s::bigint - 1) g"
                 " RETURNING event_id, kafka_partition, kafka_offset)" + claim,
-                {"players": players, "start": start, "n": n, "span": days * 86400, "lo": lo, "hi": hi},
+                {
+                    "players": players,
+                    "start": start,
+                    "n": n,
+                    "span": days * 86400,
+                    "lo": lo,
+                    "hi": hi,
+                    "p0": first_partition,
+                },
             )
-        conn.execute("ANALYZE events")
+        # VACUUM, not only ANALYZE: a live log is vacuumed as it grows (autovacuum), while a bulk fill leaves
+        # every page for an insert-triggered autovacuum that would then run during the measurements.
+        conn.execute("VACUUM (ANALYZE) events")
         if ids and ids[0]:
-            conn.execute("ANALYZE event_ids")
+            conn.execute("VACUUM (ANALYZE) event_ids")
     return time.perf_counter() - t0
 
 
@@ -209,6 +223,8 @@ def write_rate(
     """(rows/s of wall time, rows per CPU second of client + backend, WAL bytes per row) of committed
     batches on one connection. The CPU figure holds still when other work shares the cores; wall time not."""
     with psycopg.connect(url) as conn:
+        # Each run starts with clean buffers: none pays for writing out another variant's (or the fill's).
+        conn.execute("CHECKPOINT")
         lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
         conn.commit()
         cpu0 = backend_cpu(conn) + time.process_time()
@@ -237,13 +253,28 @@ def disk_per_event(url: str) -> tuple[int, float]:
     return int(row[0]), float(row[1]) / max(1, int(row[0]))
 
 
-def bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
-    """Four variants per run, in a rotating order (the CPU is shared: drift hits all alike): the write path
-    of ``--before-ref`` and of this tree, each on an empty log and on one holding ``--events`` events."""
+def bench_write(args: argparse.Namespace) -> str:
+    """Up to four variants per run, in a rotating order (the CPU is shared: drift hits all alike): the write
+    path of ``--before-ref`` and of this tree, each on an empty log and on one holding ``--events`` events
+    (``--no-stored-before``: the old tree on an empty log only, half the filling). A private PostgreSQL with
+    the stack's settings: its buffer pool holds only this scenario's pages, whatever else the shared one
+    serves meanwhile."""
+    pg = private_postgres()
+    try:
+        with psycopg.connect(host=str(pg.dir), port=pg.port, user="postgres", dbname="leaderboard") as su:
+            su.execute("GRANT pg_checkpoint TO leaderboard")  # CHECKPOINT before each run (write_rate)
+        return _bench_write(args, Schemas(pg.url))
+    finally:
+        pg.cleanup()
+
+
+def _bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
     old_sink, old_sql = old_write_path(args.before_ref)
     rng = random.Random(1)
     now = datetime.now(UTC) - timedelta(days=1)
     variants = [("before", 0), ("after", 0), ("before", args.events), ("after", args.events)]
+    if not args.stored_before:
+        variants.remove(("before", args.events))
     urls: dict[tuple[str, int], str] = {}
     filled = 0.0
     for variant, stored in variants:
@@ -262,7 +293,7 @@ def bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
     for run in range(args.runs):
         recs = events(args.write_rows, args.players, now, 3600, 100 + run, 0, rng)
         batches = [recs[i : i + BATCH] for i in range(0, len(recs), BATCH)]
-        for v in variants[run % 4 :] + variants[: run % 4]:
+        for v in variants[run % len(variants) :] + variants[: run % len(variants)]:
             write = old_sink.write_batch if v[0] == "before" else pg_sink.write_batch
             rate, per_cpu, per_row = write_rate(urls[v], write, batches)
             rates[v].append(rate)
@@ -743,6 +774,12 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800.0, help="bound on one child process")
     p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
+    p.add_argument(
+        "--stored-before",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write: fill a log of --events for the --before-ref tree too",
+    )
     p.add_argument("--only", default="write,convert,rebuild,redis,close")
     args = p.parse_args()
     config = settings_mod.load()
@@ -752,7 +789,7 @@ def main() -> int:
         for name in args.only.split(","):
             t0 = time.perf_counter()
             if name == "write":
-                out.append(bench_write(args, schemas))
+                out.append(bench_write(args))
             elif name == "convert":
                 out.append(bench_convert(args, schemas))
             elif name == "rebuild":

@@ -55,6 +55,7 @@ from benchlib import (
     parse_wrk,
     proc_cpu,
     ratio,
+    remove_world,
     run_cmd,
     scrape,
     sub_samples,
@@ -226,30 +227,15 @@ def setup(b: Bench) -> None:
 
 def cleanup(b: Bench) -> None:
     b.log("cleaning up")
-    with contextlib.suppress(Exception):
-        if b.groups:
-            for fut in b.admin.delete_consumer_groups(b.groups, request_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    fut.result(30)
-    with contextlib.suppress(Exception):
-        if b.topics:
-            for fut in b.admin.delete_topics(b.topics, operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    fut.result(60)
-    with contextlib.suppress(Exception):
-        deadline = time.monotonic() + 120
-        batch: list[bytes] = []
-        for key in b.r.scan_iter(match=f"bench{b.run}*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                b.r.unlink(*batch)
-                batch = []
-            if time.monotonic() > deadline:
-                break
-        if batch:
-            b.r.unlink(*batch)
-    with contextlib.suppress(Exception), b.pg(b.config.database_url) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {b.schema} CASCADE")
+    remove_world(
+        b.admin,
+        b.r,
+        b.config.database_url,
+        groups=b.groups,
+        topics=b.topics,
+        key_match=f"bench{b.run}*",
+        schema=b.schema,
+    )
 
 
 # -- 1. ceilings ---------------------------------------------------------------------------------------
@@ -453,13 +439,13 @@ def publish(b: Bench, topic: str, count: int) -> dict[str, Any]:
 
 
 def start_consumers(
-    b: Bench, n: int, env: dict[str, str], tag: str
+    procs: Procs, n: int, env: dict[str, str], tag: str
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
     out = []
     for i in range(n):
         port = free_port()
         argv = [str(VENV_BIN / "leaderboard"), "consume", "--metrics-port", str(port)]
-        out.append((b.procs.start(f"consumer-{tag}-{i}", argv, env), port))
+        out.append((procs.start(f"consumer-{tag}-{i}", argv, env), port))
     for proc, port in out:
         wait_for(f"consumer metrics on {port}", functools.partial(_metrics_up, proc, port), 60)
     return out
@@ -521,7 +507,7 @@ def e2e_run(b: Bench, n: int, idx: int) -> dict[str, Any]:
     with b.pg() as conn:
         conn.execute("TRUNCATE events, event_ids, players")
     env = b.env(f"bench{b.run}e{idx}", f"bench-{b.run}-e{idx}")
-    cons = start_consumers(b, n, env, f"e{idx}")
+    cons = start_consumers(b.procs, n, env, f"e{idx}")
     pids = [p.pid for p, _ in cons]
     ticks: list[Tick] = []
     try:
@@ -616,7 +602,7 @@ def latency(b: Bench) -> None:
     with b.pg() as conn:
         conn.execute("TRUNCATE events, event_ids, players")
     env = b.env(prefix, f"bench-{b.run}-lat", topic)
-    cons = start_consumers(b, 2, env, "lat")
+    cons = start_consumers(b.procs, 2, env, "lat")
     producer = Producer({**b.config.kafka_common(), **PRODUCER_DEFAULTS})
     hist: list[tuple[float | None, float | None]] = []
     probes: list[list[float]] = []
@@ -641,7 +627,8 @@ def latency(b: Bench) -> None:
             samples_ms: list[float] = []
             try:
                 samples_ms = probe_loop(
-                    b,
+                    b.r,
+                    b.run,
                     producer=producer,
                     topic=topic,
                     prefix=prefix,
@@ -697,7 +684,8 @@ def _pct(values: list[float], p: float) -> float:
 
 
 def probe_loop(
-    b: Bench,
+    r: redis.Redis,
+    run: str,
     *,
     producer: Producer,
     topic: str,
@@ -705,9 +693,11 @@ def probe_loop(
     sim: subprocess.Popen[bytes],
     rep: int,
     limit_s: float,
+    stamps: list[float] | None = None,
 ) -> list[float]:
     """Every 50 ms publish one probe win (through the same producer settings as the SDK) and poll Redis
-    (ZSCORE of the all_time board of the active generation, every 1 ms) until it shows: produce-to-visible."""
+    (ZSCORE of the all_time board of the active generation, every 1 ms) until it shows: produce-to-visible.
+    ``stamps`` gets each sample's send time (epoch seconds), for callers that split samples by time."""
     out: list[float] = []
     deadline = time.monotonic() + limit_s
     meta = f"{prefix}:{{{BOARD}}}:meta"
@@ -719,10 +709,10 @@ def probe_loop(
         ms = int(time.time() * 1000)
         stamp = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         body = (
-            f'{{"event_id":"{_uuid7(ms)}","match_id":"probe-{b.run}-{rep}-{k}","player_id":"{player}",'
+            f'{{"event_id":"{_uuid7(ms)}","match_id":"probe-{run}-{rep}-{k}","player_id":"{player}",'
             f'"game":"chess","points":1,"occurred_at":"{stamp}Z"}}'
         )
-        gen = b.r.hget(meta, "active")
+        gen = r.hget(meta, "active")
         zkey = f"{prefix}:{{{BOARD}}}:g{int(gen or 0)}:all_time"
         t0 = time.perf_counter()
         producer.produce(topic, body.encode(), player.encode())
@@ -730,13 +720,15 @@ def probe_loop(
         seen = False
         stop = time.monotonic() + 5
         while time.monotonic() < stop:
-            if b.r.zscore(zkey, player) is not None:
+            if r.zscore(zkey, player) is not None:
                 seen = True
                 break
             producer.poll(0)
             time.sleep(0.001)
         if seen:
             out.append((time.perf_counter() - t0) * 1000)
+            if stamps is not None:
+                stamps.append(ms / 1000)
         rest = 0.05 - (time.perf_counter() - t0)
         if rest > 0:
             time.sleep(rest)
@@ -938,6 +930,7 @@ def _render_targets(b: Bench) -> list[str]:
 
 def _render_ceilings(b: Bench) -> list[str]:
     s, res, med = b.sizes, b.res, median
+    # One (ceiling, median, runs, notes) row per measurement: the appends below share a shape on purpose.
     rows: list[tuple[object, ...]] = []
     for name, modes in res["redis"].items():
         rows.append(
