@@ -8,6 +8,7 @@ ALTER INDEX events_pkey RENAME TO events_unpartitioned_pkey;
 ALTER INDEX events_position RENAME TO events_unpartitioned_position;
 ALTER INDEX IF EXISTS events_occurred_at RENAME TO events_unpartitioned_occurred_at;
 
+-- The columns of 0001's events table again on purpose: this creates the partitioned table beside the old one.
 CREATE TABLE events (
     event_id        uuid        NOT NULL,
     match_id        text        NOT NULL,
