@@ -286,7 +286,7 @@ def _bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
             else:
                 migrate(conn)
         if stored:
-            filled += fill(url, stored, args.players, 60)
+            filled += fill(url, stored, args.players, args.write_history_days)
     rates: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
     cpus: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
     wal: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
@@ -310,7 +310,8 @@ def _bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
     ratio = median(cpus[("after", args.events)]) / median(cpus[("after", 0)])
     change = median(cpus[("after", 0)]) / median(cpus[("before", 0)])
     return table(
-        f"Write rate ({args.write_rows:,} rows per run, 5,000 per commit, one connection)",
+        f"Write rate ({args.write_rows:,} rows per run, 5,000 per commit, one connection; stored events over"
+        f" the {args.write_history_days} day(s) before the runs)",
         ["write path", "rows per CPU-s (median)", "rows/s wall (median)", "wall runs", "WAL B/row"],
         rows,
     ) + (
@@ -774,6 +775,12 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800.0, help="bound on one child process")
     p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
+    p.add_argument(
+        "--write-history-days",
+        type=int,
+        default=60,
+        help="write: days the stored events span up to now (1: all in the month the runs write to)",
+    )
     p.add_argument(
         "--stored-before",
         action=argparse.BooleanOptionalAction,
