@@ -223,8 +223,6 @@ def write_rate(
     """(rows/s of wall time, rows per CPU second of client + backend, WAL bytes per row) of committed
     batches on one connection. The CPU figure holds still when other work shares the cores; wall time not."""
     with psycopg.connect(url) as conn:
-        # Each run starts with clean buffers: none pays for writing out another variant's (or the fill's).
-        conn.execute("CHECKPOINT")
         lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
         conn.commit()
         cpu0 = backend_cpu(conn) + time.process_time()
@@ -259,10 +257,8 @@ def bench_write(args: argparse.Namespace) -> str:
     (``--no-stored-before``: the old tree on an empty log only, half the filling). A private PostgreSQL with
     the stack's settings: its buffer pool holds only this scenario's pages, whatever else the shared one
     serves meanwhile."""
-    pg = private_postgres()
+    pg = private_postgres(args.pg_set)
     try:
-        with psycopg.connect(host=str(pg.dir), port=pg.port, user="postgres", dbname="leaderboard") as su:
-            su.execute("GRANT pg_checkpoint TO leaderboard")  # CHECKPOINT before each run (write_rate)
         return _bench_write(args, Schemas(pg.url))
     finally:
         pg.cleanup()
@@ -311,7 +307,8 @@ def _bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
     change = median(cpus[("after", 0)]) / median(cpus[("before", 0)])
     return table(
         f"Write rate ({args.write_rows:,} rows per run, 5,000 per commit, one connection; stored events over"
-        f" the {args.write_history_days} day(s) before the runs)",
+        f" the {args.write_history_days} day(s) before the runs; server settings:"
+        f" the stack's{' + ' + ', '.join(args.pg_set) if args.pg_set else ''})",
         ["write path", "rows per CPU-s (median)", "rows/s wall (median)", "wall runs", "WAL B/row"],
         rows,
     ) + (
@@ -379,14 +376,14 @@ def postmaster_cpu(server: PostgresServer) -> float:
     return sum(int(x) for x in rest[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def private_postgres() -> PostgresServer:
-    """A private PostgreSQL with the stack's settings (deploy/postgres/postgresql.conf): millions of rows
-    neither fill nor slow the shared one."""
+def private_postgres(extra: Sequence[str] = ()) -> PostgresServer:
+    """A private PostgreSQL with the stack's settings (deploy/postgres/postgresql.conf), then ``extra``
+    (``name=value`` lines, --pg-set): millions of rows neither fill nor slow the shared one."""
     server = PostgresServer()
     conf = (ROOT / "deploy" / "postgres" / "postgresql.conf").read_text()
     keep = [line for line in conf.splitlines() if line.split("=")[0].strip() in _PG_KEEP]
     with (server.data / "postgresql.conf").open("a") as f:
-        f.write("\n".join(keep) + "\n")
+        f.write("\n".join([*keep, *extra]) + "\n")
     server.stop()
     server.start()
     return server
@@ -775,6 +772,13 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--timeout", type=float, default=1800.0, help="bound on one child process")
     p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
+    p.add_argument(
+        "--pg-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="write: a postgresql.conf line for the private server after the stack's (repeatable)",
+    )
     p.add_argument(
         "--write-history-days",
         type=int,
