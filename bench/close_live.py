@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,14 +255,28 @@ def one_run(args: argparse.Namespace, run: str, procs: Procs, tmp: Path) -> dict
         w.close()
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            x = kind(text)
+        except ValueError:
+            x = 0
+        if x <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number > 0")
+        return x
+
+    return parse
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, default=5_000_000, help="wins stored in yesterday's daily period")
-    p.add_argument("--players", type=int, default=1_000_000)
-    p.add_argument("--lead", type=float, default=40.0, help="seconds of stream before the close is due")
-    p.add_argument("--after", type=float, default=20.0, help="seconds of stream after the announcement")
-    p.add_argument("--timeout", type=float, default=600.0, help="bound on the recovery and on the close")
-    p.add_argument("--runs", type=int, default=1)
+    whole, seconds = _positive(int), _positive(float)
+    p.add_argument("--events", type=whole, default=5_000_000, help="wins stored in yesterday's daily period")
+    p.add_argument("--players", type=whole, default=1_000_000)
+    p.add_argument("--lead", type=seconds, default=40.0, help="seconds of stream before the close is due")
+    p.add_argument("--after", type=seconds, default=20.0, help="seconds of stream after the announcement")
+    p.add_argument("--timeout", type=seconds, default=600.0, help="bound on the recovery and on the close")
+    p.add_argument("--runs", type=whole, default=1)
     args = p.parse_args()
     run = f"{int(time.time()) & 0xFFFFFF:06x}{os.getpid() & 0xFF:02x}"
     tmp = Path(tempfile.mkdtemp(prefix=f"close-live-{run}-"))
