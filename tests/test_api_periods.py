@@ -65,10 +65,14 @@ def test_any_spec_is_a_key_or_a_period_error(spec: str, zone: str) -> None:
     zones,
     st.sampled_from([PeriodKind.MONTHLY, PeriodKind.WEEKLY, PeriodKind.DAILY]),
 )
+@example(date(2000, 1, 1), "UTC", PeriodKind.WEEKLY)  # ISO week 1999-W52
+@example(date(2099, 12, 31), "UTC", PeriodKind.WEEKLY)
 def test_every_period_inside_the_year_range_resolves(day: date, zone: str, kind: PeriodKind) -> None:
     tz = ZoneInfo(zone)
     key = periods.key_for(kind, datetime(day.year, day.month, day.day, 12, tzinfo=tz), tz)
-    if int(key.partition(":")[2][:4]) > periods.MAX_YEAR:  # ISO week 1 of the year after the range
+    # An ISO week at either edge can belong to the year outside the range (1999-W52, 2100-W01): its key is
+    # refused like any key of that year.
+    if not periods.MIN_YEAR <= int(key.partition(":")[2][:4]) <= periods.MAX_YEAR:
         with pytest.raises(PeriodError):
             periods.resolve(key, NOW, tz)
         return
