@@ -124,6 +124,8 @@ class Schemas:
         return f"{self.base}{sep}options={quote(f'-csearch_path={name}')}"
 
     def drop(self) -> None:
+        if not self.made:  # nothing to drop: no connection (the write scenario's server is private)
+            return
         with psycopg.connect(self.base, autocommit=True) as conn:
             for name in self.made:
                 conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
@@ -736,6 +738,14 @@ def bench_close(args: argparse.Namespace, schemas: Schemas) -> str:
 # -- main ------------------------------------------------------------------------------------------------
 
 
+def setting(text: str) -> str:
+    """--pg-set: one ``name=value`` line of postgresql.conf."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().replace("_", "").isalnum() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. shared_buffers=2GB)")
+    return f"{name.strip()} = '{value.strip()}'"
+
+
 def counts(text: str) -> list[int]:
     """A comma list of whole numbers >= 1 (--budgets, --trips)."""
     try:
@@ -774,6 +784,7 @@ def main() -> int:
     p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
     p.add_argument(
         "--pg-set",
+        type=setting,
         action="append",
         default=[],
         metavar="NAME=VALUE",
