@@ -3,8 +3,9 @@
 A record is canonical iff ``event_ids`` names its own (partition, offset) for its event_id: the first copy of
 an event to commit wins, whatever its occurred_at, and every replay asks the same question and gets the same
 answer. ``event_ids`` is the de-duplication key (G1): the log is partitioned by month of occurred_at
-(migration 0005), so its own primary key can only be (event_id, occurred_at); ``event_ids`` holds one row per
-stored event and loses a month's rows when the month is archived (migration 0014). Months below
+(migration 0005), so no key of its own could be the event_id alone; ``event_ids`` holds one row per stored
+event and loses a month's rows when the month is archived (migration 0014). ``events`` has no unique key
+(migration 0017): a row is inserted only for the claim its batch just made. Months below
 ``event_log_floor`` have been archived, so a record for them can be neither stored nor checked against its
 copies: ``too_old``.
 """
@@ -54,7 +55,7 @@ _STAGING_TYPES = [
 _COPY = f"COPY events_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 # The event_id claims first, then the events of the claims made just now. In id order, so two batches
 # claiming the same ids lock them in the same order (no deadlock), then Kafka order, so of two copies in one
-# batch the earlier wins. ON CONFLICT on events only guards rows written around event_ids.
+# batch the earlier wins.
 _INSERT = f"""
 WITH claimed AS (
     INSERT INTO event_ids (event_id, kafka_partition, kafka_offset)
@@ -67,7 +68,6 @@ INSERT INTO events ({_COLUMNS})
 SELECT event_id::uuid, match_id, player_id, game, mode, region, points, score, occurred_at, display_name,
        kafka_partition, kafka_offset
 FROM events_in JOIN claimed USING (kafka_partition, kafka_offset)
-ON CONFLICT (event_id, occurred_at) DO NOTHING
 RETURNING kafka_partition, kafka_offset
 """
 # Who claimed each event_id: one primary-key probe per id, whatever the partitions.

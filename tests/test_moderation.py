@@ -38,7 +38,8 @@ def db(pg: psycopg.Connection) -> psycopg.Connection:
 
 
 def add_events(pg: psycopg.Connection, rows: list[tuple[str, str, str, datetime, str | None]]) -> None:
-    """(event_id, match_id, player_id, occurred_at, display_name) into the log, and the players' names."""
+    """(event_id, match_id, player_id, occurred_at, display_name) into the log with their claims in
+    event_ids (one row per stored event, as consumers.pg_sink writes them), and the players' names."""
     with pg.cursor() as cur:
         for at in {row[3] for row in rows}:  # the log is partitioned by month (made on demand)
             cur.execute("SELECT ensure_event_partition(%s)", (at,))
@@ -47,6 +48,10 @@ def add_events(pg: psycopg.Connection, rows: list[tuple[str, str, str, datetime,
                 "INSERT INTO events (event_id, match_id, player_id, game, points, occurred_at, display_name,"
                 " kafka_partition, kafka_offset) VALUES (%s, %s, %s, 'chess', 1, %s, %s, 0, %s)",
                 (eid, match, player, at, name, offset),
+            )
+            cur.execute(
+                "INSERT INTO event_ids (event_id, kafka_partition, kafka_offset) VALUES (%s, 0, %s)",
+                (eid, offset),
             )
             if name is not None:
                 cur.execute(
@@ -133,6 +138,23 @@ def test_exclude_reinstate_state_and_refusals(config: Settings, db: psycopg.Conn
     # Five accepted actions, in order; the refused ones left no trace.
     kinds = [e.kind for e in store.listing(db)]
     assert kinds == ["exclude", "exclude", "exclude", "reinstate"]
+
+
+def test_a_void_by_event_finds_its_player_though_a_recreated_topic_reused_the_position(
+    config: Settings, db: psycopg.Connection
+) -> None:
+    """The log has no key on event_id (migration 0017): events are found through event_ids' position, and
+    a recreated topic restarts its offsets, so another month may hold another event at that position."""
+    old, new = event("alice", 2), event("bob", 20)
+    add_events(db, [old])  # partition 0, offset 0
+    db.execute("SELECT ensure_event_partition('2026-12-01T00:00:00Z')")
+    add_events(db, [(new[0], new[1], new[2], new[3].replace(month=12), None)])  # again at 0, offset 0
+    after = store.last_seq(db)
+    submit(config, action("void", event_ids=[old[0]]))
+    assert store.affected_players(db, after).players == frozenset({"alice"})
+    with pytest.raises(rules.Refused) as refused:
+        submit(config, action("void", event_ids=[str(uuid.uuid4())]))
+    assert refused.value.code == "unknown-event"
 
 
 def test_voids_and_unvoid(config: Settings, db: psycopg.Connection) -> None:

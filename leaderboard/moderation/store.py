@@ -25,6 +25,16 @@ LOCK_TIMEOUT_MS: Final = 10_000
 """How long an action waits for another one's transaction (or a migration's lock) before failing."""
 MAX_LIST: Final = 500
 
+# The players of stored events: their claims in event_ids, then the rows at those positions
+# (events_position; the log has no key on event_id, migration 0017). Matching the event_id too guards
+# positions that a recreated topic reused.
+_PLAYERS_OF_EVENTS: Final = """
+SELECT DISTINCT e.player_id FROM event_ids d
+JOIN events e ON e.kafka_partition = d.kafka_partition AND e.kafka_offset = d.kafka_offset
+               AND e.event_id = d.event_id
+WHERE d.event_id = ANY(%s::uuid[])
+"""
+
 PLAYER_COLUMNS: Final = (
     ("events", "player_id"),
     ("players", "player_id"),
@@ -175,8 +185,8 @@ def _state(conn: psycopg.Connection, action: m.AnyAction) -> rules.State:
         ).fetchone()
         return rules.State(target_kind=row[0], target_unvoided=row[1]) if row else rules.State()
     if isinstance(action, m.Void) and action.event_ids is not None:
-        found = conn.execute(
-            "SELECT event_id::text FROM events WHERE event_id = ANY(%s::uuid[])", (action.event_ids,)
+        found = conn.execute(  # event_ids: one row per stored event (pg_sink)
+            "SELECT event_id::text FROM event_ids WHERE event_id = ANY(%s::uuid[])", (action.event_ids,)
         ).fetchall()
         return rules.State(known_events=frozenset(r[0] for r in found))
     if isinstance(action, m.Void) and action.match_ids is not None:
@@ -375,7 +385,8 @@ class Affected:
 def affected_players(conn: psycopg.Connection, after: int, upto: int | None = None) -> Affected:
     """Who the actions with seq in (``after``, ``upto``] touch, by keyed lookups only.
 
-    exclude / reinstate / window void / erase: the player; void by events: their players (primary key);
+    exclude / reinstate / window void / erase: the player; void by events: their players (event_ids, then
+    the rows at their positions);
     void by matches: the matches' players (``events_match``); unvoid: the same as its void.
     """
     top = last_seq(conn) if upto is None else upto
@@ -401,12 +412,7 @@ def affected_players(conn: psycopg.Connection, after: int, upto: int | None = No
         elif player is not None:
             players.add(str(player))
     if event_ids:
-        players.update(
-            str(r[0])
-            for r in conn.execute(
-                "SELECT DISTINCT player_id FROM events WHERE event_id = ANY(%s::uuid[])", (sorted(event_ids),)
-            ).fetchall()
-        )
+        players.update(str(r[0]) for r in conn.execute(_PLAYERS_OF_EVENTS, (sorted(event_ids),)).fetchall())
     if match_ids:
         players.update(
             str(r[0])
