@@ -241,13 +241,14 @@ def write_rate(
 
 
 def disk_per_event(url: str) -> tuple[int, float]:
-    """(rows, bytes per row) of the event log: heap, TOAST and indexes of every partition, and of the
-    de-duplication key ``event_ids`` (migration 0014) where it exists."""
+    """(rows, bytes per row) of the event log: heap, TOAST and indexes of every leaf partition (the days of
+    a month since migration 0018), and of the de-duplication key ``event_ids`` (migration 0014) where it
+    exists."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT (SELECT count(*) FROM events), coalesce(sum(pg_total_relation_size(inhrelid)), 0)"
+            "SELECT (SELECT count(*) FROM events), coalesce(sum(pg_total_relation_size(relid)), 0)"
             " + coalesce(pg_total_relation_size(to_regclass('event_ids')), 0)"
-            " FROM pg_inherits WHERE inhparent = 'events'::regclass"
+            " FROM pg_partition_tree('events') WHERE isleaf"
         ).fetchone()
     assert row is not None
     return int(row[0]), float(row[1]) / max(1, int(row[0]))
@@ -269,7 +270,8 @@ def bench_write(args: argparse.Namespace) -> str:
 def _bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
     old_sink, old_sql = old_write_path(args.before_ref)
     rng = random.Random(1)
-    now = datetime.now(UTC) - timedelta(days=1)
+    end = args.write_end or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    now = end - timedelta(days=1)
     variants = [("before", 0), ("after", 0), ("before", args.events), ("after", args.events)]
     if not args.stored_before:
         variants.remove(("before", args.events))
@@ -284,7 +286,7 @@ def _bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
             else:
                 migrate(conn)
         if stored:
-            filled += fill(url, stored, args.players, args.write_history_days)
+            filled += fill(url, stored, args.players, args.write_history_days, end)
     rates: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
     cpus: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
     wal: dict[tuple[str, int], list[float]] = {v: [] for v in variants}
@@ -309,7 +311,8 @@ def _bench_write(args: argparse.Namespace, schemas: Schemas) -> str:
     change = median(cpus[("after", 0)]) / median(cpus[("before", 0)])
     return table(
         f"Write rate ({args.write_rows:,} rows per run, 5,000 per commit, one connection; stored events over"
-        f" the {args.write_history_days} day(s) before the runs; server settings:"
+        f" the {args.write_history_days} day(s) before {end:%Y-%m-%d %H:%M}, the runs a day before that;"
+        " server settings:"
         f" the stack's{' + ' + ', '.join(args.pg_set) if args.pg_set else ''})",
         ["write path", "rows per CPU-s (median)", "rows/s wall (median)", "wall runs", "WAL B/row"],
         rows,
@@ -801,6 +804,13 @@ def main() -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="write: fill a log of --events for the --before-ref tree too",
+    )
+    p.add_argument(
+        "--write-end",
+        type=lambda text: datetime.fromisoformat(text).replace(tzinfo=UTC),
+        default=None,
+        help="write: the stored events end here (UTC, e.g. 2026-11-29; default now), the runs write a day"
+        " before it: later in a month, so that --write-history-days of history share the runs' month",
     )
     p.add_argument("--only", default="write,convert,rebuild,redis,close")
     args = p.parse_args()

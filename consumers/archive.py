@@ -132,7 +132,7 @@ def _detached(conn: psycopg.Connection) -> list[datetime]:
     return _month_tables(
         conn,
         "SELECT c.relname FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace"
-        " AND c.relkind = 'r' AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$' AND NOT c.relispartition",
+        " AND c.relkind IN ('r', 'p') AND c.relname ~ '^events_[0-9]{4}_[0-9]{2}$' AND NOT c.relispartition",
     )
 
 

@@ -29,12 +29,20 @@ def migrate_up_to(conn: psycopg.Connection, last: int) -> None:
                 conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
 
 
-def partitions(conn: psycopg.Connection) -> list[str]:
+def partitions(conn: psycopg.Connection, parent: str = "events") -> list[str]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-        " WHERE i.inhparent = 'events'::regclass ORDER BY 1"
+        " WHERE i.inhparent = %s::regclass ORDER BY 1",
+        (parent,),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def kind_of(conn: psycopg.Connection, table: str) -> str:
+    """pg_class.relkind: r a table, p a partitioned one."""
+    row = conn.execute("SELECT relkind::text FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def test_migration_converts_an_unpartitioned_log_keeping_every_row(pg: psycopg.Connection) -> None:
@@ -71,6 +79,16 @@ def test_migration_converts_an_unpartitioned_log_keeping_every_row(pg: psycopg.C
     assert pg.execute(f"SELECT {columns} FROM events ORDER BY event_id").fetchall() == before
     names = partitions(pg)
     assert {"events_2025_12", "events_2026_01", "events_2026_02", "events_2026_03"} <= set(names)
+    # Migration 0018: months that hold rows stay whole tables, empty ones are split into their days.
+    assert [
+        kind_of(pg, n) for n in ("events_2025_12", "events_2026_01", "events_2026_02", "events_2026_03")
+    ] == [
+        "r",
+        "r",
+        "p",
+        "r",
+    ]
+    assert len(partitions(pg, "events_2026_02")) == 28
     indexed = pg.execute(
         "SELECT indexdef FROM pg_indexes WHERE tablename = 'events' AND indexname = 'events_position'"
     ).fetchone()
@@ -106,6 +124,12 @@ def test_a_month_without_partition_is_created_and_copies_are_recognised_in_it(db
     assert copy.duplicates == 1
     assert db.execute("SELECT count(*) FROM events").fetchone() == (2,)
     assert db.execute("SELECT count(*) FROM events_2031_05").fetchone() == (1,)
+    # A month made since migration 0018 is split into its days (UTC), each row in its own day's table.
+    assert kind_of(db, "events_2031_05") == "p"
+    days = partitions(db, "events_2031_05")
+    assert (len(days), days[0], days[-1]) == (31, "events_2031_05_01", "events_2031_05_31")
+    assert db.execute("SELECT count(*) FROM events_2031_05_04").fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM events_2031_06_01").fetchone() == (1,)
 
 
 def test_events_below_the_floor_are_too_old_with_or_without_a_stored_copy(db: psycopg.Connection) -> None:
