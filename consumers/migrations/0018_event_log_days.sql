@@ -5,6 +5,8 @@
 -- (`leaderboard archive` detaches, copies and drops a month with its days; a restored month comes back as
 -- one table). Months that already hold rows stay whole; empty ones are split now, later ones when made.
 
+-- 0005's function again with the days added (deliberate repetition: applied migrations are never edited, so
+-- the new body is stated whole here and replaces the old one).
 CREATE OR REPLACE FUNCTION ensure_event_partition(at timestamptz) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     month timestamp := date_trunc('month', at AT TIME ZONE 'UTC');  -- UTC wall time, whatever the session's
