@@ -8,7 +8,8 @@ Scenarios (``--only`` picks some; each prints one markdown table, medians of ``-
             ``--before-ref`` vs this tree on fresh schemas of a private PostgreSQL in alternation, each also
             with ``--events`` stored events (``--no-stored-before``: this tree only); disk and WAL per event.
   rebuild   ``leaderboard rebuild --from postgres`` and ``leaderboard verify`` as child processes: wall time
-            and peak RSS at ``--events``/10 and at ``--events`` stored events over ``--players`` players.
+            and peak RSS at ``--events``/10 and at ``--events`` stored events over ``--players`` players,
+            after the periods due at the fill's end were closed (``--no-rebuild-closes``: none).
             Redis-loss recovery runs the same rebuild_from_checkpoint (consumers/generations.py).
   redis     A ``--board-players`` board on a private redis-server; batches of 5,000 events are applied at
             ``--updates``/s through apply.lua with each call budget of ``--budgets`` (planned by RedisSink
@@ -405,12 +406,13 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
     rows = []
     cli = [str(ROOT / ".venv" / "bin" / "leaderboard")]
     for n in (args.events // 10, args.events):
-        pg = private_postgres()
+        pg = private_postgres(args.pg_set)
         try:
             url = pg.url
             with psycopg.connect(url, autocommit=True) as conn:
                 migrate(conn)
-            filled = fill(url, n, args.players, args.days)
+            end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            filled = fill(url, n, args.players, args.days, end=end)
             t0 = time.perf_counter()
             with psycopg.connect(url, autocommit=True) as conn:
                 checkpoints.advance(conn, BOARD)
@@ -418,6 +420,17 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
             fold_s = time.perf_counter() - t0
             ckpt_rows = int(ckpt[0]) if ckpt else 0
             print(f"{n:,} events: filled in {filled:.0f} s, first fold {fold_s:.1f} s, {ckpt_rows:,} rows")
+            closed, close_s = close_due(url, end) if args.rebuild_closes else ([], 0.0)
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM standings_checkpoint WHERE NOT period = ANY(%s)", (closed,)
+                ).fetchone()
+            open_rows = int(row[0]) if row else 0
+            print(
+                f"{n:,} events: {len(closed)} due period(s) closed in {close_s:.0f} s;"
+                f" {open_rows:,} checkpoint rows in open periods (what a rebuild loads)",
+                flush=True,
+            )
             with RedisServer() as server:
                 r = redis.Redis.from_url(server.url)
                 env = dict(os.environ)
@@ -458,6 +471,8 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
                     job,
                     f"{n:,}",
                     f"{ckpt_rows:,}",
+                    f"{len(closed)} ({close_s:.0f} s)",
+                    f"{open_rows:,}",
                     f"{median(cols[0]):.1f} s",
                     ", ".join(f"{w:.1f}" for w in cols[0]),
                     f"{median(cols[2]):.1f} / {median(cols[3]):.1f} / {median(cols[4]):.1f}",
@@ -472,6 +487,8 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
             "job",
             "stored events",
             "checkpoint rows",
+            "periods closed first (time)",
+            "rows in open periods",
             "time (median)",
             "runs (s)",
             "CPU s job / postgres / redis (median)",
@@ -481,6 +498,18 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
         ],
         rows,
     )
+
+
+def close_due(url: str, now: datetime) -> tuple[list[str], float]:
+    """Close every period due at ``now``, as the scheduler would have done as they came due (each once in
+    a deployment's life): (the periods closed, seconds)."""
+    t0 = time.perf_counter()
+    done = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for period in closing.due_periods(conn, BOARD, now):
+            if closing.close_one(conn, BOARD, period) is not None:
+                done.append(period)
+    return done, time.perf_counter() - t0
 
 
 # -- redis -----------------------------------------------------------------------------------------------
@@ -791,7 +820,13 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="write: a postgresql.conf line for the private server after the stack's (repeatable)",
+        help="write, rebuild: a postgresql.conf line for the private server after the stack's (repeatable)",
+    )
+    p.add_argument(
+        "--rebuild-closes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rebuild: close the periods due at the fill's end first, as a running deployment has",
     )
     p.add_argument(
         "--write-history-days",

@@ -85,7 +85,7 @@ class Drafts:
         gen = gens.new_generation(draft.id)
         view = moderation.load_view(conn)
         events = self.catch_up(conn, draft, gen, lease, progress)
-        gens.write_closed(draft, gen, conn)  # closed periods keep their stored (final) standings
+        gens.drop_closed(draft, gen, conn)  # closed periods: their stored standings, from PostgreSQL
         finish_moderation(gens, conn, draft, gen, view.seq)
         catalog_store.set_draft_generation(conn, draft.id, draft.version, gen)
         return Built(gen, events, time.monotonic() - started)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psycopg
 from redis.typing import EncodableT, FieldT
@@ -80,7 +80,8 @@ class Generations:
         return Lease.take(self._r, self._keys.lock(board))
 
     def mirror_closed(self, board: Board, closed: set[str]) -> None:
-        """Give the closed periods of a new generation their Redis retention (the rebuild wrote none)."""
+        """The board's closed set again (Redis may have lost it), and the retention of closed periods' keys
+        a generation still holds (a new one holds none: the API serves them from PostgreSQL)."""
         mirror(self._r, self._keys, board, closed)
 
     def rebuilding(self, board: str) -> bool:
@@ -140,8 +141,10 @@ class Generations:
 
         One REPEATABLE READ snapshot, so rows and positions agree; PostgreSQL scores the rows and they
         arrive in chunks (``checkpoints.ENTRIES``) that standings.lua writes, so memory is bounded whatever
-        the board's size and Python does no work per player. Closed periods whose
-        Redis retention is over are skipped: the API serves them from their stored standings.
+        the board's size and Python does no work per player. Only open periods are loaded: a closed one
+        (standings stored) is absent from the new generation and the API serves it from its stored
+        standings, which is what its Redis copy held (ADR 0023). So the cost is the players of the open
+        periods, whatever the number of closed periods still in their Redis retention.
         """
         keys = self._keys
         written = 0
@@ -150,12 +153,8 @@ class Generations:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             pos = checkpoints.positions(conn, board.id)
             mod_seq = checkpoints.moderation_seq(conn, board.id)
-            gone = set(retired_periods(conn, board, datetime.now(UTC)))
-            # A closed period's standings are stored: Redis gets those (moderation at and after the close).
-            stored = period_store.complete(conn, board.id) - gone
-            wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in gone and p not in stored]
-            written += self._write_closed(board, gen, conn, stored)
-            events.update(dict.fromkeys(stored, 0))
+            stored = period_store.complete(conn, board.id)
+            wanted = [p for p in checkpoints.periods_of(conn, board.id) if p not in stored]
             leave_out = [] if view is None else view.held_off(board.id)
             marks = board.aggregation == "last"
             for period in wanted:
@@ -172,23 +171,28 @@ class Generations:
         self._finish(board, gen, events, pos)
         return Written(pos, written, len(events), mod_seq)
 
-    def write_closed(self, board: Board, gen: int, conn: psycopg.Connection) -> int:
-        """Replace, in ``gen``, the closed periods (standings stored, Redis retention not over) by their
-        stored standings (``rebuild --from kafka`` folded them from the raw records)."""
-        periods = period_store.complete(conn, board.id) - set(retired_periods(conn, board, datetime.now(UTC)))
-        for period in periods:
-            self._r.delete(self._keys.board(board.id, gen, period))
-        return self._write_closed(board, gen, conn, periods)
-
-    def _write_closed(self, board: Board, gen: int, conn: psycopg.Connection, periods: set[str]) -> int:
-        """Closed periods' stored standings into ``gen``; the entries written."""
-        written = 0
-        for period in sorted(periods):
-            scores = list(period_store.redis_scores(conn, board, period).items())
-            for part in _chunks(scores, checkpoints.CHUNK):
-                self._r.zadd(self._keys.board(board.id, gen, period), dict(part))
-            written += len(scores)
-        return written
+    def drop_closed(self, board: Board, gen: int, conn: psycopg.Connection) -> int:
+        """Take the closed periods (standings stored) out of ``gen``, which folded them from raw records
+        (``rebuild --from kafka``, a board draft): the API serves them from their stored standings, as
+        after any rebuild. Returns the periods taken out."""
+        periods = sorted(period_store.complete(conn, board.id))
+        if not periods:
+            return 0
+        keys = self._keys
+        doomed = [
+            key
+            for period in periods
+            for key in (
+                keys.board(board.id, gen, period),
+                keys.watermark(board.id, gen, period),
+                keys.stats(board.id, gen, period),
+                keys.latest(board.id, gen, period),
+            )
+        ]
+        for i in range(0, len(doomed), 400):  # UNLINK: Redis frees big sets off its main thread
+            self._r.unlink(*doomed[i : i + 400])
+        self._r.srem(keys.periods(board.id, gen), *periods)
+        return len(periods)
 
     def _try_flip(self, board: Board, gen: int) -> list[bytes]:
         """flip.lua, declaring the positions of ``gen`` and of the live generation (read again while another
@@ -269,10 +273,6 @@ class Generations:
                 time.sleep(0.05)
 
 
-def _chunks(items: list[tuple[str, int]], size: int) -> list[list[tuple[str, int]]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 def retired_periods(conn: psycopg.Connection, board: Board, now: datetime) -> list[str]:
     """Closed periods of the board whose Redis retention is over (served from PostgreSQL standings)."""
     rows = conn.execute(
@@ -320,7 +320,7 @@ def rebuild_from_checkpoint(  # noqa: PLR0917 - the two callers pass the same si
     if old is not None and old != gen:
         gens.drop(board.id, old)
     finish_moderation(gens, conn, board, gen, min(written.moderation_seq, view.seq))
-    gens.mirror_closed(board, period_store.complete(conn, board.id))  # expiries of closed periods, again
+    gens.mirror_closed(board, period_store.complete(conn, board.id))  # the closed set, again
     log.info(
         "board rebuilt from the checkpoint",
         extra={

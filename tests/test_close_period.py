@@ -183,13 +183,19 @@ def test_closing_october_snapshots_the_live_board_announces_once_and_refuses_lat
         assert redis_client.expiretime(key) == when, key
     assert redis_client.ttl(keys.board("global", gen, "monthly:2026-11")) == -1
 
-    # A rebuild (the same path as Redis-loss recovery) gives the closed period its retention again.
+    # A rebuild (the same path as Redis-loss recovery) loads the open periods only: October is left to its
+    # stored standings (the API's snapshot path), still marked closed in Redis; November is back whole.
+    before_nov = live(redis_client, cfg, "monthly:2026-11")
+    redis_client.delete(keys.closed("global"))  # Redis lost the closed set too: the rebuild restores it
     rebuilt = leaderboard_cli(cfg, "rebuild", "--from", "postgres", timeout=120)
     assert rebuilt.returncode == 0, rebuilt.stderr
     new_gen = int(redis_client.hget(keys.meta("global"), "active") or 0)
     assert new_gen > gen
-    assert redis_client.expiretime(keys.board("global", new_gen, OCT)) == when
-    assert live(redis_client, cfg, OCT) == before
+    assert redis_client.exists(keys.board("global", new_gen, OCT), keys.stats("global", new_gen, OCT)) == 0
+    assert not redis_client.sismember(keys.periods("global", new_gen), OCT)
+    assert redis_client.sismember(keys.closed("global"), OCT)
+    assert live(redis_client, cfg, "monthly:2026-11") == before_nov
+    assert len(before_nov) > 0
 
     # A second run closes nothing and announces nothing again.
     again = cli(cfg, "--period", OCT, "--now", NOW)
@@ -205,7 +211,13 @@ def test_closing_october_snapshots_the_live_board_announces_once_and_refuses_lat
     assert len(letters) == 1
     assert letters[0][1]["reason"] == "period_closed"
     assert f"global/{OCT}" in letters[0][1]["detail"]
-    assert live(redis_client, cfg, OCT) == before
+    assert live(redis_client, cfg, OCT) == []  # not re-created in Redis by the late win either
+    after = pg.execute(
+        "SELECT player_id, score FROM period_standings WHERE board = 'global' AND period = %s"
+        " ORDER BY position",
+        (OCT,),
+    ).fetchall()
+    assert [(p, s) for p, s in after] == [(p, scoring.points_of(s)) for p, s in before]
     assert live(redis_client, cfg, "all_time") == before_all_time
     stored = pg.execute("SELECT count(*) FROM events WHERE occurred_at = '2026-10-31T23:59:00Z'").fetchone()
     assert stored == (0,)
