@@ -18,6 +18,8 @@ Scenarios (``--only`` picks some; each prints one markdown table, medians of ``-
   convert   migration 0005 on an unpartitioned log of ``--events`` rows: time and rows/s.
   close     closing.close_one of a day of ``--close-events`` events while a writer process commits 5,000
             events/s: the close's time and the longest gap between two of the writer's commits.
+  snapshot  a player's rank in a closed period of ``--players`` players read from PostgreSQL, as the API
+            does once Redis lacks the period: this tree's query and the one it replaced, ``--reads`` each.
 
 Everything lives in PostgreSQL schemas ``growth_<run>_*`` (dropped at the end), private PostgreSQL servers
 (write, rebuild) and private redis-servers.
@@ -58,6 +60,7 @@ from leaderboard import settings as settings_mod  # noqa: E402
 from leaderboard.boards import Board  # noqa: E402
 from leaderboard.keys import Keys  # noqa: E402
 from leaderboard.lua_scripts import script  # noqa: E402
+from query_api.snapshots import PLAYER_SQL  # noqa: E402
 from query_api.store import script_text  # noqa: E402
 from schemas.model import MatchWon  # noqa: E402
 from tests.services import PostgresServer, RedisServer  # noqa: E402
@@ -767,6 +770,63 @@ def bench_close(args: argparse.Namespace, schemas: Schemas) -> str:
     )
 
 
+# One player of a closed period as query_api/snapshots.py read it before PLAYER_SQL: two counts of the period.
+_PLAYER_BY_COUNTS = """
+SELECT s.rank, s.player_id, s.score, s.reached_at, p.display_name,
+       (SELECT count(*) FROM period_standings t
+        WHERE t.board = s.board AND t.period = s.period AND t.rank > s.rank),
+       (SELECT count(*) FROM period_standings t
+        WHERE t.board = s.board AND t.period = s.period AND t.position < s.position)
+FROM period_standings s LEFT JOIN players p ON p.player_id = s.player_id
+WHERE s.board = %s AND s.period = %s AND s.player_id = %s
+"""
+
+
+def bench_snapshot(args: argparse.Namespace, schemas: Schemas) -> str:
+    """A player's rank in a closed period of ``--players`` players as the API reads it from PostgreSQL
+    (after a rebuild, or past the period's Redis retention): this tree's PLAYER_SQL and the counting query
+    it replaced, in alternation on the same rows (scores 1-1000: ties of ~1,000 players)."""
+    url = schemas.new("snap")
+    rng = random.Random(7)
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+        conn.execute(
+            "INSERT INTO closed_periods (board, period, closed_at, players, standings_at)"
+            " VALUES ('global', 'daily:2026-11-01', now(), %s, now())",
+            (args.players,),
+        )
+        conn.execute(
+            "INSERT INTO period_standings (board, period, rank, position, player_id, score, reached_at)"
+            " SELECT 'global', 'daily:2026-11-01', rank() OVER (ORDER BY score DESC),"
+            " row_number() OVER (ORDER BY score DESC, g), 'p' || g, score, '2026-11-01'"
+            " FROM (SELECT g, 1 + (g * 7919) %% 1000 AS score FROM generate_series(1, %s) g) x",
+            (args.players,),
+        )
+        conn.execute("VACUUM (ANALYZE) period_standings")
+        times: dict[str, list[float]] = {"PLAYER_SQL (this tree)": [], "two count(*) (before)": []}
+        for _ in range(args.reads):
+            player = f"p{rng.randrange(1, args.players + 1)}"
+            answers = []
+            for name, sql in (
+                ("PLAYER_SQL (this tree)", PLAYER_SQL),
+                ("two count(*) (before)", _PLAYER_BY_COUNTS),
+            ):
+                t0 = time.perf_counter()
+                row = conn.execute(sql, ("global", "daily:2026-11-01", player)).fetchone()
+                times[name].append((time.perf_counter() - t0) * 1000)
+                answers.append(row)
+            if answers[0] != answers[1]:
+                raise RuntimeError(f"{player}: the queries disagree: {answers}")
+    new, old = (median(v) for v in times.values())
+    rows = [[name, f"{median(v):.2f} ms", f"{pct(v, 99):.2f} ms", len(v)] for name, v in times.items()]
+    rows.append(["ratio (before / this tree), medians", f"{old / new:.0f}x", "", ""])
+    return table(
+        f"A player's rank in a closed period of {args.players:,} players, from PostgreSQL",
+        ["query", "median", "p99", "reads"],
+        rows,
+    )
+
+
 # -- main ------------------------------------------------------------------------------------------------
 
 
@@ -812,6 +872,7 @@ def main() -> int:
     p.add_argument("--close-events", type=int, default=5_000_000)
     p.add_argument("--seconds", type=float, default=10.0, help="length of a timed load window")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--reads", type=int, default=200, help="snapshot: player reads per query")
     p.add_argument("--timeout", type=float, default=1800.0, help="bound on one child process")
     p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
     p.add_argument(
@@ -847,7 +908,7 @@ def main() -> int:
         help="write: the stored events end here (UTC, e.g. 2026-11-29; default now), the runs write a day"
         " before it: later in a month, so that --write-history-days of history share the runs' month",
     )
-    p.add_argument("--only", default="write,convert,rebuild,redis,close")
+    p.add_argument("--only", default="write,convert,rebuild,redis,close,snapshot")
     args = p.parse_args()
     config = settings_mod.load()
     schemas = Schemas(config.database_url)
@@ -865,6 +926,8 @@ def main() -> int:
                 out.append(bench_redis(args))
             elif name == "close":
                 out.append(bench_close(args, schemas))
+            elif name == "snapshot":
+                out.append(bench_snapshot(args, schemas))
             else:
                 raise SystemExit(f"--only: unknown scenario {name!r}")
             print(out[-1], flush=True)

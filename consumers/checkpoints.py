@@ -478,14 +478,40 @@ def stream_entries(
     each ``last`` row's mark (keys.latest), for a load. Call inside the
     transaction that read :func:`positions` so rows and positions agree.
     """
-    origin, unit = origin_of(board, period)
     entry = _ENTRY[marks and board.aggregation == "last"].format(score=score_sql(board))
+    yield from _entries(
+        conn,
+        board,
+        period,
+        f"SELECT {entry}, events FROM standings_checkpoint"
+        " WHERE board = %(board)s AND period = %(period)s AND player_id <> ALL(%(out)s::text[])",
+        leave_out,
+    )
+
+
+def stream_stored_entries(conn: psycopg.Connection, board: Board, period: str) -> Iterator[Entries]:
+    """A closed period's stored standings (``period_standings``) as chunks of standings.lua entries, scored
+    as its Redis copy holds them (``period_store.redis_scores``, one row at a time): verify streams them."""
+    entry = _ENTRY[False].format(score=score_sql(board))
+    # reached_at is origin + whole units (period_store.standings_sql), so at_s gives the same tie-break back.
+    yield from _entries(
+        conn,
+        board,
+        period,
+        f"SELECT {entry}, 1 FROM (SELECT player_id, score AS points,"
+        " extract(epoch FROM reached_at)::bigint AS at_s FROM period_standings"
+        " WHERE board = %(board)s AND period = %(period)s) s",
+    )
+
+
+def _entries(
+    conn: psycopg.Connection, board: Board, period: str, sql: str, leave_out: Sequence[str] = ()
+) -> Iterator[Entries]:
+    origin, unit = origin_of(board, period)
     with conn.cursor(name=f"ckpt_{uuid.uuid4().hex[:8]}") as cur:
         cur.itersize = ENTRIES * 10
         cur.execute(
-            f"SELECT {entry}, events FROM standings_checkpoint"
-            " WHERE board = %(board)s AND period = %(period)s AND player_id <> ALL(%(out)s::text[])",
-            {"board": board.id, "period": period, "origin": origin, "unit": unit, "out": list(leave_out)},
+            sql, {"board": board.id, "period": period, "origin": origin, "unit": unit, "out": list(leave_out)}
         )
         while rows := cur.fetchmany(ENTRIES):
             yield Entries("".join([r[0] for r in rows]), len(rows), sum([r[1] for r in rows]))

@@ -77,18 +77,19 @@ def differences(
 def _closed_period(
     client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str
 ) -> Iterator[str]:
-    """A closed period's Redis copy against its stored standings (held-at-close out, corrections in)."""
-    want = period_store.redis_scores(conn, board, key)
-    have = {
-        _text(m): int(s)
-        for m, s in cast("list[tuple[bytes, float]]", client.zrange(zkey, 0, -1, withscores=True))
-    }
-    for player in sorted(set(want) | set(have)):
-        if want.get(player) != have.get(player):
-            yield (
-                f"{board.id} {key} {player}: Redis {have.get(player)} != stored standings {want.get(player)}"
-                " (closed period)"
-            )
+    """A closed period's Redis copy against its stored standings (held-at-close out, corrections in),
+    streamed like an open period's: memory is a chunk whatever the period's size."""
+    yield from _compare(
+        client,
+        conn,
+        board,
+        key,
+        zkey,
+        checkpoints.stream_stored_entries(conn, board, key),
+        "stored standings",
+        _KNOWN_STORED,
+        None,
+    )
 
 
 def _moderation_lag(conn: psycopg.Connection, newest: int, wait_s: float = MODERATION_WAIT_S) -> int | None:
@@ -101,15 +102,38 @@ def _moderation_lag(conn: psycopg.Connection, newest: int, wait_s: float = MODER
     return None
 
 
+_KNOWN = "SELECT player_id FROM standings_checkpoint WHERE board = %s AND period = %s AND player_id = ANY(%s)"
+_KNOWN_STORED = (
+    "SELECT player_id FROM period_standings WHERE board = %s AND period = %s AND player_id = ANY(%s)"
+)
+
+
 def _period(  # noqa: PLR0917 - one period of differences()
     client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str, view: View
 ) -> Iterator[str]:
-    """The period's checkpoint rows against Redis: standings.lua compares each chunk inside Redis and
-    returns the differing players only (Python does no work per matching player)."""
+    """An open period's checkpoint rows against Redis."""
+    entries = checkpoints.stream_entries(conn, board, key, view.held_off(board.id))
+    yield from _compare(client, conn, board, key, zkey, entries, "PostgreSQL", _KNOWN, view)
+
+
+def _compare(  # noqa: PLR0917 - the two kinds of period differ in these
+    client: SyncClient,
+    conn: psycopg.Connection,
+    board: Board,
+    key: str,
+    zkey: str,
+    entries: Iterator[checkpoints.Entries],
+    truth: str,
+    known_sql: str,
+    view: View | None,
+) -> Iterator[str]:
+    """Chunks of expected entries against Redis: standings.lua compares each chunk inside Redis and returns
+    the differing players only (Python does no work per matching player); then, only when Redis holds more
+    members than matched, a ZSCAN finds the members ``known_sql`` does not list."""
     matched = 0
     rule = board.rule
     check = client.register_script(script("standings"))
-    for part in checkpoints.stream_entries(conn, board, key, view.held_off(board.id)):
+    for part in entries:
         res = check(keys=[zkey], args=["check", part.blob])
         matched += int(res[0])
         listed = res[1:]
@@ -119,25 +143,18 @@ def _period(  # noqa: PLR0917 - one period of differences()
                 yield f"{board.id} {key} {player}: missing in Redis (expected {rule.unpack(want)[0]})"
             else:
                 yield (
-                    f"{board.id} {key} {player}: Redis {rule.unpack(float(have))} != PostgreSQL "
+                    f"{board.id} {key} {player}: Redis {rule.unpack(float(have))} != {truth} "
                     f"{rule.unpack(want)} (value, tie-break)"
                 )
     if int(client.zcard(zkey)) == matched:
         return
     for members in _scan(client, zkey):
-        known = {
-            str(r[0])
-            for r in conn.execute(
-                "SELECT player_id FROM standings_checkpoint WHERE board = %s AND period = %s"
-                " AND player_id = ANY(%s)",
-                (board.id, key, list(members)),
-            ).fetchall()
-        }
+        known = {str(r[0]) for r in conn.execute(known_sql, (board.id, key, list(members))).fetchall()}
         for player, score in members.items():
-            if view.held(player, board.id):
+            if view is not None and view.held(player, board.id):
                 yield f"{board.id} {key} {player}: in Redis ({rule.unpack(score)[0]}), held by moderation"
             elif player not in known:
-                yield f"{board.id} {key} {player}: in Redis ({rule.unpack(score)[0]}), not in PostgreSQL"
+                yield f"{board.id} {key} {player}: in Redis ({rule.unpack(score)[0]}), not in {truth}"
 
 
 def _scan(client: SyncClient, zkey: str) -> Iterator[dict[str, float]]:

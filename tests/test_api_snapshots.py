@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 from fastapi.testclient import TestClient
 
+from leaderboard import ranking
 from leaderboard.net import free_port
 from leaderboard.settings import Settings
 from query_api import models
@@ -127,3 +128,20 @@ def test_postgres_down_only_matters_for_ended_absent_periods(config: Settings, w
         doc = problem_of(resp, 503, "postgres-unavailable")
         assert "PostgreSQL" in doc["detail"]
         assert resp.headers["retry-after"] == "5"
+
+
+def test_every_players_percentile_and_index_follow_the_stored_ranks(
+    api: TestClient, pg: psycopg.Connection
+) -> None:
+    """below and index come from positions (index lookups, no count over the period): checked for the first
+    and the last of a tie, the top and the bottom against the definitions (count of worse ranks, position)."""
+    close_period(pg)
+    ranks = {"s1": 1, "s2": 2, "s3": 2, "s4": 4}
+    for index, (player, rank) in enumerate(ranks.items()):
+        doc = api.get(f"/v1/leaderboards/global/players/{player}", params={"period": PERIOD}).json()
+        below = sum(1 for r in ranks.values() if r > rank)
+        assert (doc["rank"], doc["percentile"]) == (rank, ranking.percentile(below, len(ranks))), player
+        around = api.get(
+            f"/v1/leaderboards/global/players/{player}/around", params={"period": PERIOD, "radius": 10}
+        ).json()
+        assert around["player_index"] == index, player

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 import redis
 
-from consumers import checkpoints, pg_sink
+from consumers import checkpoints, closing, pg_sink
 from consumers.compare import differences
 from consumers.generations import Generations, rebuild_from_checkpoint
 from consumers.lease import Lease
@@ -64,3 +64,43 @@ def test_verify_reports_each_kind_of_difference(
     assert f"global all_time {first.decode()}: Redis" in text
     assert f"global all_time {second.decode()}: missing in Redis" in text
     assert "global all_time ghost: in Redis (3), not in PostgreSQL" in text
+
+
+def test_verify_streams_a_closed_periods_redis_copy_against_its_stored_standings(
+    config: Settings, redis_client: redis.Redis, pg: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy a close leaves in Redis is compared with period_standings chunk by chunk (tie-breaks
+    included), and every kind of difference is named against the stored standings."""
+    migrate(pg)
+    keys = Keys(config.redis_prefix)
+    _load(pg, _records(random.Random(9), 3000, partitions=3))
+    gens = Generations(redis_client, keys, (BOARD,))
+    lease = Lease.take(redis_client, keys.lock(BOARD.id))
+    assert lease is not None
+    with lease:
+        gen, _ = rebuild_from_checkpoint(gens, RedisSink(redis_client, keys, (BOARD,)), pg, BOARD, lease)
+    period = max(
+        (p for p in checkpoints.periods_of(pg, BOARD.id) if p.startswith("daily:")),
+        key=lambda p: redis_client.zcard(keys.board(BOARD.id, gen, p)),
+    )
+    zkey = keys.board(BOARD.id, gen, period)
+    assert redis_client.zcard(zkey) > 10
+    assert closing.close_one(pg, BOARD, period) == redis_client.zcard(zkey)
+    monkeypatch.setattr(checkpoints, "ENTRIES", 7)  # many small chunks: differences across chunk borders
+    lines, _ = differences(redis_client, pg, keys, BOARD, period)
+    assert lines == []
+
+    top = zscores(redis_client, zkey, reverse=True)
+    (first, score), (second, _), (third, third_score) = top[0], top[1], top[2]
+    redis_client.zadd(zkey, {first: score + scoring.TIME_SPAN})  # one point too many
+    redis_client.zrem(zkey, second)
+    redis_client.zadd(zkey, {third: third_score + 1})  # same points, an earlier tie-break
+    redis_client.zadd(zkey, {"ghost": scoring.pack(3, 0)})
+    lines, _ = differences(redis_client, pg, keys, BOARD, period)
+    text = "\n".join(lines)
+    assert len(lines) == 4, text
+    assert f"global {period} {first.decode()}: Redis" in text
+    assert f"global {period} {third.decode()}: Redis" in text
+    assert text.count("!= stored standings") == 2, text
+    assert f"global {period} {second.decode()}: missing in Redis" in text
+    assert f"global {period} ghost: in Redis (3), not in stored standings" in text
