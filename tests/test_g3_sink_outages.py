@@ -1,12 +1,11 @@
-"""G3: Redis, then PostgreSQL, stopped for 20 s mid-stream. The consumer reports not-ready, commits
-nothing, backs off, resumes by itself, and the boards still equal the truth.
+"""G3: Redis, then PostgreSQL, stopped mid-stream for longer than the watchdog's stall bound. The consumer
+reports not-ready, commits nothing, backs off, resumes by itself, and the boards still equal the truth.
 
 On a cluster run (LEADERBOARD_REDIS_CLUSTER=true) "Redis" is a private 3+3 Redis Cluster, every node of it
 stopped and started again (`deploy/stack.sh down|up redis-cluster`, data kept)."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from consumers.watchdog import STALL_AFTER_S
 from leaderboard.redis_client import sync_client
 from leaderboard.settings import Settings
 from tests.procs import ConsumerProcess, caught_up, committed, wait_until
@@ -21,7 +21,9 @@ from tests.services import PostgresServer, RedisServer
 from tests.test_consumer import board, produce_stream
 from tests.test_redis_cluster import Cluster, started
 
-OUTAGE_S = 20
+MAX_ATTEMPTS = 20
+"""Failed attempts a consumer may make while its batch waits out the stall bound: backing off (0.2 s
+doubling to 5 s) it makes about 8; one retrying without a pause would make hundreds."""
 
 
 class WholeCluster:
@@ -69,10 +71,20 @@ def test_sink_outage_pauses_commits_and_recovers_without_loss(
         server.stop()
         more, _, _ = produce_stream(config, 1500, seed=22)
         wait_until(lambda: consumer.get("/readyz")[0] == 503, 30, "consumer to report not-ready")
-        assert consumer.metric("leaderboard_consumer_sink_errors_total", f'{{sink="{sink}"}}') >= 1
+        errors = f'{{sink="{sink}"}}'
+        first = consumer.metric("leaderboard_consumer_sink_errors_total", errors)
+        assert first >= 1
         assert consumer.metric("leaderboard_consumer_ready") == 0
         frozen = committed(config)
-        time.sleep(OUTAGE_S)
+        # The outage lasts until the watchdog counts the waiting batch as stalled (STALL_AFTER_S), so the
+        # consumer rides out a long outage: retried, backed off, and still committing nothing.
+        wait_until(
+            lambda: consumer.metric("leaderboard_consumer_stalls_total") >= 1,
+            STALL_AFTER_S + 15,
+            "the watchdog to count the batch waiting on the sink as stalled",
+        )
+        attempts = consumer.metric("leaderboard_consumer_sink_errors_total", errors)
+        assert first + 3 <= attempts <= MAX_ATTEMPTS, f"{attempts:.0f} failed attempts: retried with backoff?"
         assert committed(config) == frozen, "offsets moved while a sink was down"
         assert consumer.alive()
         server.start()
@@ -118,7 +130,13 @@ def test_a_member_leaving_during_an_outage_hands_over_without_loss(
         wait_until(
             lambda: first.metric("leaderboard_consumer_assigned_partitions") == 12, 60, "hand-over to first"
         )
-        time.sleep(5)  # the paused consumer serves the group with its new partitions for a while
+        # The paused consumer retries with its new partitions (one more failed attempt) and commits nothing.
+        handed = first.metric("leaderboard_consumer_sink_errors_total", '{sink="redis"}')
+        wait_until(
+            lambda: first.metric("leaderboard_consumer_sink_errors_total", '{sink="redis"}') > handed,
+            30,
+            "first consumer to retry its batch after the hand-over",
+        )
         assert committed(config) == frozen, "offsets moved while Redis was down"
         rs.start()
         wait_until(lambda: caught_up(config), 90, "consumer to resume and catch up")
