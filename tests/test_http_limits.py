@@ -12,19 +12,24 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import httpx
 import orjson
 import psycopg
 import pytest
 import redis
+from confluent_kafka.admin import AdminClient
 
 from consumers.migrate import migrate
 from leaderboard.keys import Keys
+from leaderboard.redis_client import sync_client
 from leaderboard.settings import Settings
+from tests.conftest import isolated
 from tests.procs import ApiProcess, wait_until
 from tests.services import PostgresServer, RedisServer
 
@@ -59,6 +64,21 @@ def api_server(
 def api(config: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[ApiProcess]:
     with api_server(config, redis_client, config.database_url, tmp_path) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def shared_api(
+    base_settings: Settings, admin: AdminClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """One server, started once, for the tests that only read through it: no refusal counters, no peak
+    memory (those tests get a server of their own). Its log is still checked for tracebacks at the end."""
+    with isolated(base_settings, admin, (12, 3, 3)) as cfg:
+        client = cast("redis.Redis", sync_client(cfg))
+        try:
+            with api_server(cfg, client, cfg.database_url, tmp_path_factory.mktemp("api")) as server:
+                yield server
+        finally:
+            client.close()
 
 
 def timed(call: httpx.Client, method: str, url: str, bound: float, **kw: object) -> httpx.Response:
@@ -115,7 +135,8 @@ ABSURD = [
 ]
 
 
-def test_absurd_periods_are_400_on_every_route_and_nothing_is_logged(api: ApiProcess) -> None:
+def test_absurd_periods_are_400_on_every_route_and_nothing_is_logged(shared_api: ApiProcess) -> None:
+    api = shared_api
     routes = [
         ("GET", "/entries", {}),
         ("GET", "/players/p1", {}),
@@ -138,7 +159,8 @@ def test_absurd_periods_are_400_on_every_route_and_nothing_is_logged(api: ApiPro
     assert "leaderboard_api_sse_pollers 0.0" in metrics
 
 
-def test_head_on_health_checks_answers_without_a_body(api: ApiProcess) -> None:
+def test_head_on_health_checks_answers_without_a_body(shared_api: ApiProcess) -> None:
+    api = shared_api
     with httpx.Client(base_url=api.url, timeout=5) as client:
         for path in ("/healthz", "/readyz"):
             resp = timed(client, "HEAD", path, 1.0)
@@ -468,11 +490,14 @@ def test_frozen_redis_makes_readyz_not_ready_within_its_bound(
             assert private._proc is not None
             os.kill(private._proc.pid, signal.SIGSTOP)  # the private server only
             try:
-                with httpx.Client(base_url=api.url, timeout=30) as http:
-                    ready = timed(http, "GET", "/readyz", 4.5)
-                    problem(ready, 503, "redis-unavailable")
-                    assert timed(http, "HEAD", "/readyz", 4.5).status_code == 503
+                # GET and HEAD at once (each waits out its own Redis bound), /healthz while both wait.
+                with httpx.Client(base_url=api.url, timeout=30) as http, ThreadPoolExecutor(2) as pool:
+                    get = pool.submit(timed, http, "GET", "/readyz", 4.5)
+                    head = pool.submit(timed, http, "HEAD", "/readyz", 4.5)
                     assert timed(http, "GET", "/healthz", 1.0).status_code == 200
+                    assert not get.done(), "/readyz answered before its Redis bound with Redis frozen"
+                    problem(get.result(), 503, "redis-unavailable")
+                    assert head.result().status_code == 503
             finally:
                 os.kill(private._proc.pid, signal.SIGCONT)
             wait_until(lambda: api.get("/readyz")[0] == 200, 15, "API ready after SIGCONT")
