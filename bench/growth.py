@@ -821,7 +821,7 @@ def bench_snapshot(args: argparse.Namespace, schemas: Schemas) -> str:
             "INSERT INTO period_standings (board, period, rank, position, player_id, score, reached_at)"
             " SELECT 'global', 'daily:2026-11-01', rank() OVER (ORDER BY score DESC),"
             " row_number() OVER (ORDER BY score DESC, g), 'p' || g, score, '2026-11-01'"
-            " FROM (SELECT g, 1 + (g * 7919) %% 1000 AS score FROM generate_series(1, %s) g) x",
+            " FROM (SELECT g, 1 + (g * 7919) %% 1000 AS score FROM generate_series(1::bigint, %s) g) x",
             (args.players,),
         )
         conn.execute("VACUUM (ANALYZE) period_standings")
