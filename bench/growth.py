@@ -897,6 +897,7 @@ def main() -> int:
     p.add_argument("--reads", type=int, default=200, help="snapshot: player reads per query")
     p.add_argument("--timeout", type=float, default=1800.0, help="bound on one child process")
     p.add_argument("--before-ref", default="d0b7a21", help="git ref whose write path is 'before'")
+    # One add_argument per option (duplicates reports their common shape: argparse's, not shared logic).
     p.add_argument(
         "--pg-set",
         type=setting,
