@@ -455,7 +455,10 @@ def bench_rebuild(args: argparse.Namespace, schemas: Schemas) -> str:
                     # (retention_days), which verify compares with period_standings: measured apart.
                     jobs.append(("copy", []))
                     jobs.append(("verify with closed copies", ["verify", "--attempts", "1"]))
+                    # Each copy is compared whole once per generation and version, then by its size.
+                    jobs.append(("verify again (copies compared before)", ["verify", "--attempts", "1"]))
                     results["verify with closed copies"] = []
+                    results["verify again (copies compared before)"] = []
                 for run in range(args.runs):
                     for job, argv in jobs:
                         if job == "copy":

@@ -31,14 +31,28 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def differences(
-    client: SyncClient, conn: psycopg.Connection, keys: Keys, board: Board, period: str | None
+VERIFIED = "verified_version"
+"""Field of a closed copy's stats hash: the ``closed_periods.version`` it last compared equal to."""
+
+
+def differences(  # noqa: PLR0917 - verify's own arguments
+    client: SyncClient,
+    conn: psycopg.Connection,
+    keys: Keys,
+    board: Board,
+    period: str | None,
+    recheck_closed: bool = False,
 ) -> tuple[list[str], int]:
     """Readable difference lines (at most MAX_LINES, then a count) and the number of periods compared.
 
     The ground truth honours moderation: the checkpoint leaves voided and erased events out; players held
     off the board are expected absent. When the Redis boards do not reflect the newest action yet
-    (``moderation_applied``), that is reported as moderation lag, never as a mismatch."""
+    (``moderation_applied``), that is reported as moderation lag, never as a mismatch.
+
+    A closed period's Redis copy is compared whole once per generation and version: nothing writes it
+    after that but a correction, which bumps the version. Later runs check its size against the stored
+    player count (one ZCARD); ``recheck_closed`` compares every copy whole again. So a run costs the open
+    periods' players, not the closed days still in their retention."""
     checkpoints.advance(conn, board)
     view = moderation.load_view(conn)
     behind = _moderation_lag(conn, view.seq)
@@ -61,7 +75,9 @@ def differences(
             if key in closed and not client.exists(zkey):
                 continue  # closed and expired from Redis: served from PostgreSQL standings
             lines_of = (
-                _closed_period(client, conn, board, key, zkey)
+                _closed_period(
+                    client, conn, board, key, keys.stats(board.id, int(gen), key), zkey, recheck_closed
+                )
                 if key in stored_closed
                 else _period(client, conn, board, key, zkey, view)
             )
@@ -74,12 +90,29 @@ def differences(
     return lines, len(wanted)
 
 
-def _closed_period(
-    client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str
+def _closed_period(  # noqa: PLR0917 - one period of differences()
+    client: SyncClient,
+    conn: psycopg.Connection,
+    board: Board,
+    key: str,
+    stats: str,
+    zkey: str,
+    recheck: bool,
 ) -> Iterator[str]:
     """A closed period's Redis copy against its stored standings (held-at-close out, corrections in),
     streamed like an open period's: memory is a chunk whatever the period's size."""
-    yield from _compare(
+    head = conn.execute(
+        "SELECT version, players FROM closed_periods WHERE board = %s AND period = %s", (board.id, key)
+    ).fetchone()
+    assert head is not None  # the caller found its standings stored
+    version, players = str(head[0]), int(head[1])
+    if not recheck and _text(client.hget(stats, VERIFIED) or b"") == version:
+        size = int(client.zcard(zkey))
+        if size != players:
+            yield f"{board.id} {key}: Redis holds {size} players, the stored standings {players} (closed)"
+        return
+    found = False
+    for line in _compare(
         client,
         conn,
         board,
@@ -89,7 +122,16 @@ def _closed_period(
         "stored standings",
         _KNOWN_STORED,
         None,
-    )
+    ):
+        found = True
+        yield line
+    if not found:
+        ttl = int(client.pttl(zkey))
+        pipe = client.pipeline(transaction=False)
+        pipe.hset(stats, VERIFIED, version)
+        if ttl > 0:  # the copy's retention, so the mark never outlives it
+            pipe.pexpire(stats, ttl)
+        pipe.execute()
 
 
 def _moderation_lag(conn: psycopg.Connection, newest: int, wait_s: float = MODERATION_WAIT_S) -> int | None:

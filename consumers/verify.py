@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--period", help="only this period key (e.g. monthly:2026-11)")
     parser.add_argument("--attempts", type=int, default=3, help="re-check differences this often (live lag)")
     parser.add_argument(
+        "--recheck-closed",
+        action="store_true",
+        help="compare every closed period's Redis copy whole again (by default once per version)",
+    )
+    parser.add_argument(
         "--max-lag",
         type=int,
         default=0,
@@ -102,7 +107,7 @@ def compare(config: Settings, args: argparse.Namespace) -> int:
                 lines: list[str] = []
                 compared = 0
                 for board in boards:
-                    found, n = differences(client, conn, keys, board, args.period)
+                    found, n = differences(client, conn, keys, board, args.period, args.recheck_closed)
                     lines += found
                     compared += n
                 if not lines:
