@@ -72,8 +72,8 @@ def differences(  # noqa: PLR0917 - verify's own arguments
         wanted = (stored | live_periods) if period is None else {period}
         for key in sorted(wanted):
             zkey = keys.board(board.id, int(gen), key)
-            if key in closed and not client.exists(zkey):
-                continue  # closed and expired from Redis: served from PostgreSQL standings
+            if (key in closed or key in stored_closed) and not client.exists(zkey):
+                continue  # closed, and not in Redis (retention over, or rebuilt): served from PostgreSQL
             lines_of = (
                 _closed_period(
                     client, conn, board, key, keys.stats(board.id, int(gen), key), zkey, recheck_closed

@@ -9,11 +9,12 @@ import psycopg
 import pytest
 import redis
 
-from consumers import checkpoints, closing, pg_sink
+from consumers import checkpoints, closing, period_store, pg_sink
 from consumers.compare import VERIFIED, differences
 from consumers.generations import Generations, rebuild_from_checkpoint
 from consumers.lease import Lease
 from consumers.migrate import migrate
+from consumers.moderation_apply import replace_closed
 from consumers.plan import Canonical
 from consumers.redis_sink import RedisSink
 from leaderboard import scoring
@@ -90,6 +91,9 @@ def test_verify_streams_a_closed_periods_redis_copy_against_its_stored_standings
     monkeypatch.setattr(checkpoints, "ENTRIES", 7)  # many small chunks: differences across chunk borders
     assert differences(redis_client, pg, keys, BOARD, period)[0] == []
     assert redis_client.hget(keys.stats(BOARD.id, gen, period), VERIFIED) == b"1"
+    # A correction rewrites the copy from Python's scoring of the same rows: the SQL one agrees with it.
+    replace_closed(redis_client, keys, BOARD, period, period_store.redis_scores(pg, BOARD, period))
+    assert differences(redis_client, pg, keys, BOARD, period, recheck_closed=True)[0] == []
 
     top = zscores(redis_client, zkey, reverse=True)
     (first, score), (second, _), (third, third_score) = top[0], top[1], top[2]
