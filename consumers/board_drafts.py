@@ -133,10 +133,9 @@ class Drafts:
         if entry.state == "active" and live is not None:
             view = moderation.load_view(conn)
             sink = RedisSink(self._r, self._keys, [draft])
-            old = gens.catch_up_and_flip(draft, gen, conn, sink, lease, view=view)
+            replaced = gens.catch_up_and_flip(draft, gen, conn, sink, lease, view=view)
             catalog_store.activate(conn, draft.id, draft.version)
-            if old is not None and old != gen:
-                gens.drop(draft.id, old)
+            gens.drop_replaced(replaced)
             # Every moderated player again (absolute, watermark-guarded recomputes): the draft was built
             # under an older moderation view than this one. Cost: the moderated players, not the history.
             finish_moderation(gens, conn, draft, gen, 0)

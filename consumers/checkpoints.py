@@ -29,7 +29,7 @@ from datetime import datetime
 import psycopg
 
 from consumers.plan import origin_of, tiebreak_of
-from leaderboard import scoring
+from leaderboard import scoring, shards
 from leaderboard.aggregate import MAX_VALUE
 from leaderboard.boards import Board
 from leaderboard.moderation import store as moderation
@@ -469,13 +469,20 @@ class Entries:
 
 
 def stream_entries(
-    conn: psycopg.Connection, board: Board, period: str, leave_out: Sequence[str] = (), *, marks: bool = False
+    conn: psycopg.Connection,
+    board: Board,
+    period: str,
+    leave_out: Sequence[str] = (),
+    *,
+    marks: bool = False,
+    shard: int | None = None,
 ) -> Iterator[Entries]:
     """One period's checkpoint rows, scored by PostgreSQL, as chunks of standings.lua entries.
 
     Per row only PostgreSQL works (the score, the text) and Python joins strings: what the rebuild's load
     and verify cost per player. ``leave_out``: players not to list (moderation holds); ``marks``: with
-    each ``last`` row's mark (keys.latest), for a load. Call inside the
+    each ``last`` row's mark (keys.latest), for a load; ``shard``: that shard's players only (a sharded
+    board, leaderboard.shards: PostgreSQL hashes the ids as Python does). Call inside the
     transaction that read :func:`positions` so rows and positions agree.
     """
     entry = _ENTRY[marks and board.aggregation == "last"].format(score=score_sql(board))
@@ -484,12 +491,22 @@ def stream_entries(
         board,
         period,
         f"SELECT {entry}, events FROM standings_checkpoint"
-        " WHERE board = %(board)s AND period = %(period)s AND player_id <> ALL(%(out)s::text[])",
+        " WHERE board = %(board)s AND period = %(period)s AND player_id <> ALL(%(out)s::text[])"
+        + _of_shard(board, shard),
         leave_out,
     )
 
 
-def stream_stored_entries(conn: psycopg.Connection, board: Board, period: str) -> Iterator[Entries]:
+def _of_shard(board: Board, shard: int | None) -> str:
+    """The SQL condition (`` AND ...``) of a shard's players; '' for all of them."""
+    if shard is None or board.shards == 1:
+        return ""
+    return f" AND {shards.shard_sql('player_id', board.shards)} = {int(shard)}"
+
+
+def stream_stored_entries(
+    conn: psycopg.Connection, board: Board, period: str, shard: int | None = None
+) -> Iterator[Entries]:
     """A closed period's stored standings (``period_standings``) as chunks of standings.lua entries, scored
     as its Redis copy holds them (``period_store.redis_scores``, one row at a time): verify streams them."""
     entry = _ENTRY[False].format(score=score_sql(board))
@@ -500,7 +517,7 @@ def stream_stored_entries(conn: psycopg.Connection, board: Board, period: str) -
         period,
         f"SELECT {entry}, 1 FROM (SELECT player_id, score AS points,"
         " extract(epoch FROM reached_at)::bigint AS at_s FROM period_standings"
-        " WHERE board = %(board)s AND period = %(period)s) s",
+        " WHERE board = %(board)s AND period = %(period)s" + _of_shard(board, shard) + ") s",
     )
 
 

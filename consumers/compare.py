@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import psycopg
 
 from consumers import checkpoints, period_store
+from leaderboard import shards
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
@@ -58,10 +60,16 @@ def differences(  # noqa: PLR0917 - verify's own arguments
     behind = _moderation_lag(conn, view.seq)
     if behind is not None:
         return [f"{board.id}: moderation lag: Redis reflects action {behind}, the newest is {view.seq}"], 0
-    gen = client.hget(keys.meta(board.id), "active")
-    if gen is None:
+    stored_parts = shards.parts(board)  # a sharded board: each shard against its own players
+    raw_gens = [client.hget(keys.meta(part.id), "active") for part in stored_parts]
+    if any(g is None for g in raw_gens):
         return [f"{board.id}: no live generation in Redis (being rebuilt?)"], 0
-    live_periods = {_text(p) for p in client.smembers(keys.periods(board.id, int(gen)))}
+    gens = [int(cast("bytes", g)) for g in raw_gens]
+    live_periods = {
+        _text(p)
+        for part, g in zip(stored_parts, gens, strict=True)
+        for p in client.smembers(keys.periods(part.id, g))
+    }
     closed = {_text(p) for p in client.smembers(keys.closed(board.id))}
     lines: list[str] = []
     total = 0
@@ -71,15 +79,16 @@ def differences(  # noqa: PLR0917 - verify's own arguments
         stored_closed = period_store.complete(conn, board.id)
         wanted = (stored | live_periods) if period is None else {period}
         for key in sorted(wanted):
-            zkey = keys.board(board.id, int(gen), key)
-            if (key in closed or key in stored_closed) and not client.exists(zkey):
+            at = [
+                Stored(shard, keys.board(part.id, g, key), keys.stats(part.id, g, key))
+                for shard, (part, g) in enumerate(zip(stored_parts, gens, strict=True))
+            ]
+            if (key in closed or key in stored_closed) and not any(client.exists(a.zkey) for a in at):
                 continue  # closed, and not in Redis (retention over, or rebuilt): served from PostgreSQL
             lines_of = (
-                _closed_period(
-                    client, conn, board, key, keys.stats(board.id, int(gen), key), zkey, recheck_closed
-                )
+                _closed_period(client, conn, board, key, at, recheck_closed)
                 if key in stored_closed
-                else _period(client, conn, board, key, zkey, view)
+                else (line for a in at for line in _period(client, conn, board, key, a, view))
             )
             for line in lines_of:
                 total += 1
@@ -90,48 +99,58 @@ def differences(  # noqa: PLR0917 - verify's own arguments
     return lines, len(wanted)
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One stored board-period: the board's, or one shard's (leaderboard.shards)."""
+
+    shard: int
+    zkey: str
+    stats: str
+
+
 def _closed_period(  # noqa: PLR0917 - one period of differences()
     client: SyncClient,
     conn: psycopg.Connection,
     board: Board,
     key: str,
-    stats: str,
-    zkey: str,
+    at: list[Stored],
     recheck: bool,
 ) -> Iterator[str]:
     """A closed period's Redis copy against its stored standings (held-at-close out, corrections in),
-    streamed like an open period's: memory is a chunk whatever the period's size."""
+    streamed like an open period's: memory is a chunk whatever the period's size. Each shard's copy is
+    marked verified on its own; once all are, a run compares their sizes only."""
     head = conn.execute(
         "SELECT version, players FROM closed_periods WHERE board = %s AND period = %s", (board.id, key)
     ).fetchone()
     assert head is not None  # the caller found its standings stored
     version, players = str(head[0]), int(head[1])
-    if not recheck and _text(client.hget(stats, VERIFIED) or b"") == version:
-        size = int(client.zcard(zkey))
+    if not recheck and all(_text(client.hget(a.stats, VERIFIED) or b"") == version for a in at):
+        size = sum(int(client.zcard(a.zkey)) for a in at)
         if size != players:
             yield f"{board.id} {key}: Redis holds {size} players, the stored standings {players} (closed)"
         return
-    found = False
-    for line in _compare(
-        client,
-        conn,
-        board,
-        key,
-        zkey,
-        checkpoints.stream_stored_entries(conn, board, key),
-        "stored standings",
-        _KNOWN_STORED,
-        None,
-    ):
-        found = True
-        yield line
-    if not found:
-        ttl = int(client.pttl(zkey))
-        pipe = client.pipeline(transaction=False)
-        pipe.hset(stats, VERIFIED, version)
-        if ttl > 0:  # the copy's retention, so the mark never outlives it
-            pipe.pexpire(stats, ttl)
-        pipe.execute()
+    for a in at:
+        found = False
+        for line in _compare(
+            client,
+            conn,
+            board,
+            key,
+            a.zkey,
+            checkpoints.stream_stored_entries(conn, board, key, a.shard),
+            "stored standings",
+            _KNOWN_STORED,
+            None,
+        ):
+            found = True
+            yield line
+        ttl = int(client.pttl(a.zkey))
+        if not found and ttl != -2:  # -2: no copy (a shard without players): nothing to mark
+            pipe = client.pipeline(transaction=False)
+            pipe.hset(a.stats, VERIFIED, version)
+            if ttl > 0:  # the copy's retention, so the mark never outlives it
+                pipe.pexpire(a.stats, ttl)
+            pipe.execute()
 
 
 def _moderation_lag(conn: psycopg.Connection, newest: int, wait_s: float = MODERATION_WAIT_S) -> int | None:
@@ -151,11 +170,11 @@ _KNOWN_STORED = (
 
 
 def _period(  # noqa: PLR0917 - one period of differences()
-    client: SyncClient, conn: psycopg.Connection, board: Board, key: str, zkey: str, view: View
+    client: SyncClient, conn: psycopg.Connection, board: Board, key: str, at: Stored, view: View
 ) -> Iterator[str]:
-    """An open period's checkpoint rows against Redis."""
-    entries = checkpoints.stream_entries(conn, board, key, view.held_off(board.id))
-    yield from _compare(client, conn, board, key, zkey, entries, "PostgreSQL", _KNOWN, view)
+    """An open period's checkpoint rows (of the shard's players) against Redis."""
+    entries = checkpoints.stream_entries(conn, board, key, view.held_off(board.id), shard=at.shard)
+    yield from _compare(client, conn, board, key, at.zkey, entries, "PostgreSQL", _KNOWN, view)
 
 
 def _compare(  # noqa: PLR0917 - the two kinds of period differ in these

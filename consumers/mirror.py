@@ -8,6 +8,7 @@ from consumers.due import expire_at
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.redis_client import SyncClient
+from leaderboard.shards import parts
 
 
 def _text(value: bytes | str) -> str:
@@ -33,23 +34,24 @@ def mirror(client: SyncClient, keys: Keys, board: Board, closed: Iterable[str]) 
     closed = sorted(closed)
     if not closed:
         return 0
-    gens = generations(client, keys, board.id)
-    present = set()
-    if gens:
-        present = {_text(p) for p in client.smembers(keys.periods(board.id, gens[0]))}
     pipe = client.pipeline(transaction=False)
     pipe.sadd(keys.closed(board.id), *closed)
-    for period in closed:
-        if period not in present:
-            continue
-        when = expire_at(board, period)
-        for gen in gens:
-            for key in (
-                keys.board(board.id, gen, period),
-                keys.watermark(board.id, gen, period),
-                keys.stats(board.id, gen, period),
-                keys.latest(board.id, gen, period),
-            ):
-                pipe.expireat(key, when)
+    for part in parts(board):  # a sharded board: every shard's keys (the closed set is the board's)
+        gens = generations(client, keys, part.id)
+        present = set()
+        if gens:
+            present = {_text(p) for p in client.smembers(keys.periods(part.id, gens[0]))}
+        for period in closed:
+            if period not in present:
+                continue
+            when = expire_at(board, period)
+            for gen in gens:
+                for key in (
+                    keys.board(part.id, gen, period),
+                    keys.watermark(part.id, gen, period),
+                    keys.stats(part.id, gen, period),
+                    keys.latest(part.id, gen, period),
+                ):
+                    pipe.expireat(key, when)
     pipe.execute()
     return len(closed)

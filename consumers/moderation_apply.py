@@ -20,6 +20,7 @@ import orjson
 import psycopg
 
 from consumers.plan import EVENT_COLUMNS, Canonical, canonical_rows, entries, fold, latest_mark, targets
+from leaderboard import shards
 from leaderboard.aggregate import LAST_US
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -115,25 +116,33 @@ class Recomputer:
         for i in range(0, len(todo), PLAYERS_PER_CALL):
             chunk = todo[i : i + PLAYERS_PER_CALL]
             for board in self._boards:
-                targets_ = writing(self._r, self._keys, board.id) if gens is None else gens.get(board.id, [])
-                for gen in targets_:
-                    updates += self._one(conn, board, gen, chunk, v)
+                # A sharded board: each shard its own players (the shards share generation numbers).
+                for shard, part in enumerate(shards.parts(board)):
+                    mine = [p for p in chunk if shards.shard_of(p, board.shards) == shard]
+                    if not mine:
+                        continue
+                    targets_ = (
+                        writing(self._r, self._keys, part.id) if gens is None else gens.get(board.id, [])
+                    )
+                    for gen in targets_:
+                        updates += self._one(conn, board, part.id, gen, mine, v)
         return updates
 
-    def _one(self, conn: psycopg.Connection, board: Board, gen: int, players: list[str], v: View) -> int:
+    def _one(  # noqa: PLR0917 - one stored board's generation
+        self, conn: psycopg.Connection, board: Board, part: str, gen: int, players: list[str], v: View
+    ) -> int:
+        """Recompute ``players`` on generation ``gen`` of ``part``: the board's id, or its shard's."""
         keys = self._keys
         closed = {_text(p) for p in self._r.smembers(keys.closed(board.id))}
         for _ in range(_MOVED_RETRIES):
             # Closed periods follow their stored standings (consumers.corrections), not the live state.
             periods = sorted(
-                p
-                for p in (_text(x) for x in self._r.smembers(keys.periods(board.id, gen)))
-                if p not in closed
+                p for p in (_text(x) for x in self._r.smembers(keys.periods(part, gen))) if p not in closed
             )
             pipe = self._r.pipeline(transaction=False)
-            pipe.hgetall(keys.floor(board.id, gen))
+            pipe.hgetall(keys.floor(part, gen))
             for period in periods:
-                pipe.hgetall(keys.watermark(board.id, gen, period))
+                pipe.hgetall(keys.watermark(part, gen, period))
             raw = pipe.execute()
             floor = {int(k): int(x) for k, x in raw[0].items()}
             marks: dict[str, dict[int, int]] = {}
@@ -160,10 +169,10 @@ class Recomputer:
                 ],
             }
             declared = [
-                keys.meta(board.id),
-                *keys.generation(board.id, gen, periods, latest=board.aggregation == "last"),
+                keys.meta(part),
+                *keys.generation(part, gen, periods, latest=board.aggregation == "last"),
             ]
-            res = self._script(keys=declared, args=[keys.base(board.id), str(gen), orjson.dumps(body)])
+            res = self._script(keys=declared, args=[keys.base(part), str(gen), orjson.dumps(body)])
             if res[0] == b"ok":
                 return int(res[1])
             if res[0] == b"gone":
@@ -178,29 +187,33 @@ class Recomputer:
             return
         pipe = self._r.pipeline(transaction=False)
         for board in self._boards:
-            for gen in writing(self._r, self._keys, board.id):
-                for period in self._r.smembers(self._keys.periods(board.id, gen)):
-                    pipe.zrem(self._keys.board(board.id, gen, _text(period)), *gone)
-                    if board.aggregation == "last":
-                        pipe.hdel(self._keys.latest(board.id, gen, _text(period)), *gone)
+            for part in shards.parts(board):
+                for gen in writing(self._r, self._keys, part.id):
+                    for period in self._r.smembers(self._keys.periods(part.id, gen)):
+                        pipe.zrem(self._keys.board(part.id, gen, _text(period)), *gone)
+                        if board.aggregation == "last":
+                            pipe.hdel(self._keys.latest(part.id, gen, _text(period)), *gone)
         pipe.hdel(self._keys.names(), *gone)
         pipe.execute()
 
 
 def replace_closed(client: SyncClient, keys: Keys, board: Board, period: str, scores: dict[str, int]) -> None:
-    """A corrected closed period's Redis copy (if still there) becomes its stored standings."""
-    for gen in writing(client, keys, board.id):
-        zkey = keys.board(board.id, gen, period)
-        if not client.exists(zkey):
-            continue
-        ttl = client.pttl(zkey)
-        pipe = client.pipeline(transaction=True)
-        pipe.delete(zkey)
-        if scores:
-            pipe.zadd(zkey, scores)
-            if int(ttl) > 0:
-                pipe.pexpire(zkey, int(ttl))
-        pipe.execute()
+    """A corrected closed period's Redis copy (if still there) becomes its stored standings (each shard's
+    players on their shard)."""
+    for shard, part in enumerate(shards.parts(board)):
+        mine = {p: s for p, s in scores.items() if shards.shard_of(p, board.shards) == shard}
+        for gen in writing(client, keys, part.id):
+            zkey = keys.board(part.id, gen, period)
+            if not client.exists(zkey):
+                continue
+            ttl = client.pttl(zkey)
+            pipe = client.pipeline(transaction=True)
+            pipe.delete(zkey)
+            if mine:
+                pipe.zadd(zkey, mine)
+                if int(ttl) > 0:
+                    pipe.pexpire(zkey, int(ttl))
+            pipe.execute()
 
 
 def catch_up(

@@ -42,6 +42,7 @@ from consumers.plan import Canonical, positions
 from consumers.redis_sink import DefinitionStale, RedisBehind, RedisLost, RedisSink
 from consumers.scheduler import Scheduler, break_connection
 from consumers.watchdog import STALL_AFTER_S, Progress, Watchdog, spans_of
+from leaderboard import shards
 from leaderboard.boards import Board
 from leaderboard.catalog_watch import POLL_S, Watch
 from leaderboard.errors import EXIT_FAILED, UserError
@@ -394,7 +395,7 @@ class Processor:
         from PostgreSQL and copy the names back. Happens when Redis restarted from an AOF that lacked its
         last writes, or a cluster master died before its replica, promoted since, had received them."""
         for board in self.boards:
-            if board.id in behind.boards:
+            if any(part.id in behind.boards for part in shards.parts(board)):  # a shard's id, if sharded
                 self._rebuild(board, "Redis lost acknowledged writes; rebuilding from PostgreSQL")
         self._load_names()  # the lost writes may have carried names
         self.sink.forget()

@@ -221,9 +221,9 @@ def _seasons(raw: object, board_id: str) -> tuple[Season, ...]:
 def parse(raw: dict[str, object], *, sharded: bool = False) -> Board:
     """One board definition (a ``[[board]]`` table, or the same as data) checked into a Board.
 
-    ``shards`` > 1 only with ``sharded``: sharded boards are written (consumers.redis_sink) and read
-    (leaderboard.shard_reads), but recovery, rebuild, close-period and the read API do not handle their
-    shards yet: every definition the product serves (file or runtime) is refused rather than half served."""
+    ``shards`` > 1 only with ``sharded``: the boards file (:func:`load`) may shard a board; a board managed
+    at runtime (leaderboard.catalog: drafts built from the log, then activated) may not yet, as its draft
+    build and activation handle one sorted set per period only."""
     return _board(raw, sharded=sharded)
 
 
@@ -266,8 +266,8 @@ def _board(raw: dict[str, object], *, sharded: bool = False) -> Board:
         raise BoardsError(f"board {board_id!r}: shards must be an integer from 1 to {MAX_SHARDS}")
     if shards > 1 and not sharded:
         raise BoardsError(
-            f"board {board_id!r}: shards = {shards}: only shards = 1 is served so far "
-            "(sharded boards: storage and reads only, see docs/operations.md)"
+            f"board {board_id!r}: shards = {shards}: only a board of the boards file "
+            "(LEADERBOARD_BOARDS_FILE) may be sharded so far, not one managed at runtime"
         )
     return Board(
         id=board_id,
@@ -319,7 +319,7 @@ def load(path: Path | None) -> tuple[Board, ...]:
     where = f"boards file {path} (LEADERBOARD_BOARDS_FILE)"
     raw_boards = board_tables(read_toml(path, where), where)
     try:
-        boards = tuple(_board(b) for b in raw_boards)
+        boards = tuple(_board(b, sharded=True) for b in raw_boards)
     except BoardsError as exc:
         raise BoardsError(f"{where}: {exc}") from None
     check_unique_ids(boards, where)

@@ -1,7 +1,9 @@
 """A board split into ``shards`` sorted sets per period, each on its own Redis Cluster slot (pure logic).
 
-A player lives in shard ``crc32(player_id) % shards`` (stable across processes and languages, unlike
-Python's ``hash``). Each shard is stored exactly like a board of its own, id ``<board>~<shard>[.k]``
+A player lives in shard ``md5(player_id)[:4] % shards`` (:func:`shard_of`; stable across processes and
+languages, unlike Python's ``hash``, and PostgreSQL computes the same with :func:`shard_sql`, so a rebuild
+loads each shard's rows straight from the checkpoint). Each shard is stored exactly like a board of its
+own, id ``<board>~<shard>[.k]``
 (:func:`storage_id`: its own hash tag, so its own slot, in its own part of the slot space): meta,
 generations, watermarks per partition, stats, so apply.lua writes it unchanged and every write stays
 idempotent per shard key. A board of one shard keeps its plain id and keys.
@@ -13,8 +15,8 @@ reverse member order (ZRANGE ... REV). The I/O is in leaderboard.shard_reads.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from functools import cache
@@ -33,7 +35,16 @@ Row = tuple[str, float]
 
 
 def shard_of(player_id: str, shards: int) -> int:
-    return zlib.crc32(player_id.encode()) % shards if shards > 1 else 0
+    """The first 4 bytes of the id's MD5 (UTF-8), big-endian, modulo ``shards`` (not for security: spread)."""
+    if shards == 1:
+        return 0
+    return int.from_bytes(hashlib.md5(player_id.encode()).digest()[:4], "big") % shards  # noqa: S324
+
+
+def shard_sql(column: str, shards: int) -> str:
+    """:func:`shard_of` as a PostgreSQL expression over a text column (a trusted identifier)."""
+    # mod(), not %: the text goes into statements with psycopg placeholders.
+    return f"mod(('x' || substr(md5({column}), 1, 8))::bit(32)::bigint, {int(shards)})"
 
 
 @cache

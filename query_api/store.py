@@ -30,7 +30,9 @@ from leaderboard.boards import Board
 from leaderboard.keys import Keys
 from leaderboard.lua_scripts import script
 from leaderboard.redis_client import FAILURES, AsyncClient
+from leaderboard.shards import parts
 from query_api.problems import Problem
+from query_api.sharded import ShardedCalls
 from query_api.snapshots import Closed, Snapshots
 
 SCRIPTS = ("top", "player", "around", "lookup", "range", "stats", "periods", "version")
@@ -144,6 +146,28 @@ def _paged(
     return doc
 
 
+def _settled(board: str, res: dict[str, Any]) -> dict[str, Any]:
+    """A read's reply, or the 503 it means: no active generation, a definition the process has not loaded
+    yet, or a generation that kept flipping (``stale`` after every attempt)."""
+    if res["s"] == "nometa":
+        raise rebuilding(board)
+    if res["s"] == "redefined":
+        raise Problem(
+            503,
+            "board-rebuilding",
+            f"board {board!r} switched to definition version {res['def']}; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    if res["s"] == "stale":
+        raise Problem(
+            503,
+            "board-rebuilding",
+            f"board {board!r} changed generation {_FLIP_ATTEMPTS} times during one read; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    return res
+
+
 class Store:
     def __init__(self, client: AsyncClient, keys: Keys, snapshots: Snapshots) -> None:
         self._r = client
@@ -155,6 +179,7 @@ class Store:
         """board -> the generation last seen active (names the scripts' keys)."""
         self._names_in_script = not isinstance(client, AsyncRedisCluster)
         """One node: the scripts read names too. A cluster: the names hash is in another slot."""
+        self._sharded = ShardedCalls(client, keys)
 
     def _script_keys(self, board: str, gen: str, period: str) -> list[str]:
         g = int(gen)
@@ -172,7 +197,11 @@ class Store:
             raise unavailable(exc) from exc
 
     async def _call(self, name: str, b: Board, period: str, *args: str | int) -> dict[str, Any]:
+        """Read script ``name``'s reply (query_api.sharded's for a board of several shards); raises the
+        503s of a board without an active generation, redefined, or flipping throughout the read."""
         board = b.id
+        if b.shards > 1:
+            return _settled(board, await self._bounded(self._sharded.call(name, b, period, *args)))
         gen = self._gen.get(board)
         if gen is None:
             active = await self._bounded(self._r.hget(self._keys.meta(board), "active"))
@@ -186,24 +215,11 @@ class Store:
             res: dict[str, Any] = orjson.loads(raw)
             if res["s"] == "nometa":
                 self._gen.pop(board, None)
-                raise rebuilding(board)
-            if res["s"] == "redefined":
-                raise Problem(
-                    503,
-                    "board-rebuilding",
-                    f"board {board!r} switched to definition version {res['def']}; retry shortly",
-                    headers={"Retry-After": RETRY_AFTER_S},
-                )
             if res["s"] != "stale":
                 self._gen[board] = gen
-                return res
+                return _settled(board, res)
             gen = str(res["gen"])
-        raise Problem(
-            503,
-            "board-rebuilding",
-            f"board {board!r} changed generation {_FLIP_ATTEMPTS} times during one read; retry shortly",
-            headers={"Retry-After": RETRY_AFTER_S},
-        )
+        return _settled(board, {"s": "stale"})
 
     async def _names_of(self, members: Sequence[str]) -> list[object]:
         """Display names of ``members`` (None where unknown): one HMGET on the shared names hash."""
@@ -213,10 +229,11 @@ class Store:
         return [v.decode() if v is not None else None for v in raw]
 
     async def _with_names(
-        self, call: Awaitable[dict[str, Any]], members: Sequence[str]
+        self, call: Awaitable[dict[str, Any]], members: Sequence[str], board: Board
     ) -> tuple[dict[str, Any], list[object]]:
-        """A script call and the names of players known up front (on a cluster: concurrently)."""
-        if self._names_in_script:
+        """A script call and the names of players known up front (on a cluster or a sharded board:
+        concurrently)."""
+        if self._names_in_script and board.shards == 1:
             res = await call
             return res, _script_names(res)
         names = asyncio.ensure_future(self._names_of(members))
@@ -270,7 +287,9 @@ class Store:
         return Result(_paged(self._head(board, period, False), 0, offset, limit, []), False)
 
     async def player(self, board: Board, period: str, player_id: str) -> Result:
-        res, names = await self._with_names(self._call("player", board, period, player_id), [player_id])
+        res, names = await self._with_names(
+            self._call("player", board, period, player_id), [player_id], board
+        )
         if res["s"] == "ok":
             total, packed = int(res["total"]), int(float(res["score"]))
             points, tb = board.rule.unpack(packed)
@@ -322,7 +341,7 @@ class Store:
 
     async def lookup(self, board: Board, period: str, player_ids: list[str]) -> Result:
         ids = list(dict.fromkeys(player_ids))
-        res, names = await self._with_names(self._call("lookup", board, period, *ids), ids)
+        res, names = await self._with_names(self._call("lookup", board, period, *ids), ids, board)
         doc = self._head(board, period, False)
         if res["s"] == "ok":
             found: list[tuple[float, dict[str, Any]]] = []
@@ -418,9 +437,11 @@ class Store:
         return str(res["gen"]), str(res["updated"])
 
     async def missing_active(self, boards: Sequence[Board]) -> list[str]:
-        """Boards whose meta hash has no active generation (raises on Redis errors)."""
+        """Boards with a meta hash (any shard's, for a sharded board) without an active generation (raises
+        on Redis errors)."""
         pipe = self._r.pipeline(transaction=False)
-        for board in boards:
-            pipe.hget(self._keys.meta(board.id), "active")
+        stored = [(b.id, part.id) for b in boards for part in parts(b)]
+        for _, part_id in stored:
+            pipe.hget(self._keys.meta(part_id), "active")
         values = await pipe.execute()
-        return [b.id for b, v in zip(boards, values, strict=True) if v is None]
+        return list(dict.fromkeys(b for (b, _), v in zip(stored, values, strict=True) if v is None))

@@ -67,7 +67,7 @@ def test_a_file_board_writes_where_no_version_is_recorded_and_the_flip_records_o
     gen = gens.new_generation("laps")
     v3 = replace(plain, version=3)
     redis_client.hset(keys.position("laps", gen), "0", "5")
-    assert gens.catch_up_and_flip(v3, gen, None, RedisSink(redis_client, keys, [v3])) == 1  # type: ignore[arg-type]
+    assert gens.catch_up_and_flip(v3, gen, None, RedisSink(redis_client, keys, [v3])) == {"laps": 1}  # type: ignore[arg-type]
     assert redis_client.hget(keys.meta("laps"), "def") == b"3"
     with pytest.raises(DefinitionStale):
         RedisSink(redis_client, keys, [plain]).apply(_records(10))

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import psycopg
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +28,7 @@ from redis.crc import key_slot
 from consumers.plan import Canonical
 from consumers.redis_sink import RedisSink
 from leaderboard import boards as boards_mod
-from leaderboard import shards
+from leaderboard import catalog, shards
 from leaderboard.aggregate import AGGREGATIONS, ORDERS
 from leaderboard.boards import Board
 from leaderboard.keys import Keys
@@ -223,17 +224,32 @@ def test_shards_must_be_a_small_positive_integer(bad: object) -> None:
     assert boards_mod.parse({"id": "b"}).shards == 1
 
 
-def test_a_sharded_definition_is_refused_until_it_is_served() -> None:
-    """Every definition the product serves (a boards file, a runtime board) parses without ``sharded``."""
-    with pytest.raises(boards_mod.BoardsError, match="shards = 3: only shards = 1 is served so far"):
-        boards_mod.parse({"id": "b", "shards": 3})
-
-
-def test_a_boards_file_with_a_sharded_board_is_refused_until_it_is_served(tmp_path: Path) -> None:
+def test_a_boards_file_may_shard_a_board_a_runtime_definition_may_not(tmp_path: Path) -> None:
+    """The boards file is served sharded (tests/test_sharded_served.py); a board managed at runtime is built
+    and activated as one sorted set per period, so its definitions (HTTP, ``boards apply``) refuse shards."""
     path = tmp_path / "boards.toml"
     path.write_text('[[board]]\nid = "big"\nshards = 3\n')
-    with pytest.raises(boards_mod.BoardsError, match="only shards = 1 is served so far"):
-        boards_mod.load(path)
+    assert [b.shards for b in boards_mod.load(path)] == [3]
+    with pytest.raises(boards_mod.BoardsError, match="shards = 3: only a board of the boards file"):
+        catalog.parse({"id": "b", "shards": 3})
+    with pytest.raises(boards_mod.BoardsError, match="only a board of the boards file"):
+        catalog.parse_file({"board": [{"id": "big", "shards": 3}]}, "a document")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(min_size=1, max_size=40).filter(lambda t: "\x00" not in t), min_size=1, max_size=30))
+def test_postgresql_puts_every_player_in_the_shard_python_does(
+    pg: psycopg.Connection, ids: list[str]
+) -> None:
+    """A rebuild and verify select a shard's checkpoint rows in SQL (shards.shard_sql): the same shard as
+    the sink's shard_of, for any id (non-ASCII included: both hash the UTF-8 bytes)."""
+    for n in (2, 3, 7, 64):
+        got = pg.execute(
+            f"SELECT {shards.shard_sql('p', n)} FROM unnest(%s::text[]) WITH ORDINALITY AS t(p, i)"
+            " ORDER BY i",
+            (ids,),
+        ).fetchall()
+        assert [int(r[0]) for r in got] == [shards.shard_of(i, n) for i in ids]
 
 
 class _Counting:
